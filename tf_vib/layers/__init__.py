@@ -1,0 +1,19 @@
+"""The VIB layers: masks on input features, Dense units and recurrent gates."""
+
+from tf_vib.layers.base import VIBLayerMixin, is_vib_layer
+from tf_vib.layers.feature_mask import FeatureMask
+from tf_vib.layers.select_features import SelectFeatures
+from tf_vib.layers.vib_gru import VIBGRUCell
+from tf_vib.layers.vib_lstm import VIBLSTMCell
+from tf_vib.layers.vib_mask import GaussianMask, MaskSettings
+
+__all__ = [
+    "FeatureMask",
+    "GaussianMask",
+    "MaskSettings",
+    "SelectFeatures",
+    "VIBGRUCell",
+    "VIBLSTMCell",
+    "VIBLayerMixin",
+    "is_vib_layer",
+]
