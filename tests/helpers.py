@@ -1,0 +1,50 @@
+"""Shared test helpers: small models and masks set to chosen values."""
+
+import numpy as np
+
+import tf_vib
+from tf_vib._keras import keras
+
+
+def vib_masks(model):
+    """Every GaussianMask of a model, as (layer name, gate, mask)."""
+    for layer in model.layers:
+        owner = getattr(layer, "cell", layer)
+        for gate, mask in getattr(owner, "vib_masks", {}).items():
+            yield layer.name, gate, mask
+
+
+def set_mask(mask, mu, log_sigma2):
+    mask.mu.assign(np.broadcast_to(np.asarray(mu, "float32"), (mask.units,)))
+    mask.log_sigma2.assign(np.broadcast_to(np.asarray(log_sigma2, "float32"), (mask.units,)))
+
+
+def randomize_masks(model, rng, prune_fraction=0.4):
+    """Means in +-[0.3, 2] and a random share of units pushed far above log_alpha 0."""
+    for _, _, mask in vib_masks(model):
+        units = mask.units
+        mu = rng.uniform(0.3, 2.0, units) * rng.choice([-1.0, 1.0], units)
+        pruned = rng.random(units) < prune_fraction
+        pruned[rng.integers(units)] = False  # never prune a whole layer by chance
+        log_sigma2 = np.where(pruned, 6.0, -6.0) + rng.normal(0.0, 0.1, units)
+        set_mask(mask, mu, log_sigma2)
+
+
+def cell_factory(kind):
+    return {
+        "lstm": lambda units, **kw: tf_vib.layers.VIBLSTMCell(units, **kw),
+        "gru": lambda units, **kw: tf_vib.layers.VIBGRUCell(units, **kw),
+        "gru_v1": lambda units, **kw: tf_vib.layers.VIBGRUCell(units, reset_after=False, **kw),
+    }[kind]
+
+
+def max_abs_diff(a, b, x):
+    return float(np.max(np.abs(a.predict(x, verbose=0) - b.predict(x, verbose=0))))
+
+
+def all_weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def keras_rnn(kind):
+    return keras.layers.LSTMCell if kind == "lstm" else keras.layers.GRUCell
