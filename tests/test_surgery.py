@@ -218,3 +218,30 @@ def test_vib_layer_as_model_output_is_refused(rng):
     randomize_masks(model, rng)
     with pytest.raises(ValueError, match="is a model output"):
         tf_vib.strip_masks(model)
+
+
+def test_summary_counts_equal_the_stripped_model(rng):
+    model = keras.Sequential([
+        keras.Input((7, 5)),
+        FeatureMask(name="inputs"),
+        keras.layers.RNN(VIBLSTMCell(10), name="lstm"),
+        keras.layers.Dense(6, activation="relu", name="hidden"),
+        FeatureMask(name="hidden_mask"),
+        keras.layers.Dense(3, name="head"),
+    ])
+    randomize_masks(model, rng)
+    report = tf_vib.summary(model)
+    stripped = tf_vib.strip_masks(model)
+    assert report.params_after == stripped.count_params()
+    rows = {r.name: r for r in report.records}
+    lstm = stripped.get_layer("lstm")
+    assert rows["lstm"].units_kept == lstm.units
+    assert rows["lstm"].params_before == 4 * 10 * (5 + 10 + 1)
+    assert rows["lstm"].params_after == lstm.count_params()
+    assert rows["lstm"].inputs_kept == lstm.cell.kernel.shape[0]
+    assert rows["hidden"].units_kept == stripped.get_layer("hidden").units
+    text = str(report)
+    assert "lstm" in text and f"{rows['lstm'].units_kept}/10" in text
+    data = report.to_dict()
+    assert data["bytes_float32_after"] == 4 * stripped.count_params()
+    assert data["bytes_int8_after"] == stripped.count_params()

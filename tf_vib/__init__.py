@@ -3,9 +3,17 @@
 from importlib import metadata as _metadata
 
 from tf_vib import layers
+from tf_vib.report import ModelSummary, summary
 from tf_vib.surgery import kept_input_features, strip_masks
 
-__all__ = ["layers", "strip_masks", "kept_input_features", "__version__"]
+__all__ = [
+    "layers",
+    "strip_masks",
+    "kept_input_features",
+    "summary",
+    "ModelSummary",
+    "__version__",
+]
 
 try:
     __version__ = _metadata.version("tf-vib")
