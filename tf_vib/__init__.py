@@ -3,11 +3,18 @@
 from importlib import metadata as _metadata
 
 from tf_vib import layers
+from tf_vib.compress import CompressionResult, compress
+from tf_vib.compression_report import CompressionReport
 from tf_vib.report import ModelSummary, summary
 from tf_vib.surgery import kept_input_features, strip_masks
+from tf_vib.wrap import add_vib_masks
 
 __all__ = [
     "layers",
+    "compress",
+    "CompressionResult",
+    "CompressionReport",
+    "add_vib_masks",
     "strip_masks",
     "kept_input_features",
     "summary",

@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._graph import as_list, graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
@@ -134,13 +135,9 @@ class _Stripper:
         self.records = []
         self.kept_inputs = {}
         self.consumers = {}
-        for node in self._nodes():
+        for node in graph_nodes(self.model):
             for tensor in node.keras_inputs:
                 self.consumers.setdefault(id(tensor), []).append(node)
-
-    def _nodes(self):
-        for depth in sorted(self.model._nodes_by_depth, reverse=True):
-            yield from (n for n in self.model._nodes_by_depth[depth] if not n.is_input)
 
     # -- masks ------------------------------------------------------------------------
 
@@ -188,9 +185,9 @@ class _Stripper:
             )
             new_inputs.append(new)
             tensors[id(tensor)] = (new, channels)
-        for node in self._nodes():
+        for node in graph_nodes(self.model):
             inputs = [tensors[id(t)] for t in node.keras_inputs]
-            outputs = tf_flatten(node.outputs)
+            outputs = as_list(node.outputs)
             result = self.strip_node(node, inputs)
             for original, new in zip(outputs, result if isinstance(result, list) else [result], strict=True):
                 tensors[id(original)] = new
@@ -263,7 +260,7 @@ class _Stripper:
 
     def _output_columns(self, node):
         """Columns a Dense may drop: those its only consumer, a FeatureMask, prunes."""
-        out = tf_flatten(node.outputs)[0]
+        out = as_list(node.outputs)[0]
         users = self.consumers.get(id(out), [])
         is_model_output = any(out is t for t in self.model.outputs)
         if len(users) == 1 and isinstance(users[0].layer, FeatureMask) and not is_model_output:
@@ -379,13 +376,9 @@ class _Stripper:
             LayerRecord(layer.name, type(layer).__name__, _units(layer), _units(layer), None, None,
                         layer.count_params(), layer.count_params())
         )
-        outputs = tf_flatten(output)
+        outputs = as_list(output)
         result = [(o, _full_like(o)) for o in outputs]
         return result if isinstance(output, (list, tuple)) else result[0]
-
-
-def tf_flatten(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _full_like(tensor):

@@ -1,0 +1,157 @@
+"""CompressionReport: per-stage and per-layer figures of a compress() run."""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from tf_vib._keras import keras
+from tf_vib.report import format_table
+
+__all__ = ["CompressionReport", "StageResult", "recurrent_params"]
+
+
+def recurrent_params(model):
+    """Parameters of the model's recurrent layers (LSTM, GRU, SimpleRNN, RNN), nested included."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += recurrent_params(layer)
+        elif isinstance(layer, keras.layers.RNN):
+            total += layer.count_params()
+    return total
+
+
+def _accuracy(model, x, labels):
+    predictions = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+
+
+@dataclasses.dataclass
+class StageResult:
+    """One stage's model, measured: parameters, accuracy, wall time."""
+
+    stage: str
+    params: int
+    recurrent_params: int
+    val_accuracy: float
+    test_accuracy: float | None
+    seconds: float
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def measure(cls, stage, model, x_val, labels_val, test, seconds, **extra):
+        return cls(
+            stage=stage,
+            params=int(model.count_params()),
+            recurrent_params=int(recurrent_params(model)),
+            val_accuracy=_accuracy(model, x_val, labels_val),
+            test_accuracy=None if test is None else _accuracy(model, *test),
+            seconds=float(seconds),
+            extra=dict(extra),
+        )
+
+    def line(self):
+        test = "" if self.test_accuracy is None else f", test accuracy {self.test_accuracy:.4f}"
+        return (
+            f"{self.stage}: {self.params:,} parameters ({self.recurrent_params:,} recurrent), "
+            f"validation accuracy {self.val_accuracy:.4f}{test}, {self.seconds:.1f} s"
+        )
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    """Figures of a ``compress`` run.
+
+    Attributes:
+      stages: ``StageResult`` per stage, the baseline first.
+      layers: per-layer rows of the chosen stripping (units/inputs kept, parameters).
+      threshold_curve: ``(threshold, params, validation accuracy)`` for every threshold tried.
+      max_accuracy_drop: the accepted validation-accuracy loss.
+    """
+
+    max_accuracy_drop: float
+    stages: list = dataclasses.field(default_factory=list)
+    layers: list = dataclasses.field(default_factory=list)
+    threshold_curve: list = dataclasses.field(default_factory=list)
+
+    @property
+    def baseline(self):
+        return self.stages[0]
+
+    @property
+    def final(self):
+        return self.stages[-1]
+
+    def to_dict(self):
+        return {
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "layers": self.layers,
+            "threshold_curve": [
+                {"threshold": t, "params": p, "val_accuracy": a} for t, p, a in self.threshold_curve
+            ],
+            "compression": {
+                "params": self.baseline.params / max(self.final.params, 1),
+                "recurrent_params": self.baseline.recurrent_params / max(self.final.recurrent_params, 1),
+            },
+        }
+
+    def to_json(self, path=None, **kwargs):
+        text = json.dumps(self.to_dict(), indent=2, **kwargs)
+        if path is not None:
+            with open(path, "w") as handle:
+                handle.write(text + "\n")
+        return text
+
+    def __str__(self):
+        base = self.baseline
+        rows = []
+        for s in self.stages:
+            rows.append((
+                s.stage, f"{s.params:,}", f"{s.recurrent_params:,}",
+                f"{base.recurrent_params / max(s.recurrent_params, 1):.1f}x",
+                f"{100 * s.val_accuracy:.2f}",
+                "-" if s.test_accuracy is None else f"{100 * s.test_accuracy:.2f}",
+                f"{s.seconds:.1f}",
+            ))
+        stages = format_table(
+            ("stage", "params", "recurrent params", "recurrent ratio", "val acc %", "test acc %", "seconds"),
+            rows,
+        )
+        layer_rows = [
+            (r["name"], r["kind"],
+             "" if r["units_total"] is None else f"{r['units_kept']}/{r['units_total']}",
+             "" if r["inputs_total"] is None else f"{r['inputs_kept']}/{r['inputs_total']}",
+             r["params_before"], r["params_after"])
+            for r in self.layers
+        ]
+        layers = format_table(("layer", "kind", "units kept", "inputs kept", "params before", "params after"), layer_rows)
+        return f"{stages}\n\n{layers}"
+
+    def plot(self, path, *, title=None):
+        """Draw validation accuracy against parameters (threshold curve and stages) to a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        if self.threshold_curve:
+            _, params, acc = zip(*self.threshold_curve, strict=True)
+            ax.plot(params, [100 * a for a in acc], "o-", color="tab:blue", label="VIB, keep thresholds")
+        for s in self.stages:
+            ax.scatter([s.params], [100 * s.val_accuracy], s=60, zorder=3, label=s.stage)
+        base = self.baseline
+        ax.axhline(100 * (base.val_accuracy - self.max_accuracy_drop), color="grey", ls="--", lw=1,
+                   label="accepted accuracy")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (whole model)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(title or "tf-vib: accuracy against size")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
