@@ -17,7 +17,14 @@ from tf_vib.datasets._checks import (
     require_module,
 )
 
-__all__ = ["SequenceDataset", "stratified_split", "stratified_indices", "digits_rows", "uea", "uea_names"]
+__all__ = [
+    "SequenceDataset",
+    "stratified_split",
+    "stratified_indices",
+    "digits_rows",
+    "uea",
+    "uea_names",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
