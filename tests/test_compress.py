@@ -1,0 +1,158 @@
+"""compress(): warm start, a plain smaller model, a report that matches it, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import all_weights
+
+import tf_vib
+from tf_vib._keras import keras, tf
+from tf_vib.training import TwoRateTrainer
+from tf_vib.wrap import add_vib_masks
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _data(n=150, seed=0):
+    """Class = which of the first three features has the largest mean; features 3-4 are noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6, 5)).astype("float32")
+    y = np.argmax(x[:, :, :3].mean(axis=1), axis=1)
+    return x, y
+
+
+def _trained(layer, epochs=15):
+    model = keras.Sequential([keras.Input((6, 5)), layer, keras.layers.Dense(3)])
+    model.compile(keras.optimizers.Adam(1e-2), LOSS, metrics=["accuracy"])
+    x, y = _data()
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lstm_model():
+    keras.utils.set_random_seed(0)
+    return _trained(keras.layers.LSTM(12))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(7, return_sequences=True),
+                              keras.layers.GRU(6), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")]),
+    lambda: keras.Sequential([keras.Input((6, 5)), keras.layers.GRU(6, reset_after=False), keras.layers.Dense(3)]),
+    lambda: _functional(),
+], ids=["stacked", "gru_v1", "functional"])
+def test_warm_start_reproduces_the_original(make):
+    model = make()
+    vib = add_vib_masks(model)
+    x, _ = _data(20)
+    np.testing.assert_allclose(vib.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert any(isinstance(layer, tf_vib.layers.FeatureMask) for layer in vib.layers)
+    assert not any(tf_vib.layers.is_vib_layer(layer) for layer in model.layers)
+
+
+def _functional():
+    inputs = keras.Input((6, 5))
+    x = keras.layers.Dense(8, activation="tanh")(inputs)
+    x = keras.layers.LSTM(6)(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def test_compress_returns_a_plain_smaller_model_and_a_matching_report(lstm_model, tmp_path, capsys):
+    before = all_weights(lstm_model)
+    x, y = _data(150, seed=1)
+    x_test, y_test = _data(100, seed=2)
+    result = tf_vib.compress(
+        lstm_model, (x, y), test_data=(x_test, y_test), epochs=8, finetune_epochs=3,
+        kl_factor=0.05, mask_learning_rate=0.1, max_accuracy_drop=0.05, verbose=1,
+    )
+    small = result.model
+    assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers)
+    kinds = [type(layer) for layer in small.layers]
+    assert kinds[-2:] == [keras.layers.LSTM, keras.layers.Dense]
+    assert kinds[:-2] in ([], [tf_vib.layers.SelectFeatures])  # noise features may be gone
+    assert small.count_params() < lstm_model.count_params()
+    for a, b in zip(before, lstm_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    report = result.report
+    assert [s.stage for s in report.stages] == ["baseline", "vib", "finetune"]
+    assert report.final.params == small.count_params()
+    assert report.final.recurrent_params == small.layers[-2].count_params()
+    assert report.baseline.params == lstm_model.count_params()
+    rows = {r["name"]: r for r in report.layers}
+    assert rows[small.layers[-2].name]["units_kept"] == small.layers[-2].units
+    assert report.final.val_accuracy >= report.baseline.val_accuracy - 0.05
+    test_accuracy = np.mean(np.argmax(small.predict(x_test, verbose=0), -1) == y_test)
+    assert report.final.test_accuracy == pytest.approx(test_accuracy)
+    assert "vib" in result.histories and "finetune" in result.histories
+
+    data = json.loads(report.to_json(tmp_path / "report.json"))
+    assert data["stages"][-1]["params"] == small.count_params()
+    assert json.loads((tmp_path / "report.json").read_text()) == data
+    png = report.plot(tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "recurrent params" in str(report)
+    out = capsys.readouterr().out
+    assert "[tf-vib] stage 1/4 baseline" in out and "[tf-vib] stage 4/4 finetune" in out
+
+
+def test_compress_accepts_datasets_and_holds_out_validation(lstm_model):
+    x, y = _data(120, seed=3)
+    batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    result = tf_vib.compress(lstm_model, batched, validation_data=unbatched, epochs=1,
+                             finetune_epochs=0, verbose=0)
+    assert result.report.baseline.val_accuracy == pytest.approx(
+        np.mean(np.argmax(lstm_model.predict(x, verbose=0), -1) == y))
+    held_out = tf_vib.compress(lstm_model, (x, y), epochs=1, finetune_epochs=0, verbose=0,
+                               validation_fraction=0.25)
+    assert held_out.report.stages[0].extra == {}
+    assert len(held_out.histories["vib"]["loss"]) == 1
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the arguments were checked")
+
+    monkeypatch.setattr(TwoRateTrainer, "fit", refuse)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x), y),
+     r"`train_data` inputs contain 1 NaN or infinite values \(first at index \(0, 1, 2\)\)"),
+    (lambda x, y: (x, y + 1), r"labels range over \[1, 3\], but the model has 3 outputs"),
+    (lambda x, y: (x[:, :, :4], y), r"inputs have shape \(150, 6, 4\), but the model expects \(batch, 6, 5\)"),
+    (lambda x, y: (x, y[:10]), "150 inputs but 10 labels"),
+    (lambda x, y: (x, y.astype("float32") + 0.5), "labels must be integer class indices"),
+])
+def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
+    x, y = mutate(*_data())
+    with pytest.raises(ValueError, match=match):
+        tf_vib.compress(lstm_model, (x, y), verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epochs": -1}, "`epochs` must be an integer >= 0; received -1"),
+    ({"kl_factor": 0.0}, "`kl_factor` must be a finite number > 0; received 0.0"),
+    ({"mask_learning_rate": float("nan")}, "`mask_learning_rate` must be a finite number > 0"),
+    ({"thresholds": [-1.0]}, r"`thresholds` must be a non-empty list of numbers >= 0; received \[-1.0\]"),
+    ({"validation_fraction": 1.5}, "`validation_fraction` must be < 1; received 1.5"),
+    ({"masked_gates": "oz"}, "masked_gates"),
+])
+def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def test_model_without_layers_to_compress_and_uncompiled_model(no_training):
+    flat = keras.Sequential([keras.Input((6, 5)), keras.layers.GlobalAveragePooling1D()])
+    with pytest.raises(ValueError, match="has no LSTM, GRU or Dense layer"):
+        tf_vib.compress(flat, (np.zeros((4, 6, 5)), np.zeros(4, int)), loss=LOSS, verbose=0)
+    uncompiled = keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(3), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="`loss` is required when `model` is not compiled"):
+        tf_vib.compress(uncompiled, _data(), verbose=0)
+    with pytest.raises(TypeError, match="must be an \\(x, y\\) tuple"):
+        tf_vib.compress(uncompiled, np.zeros((4, 6, 5)), loss=LOSS, verbose=0)
