@@ -83,8 +83,10 @@ def test_digits_rows_shapes_range_and_split():
 def test_digits_rows_rejects_bad_arguments():
     with pytest.raises(ValueError, match="`test_fraction` must be a float in"):
         datasets.digits_rows(1.0)
-    with pytest.raises(TypeError, match="`seed` must be a non-negative integer"):
+    with pytest.raises(ValueError, match="`seed` must be a non-negative integer; received -1"):
         datasets.digits_rows(seed=-1)
+    with pytest.raises(TypeError, match="`seed` must be a non-negative integer; received 0.5"):
+        datasets.digits_rows(seed=0.5)
 
 
 # ----------------------------------------------------------------------------- UEA
@@ -327,15 +329,18 @@ def test_ucf11_reads_group_subfolders(tmp_path):
                for f in data.info["files_test"])
 
 
-def test_hmdb51_uses_official_split_files(clip_folder, tmp_path):
+def test_hmdb51_uses_official_split_files(tmp_path):
+    datasets.write_videos(tmp_path, n_per_class=4, classes=CLASSES, frames=4, size=16)
+    splits = tmp_path / "testTrainMulti_7030_splits"  # inside root: not taken for a class
+    splits.mkdir()
     for name in CLASSES:
         lines = [f"v_{name}_g01_c01.avi 1", f"v_{name}_g01_c02.avi 1", f"v_{name}_g02_c01.avi 2",
                  f"v_{name}_g02_c02.avi 0"]
-        (tmp_path / f"{name}_test_split1.txt").write_text("\n".join(lines) + "\n")
-    data = datasets.hmdb51(clip_folder, frames=2, size=8, splits_dir=tmp_path)
+        (splits / f"{name}_test_split1.txt").write_text("\n".join(lines) + "\n")
+    data = datasets.hmdb51(tmp_path, frames=2, size=8)
     assert data.info["split"] == "official" and data.info["left_out"] == 3
-    assert len(data.y_train) == 6 and len(data.y_test) == 3
-    fallback = datasets.hmdb51(clip_folder, frames=2, size=8)
+    assert len(data.y_train) == 6 and len(data.y_test) == 3 and data.n_classes == 3
+    fallback = datasets.hmdb51(tmp_path, frames=2, size=8, split_number=2)
     assert fallback.info["split"] == "stratified"
 
 
@@ -367,6 +372,10 @@ def test_video_loaders_reject_bad_arguments(clip_folder, tmp_path):
         datasets.read_clip(tmp_path / "none.avi")
     with pytest.raises(ValueError, match="`split_number` must be one of 1, 2, 3; received 4"):
         datasets.ucf101(clip_folder, split_number=4)
+    with pytest.raises(ValueError, match="`extensions` must be a tuple of suffixes"):
+        datasets.video_folder(clip_folder, extensions=".avi")
+    with pytest.raises(ValueError, match="`split` must be None or a pair"):
+        datasets.video_folder(clip_folder, split=(["a.avi"], "b.avi"))
     with pytest.raises(ValueError, match="`layout` must be one of 'ucf101', 'ucf11'"):
         datasets.write_videos(tmp_path, layout="kinetics")
 

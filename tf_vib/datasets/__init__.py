@@ -34,7 +34,13 @@ from tf_vib.datasets.synthetic import (
     synthetic_actions,
     write_videos,
 )
-from tf_vib.datasets.video import VIDEO_EXTENSIONS, read_clip, sample_indices, video_folder
+from tf_vib.datasets.video import (
+    VIDEO_EXTENSIONS,
+    class_folders,
+    read_clip,
+    sample_indices,
+    video_folder,
+)
 
 __all__ = [
     "SequenceDataset",
@@ -51,6 +57,7 @@ __all__ = [
     "write_videos",
     "VIDEO_EXTENSIONS",
     "sample_indices",
+    "class_folders",
     "read_clip",
     "video_folder",
     "ucf11",

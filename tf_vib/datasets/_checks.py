@@ -35,8 +35,10 @@ def check_fraction(name, value):
 
 
 def check_seed(value, name="seed"):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be a non-negative integer; received {value!r}")
+    if value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer; received {value!r}")
     return int(value)
 
 

@@ -15,10 +15,12 @@ from tf_vib.datasets._checks import (
 )
 from tf_vib.datasets.sequences import SequenceDataset
 from tf_vib.datasets.video import (
+    VIDEO_EXTENSIONS,
     _check_clip_args,
     _cv2,
     _finish,
     _to_pixels,
+    class_folders,
     sample_indices,
     video_folder,
 )
@@ -68,6 +70,8 @@ def ucf101(root, *, split_number=1, splits_dir=None, **kwargs):
     Uses the official ``trainlist0<k>.txt`` / ``testlist0<k>.txt`` when found in
     ``splits_dir``, ``root/ucfTrainTestlist``, ``root`` or next to ``root``; otherwise
     holds out whole groups as `ucf11` does (the official split 1 holds out groups 1-7).
+    Names are matched case-insensitively (the lists write "HandStandPushups", the folder
+    "HandstandPushups"). A ``split`` passed in ``kwargs`` wins over the lists.
 
     Args:
       root: path of the ``UCF-101`` folder.
@@ -89,7 +93,7 @@ def ucf101(root, *, split_number=1, splits_dir=None, **kwargs):
         splits_dir = check_existing_dir("splits_dir", splits_dir)
     found = _find_split_files(
         [splits_dir, root / "ucfTrainTestlist", root, root.parent / "ucfTrainTestlist"], lists)
-    if found is not None:
+    if found is not None and "split" not in kwargs:
         kwargs["split"] = tuple(_read_list(found / name) for name in lists)
     kwargs.setdefault("group_pattern", _UCF101_GROUP)
     kwargs.setdefault("name", "ucf101")
@@ -101,7 +105,7 @@ def hmdb51(root, *, split_number=1, splits_dir=None, **kwargs):
 
     Uses the official ``<class>_test_split<k>.txt`` files (1 = train, 2 = test, 0 =
     unused) when found in ``splits_dir``, ``root/testTrainMulti_7030_splits`` or ``root``
-    for every class; otherwise a stratified split.
+    for every class; otherwise a stratified split. A ``split`` passed in ``kwargs`` wins.
 
     Args:
       root: path of the folder of class folders.
@@ -120,11 +124,11 @@ def hmdb51(root, *, split_number=1, splits_dir=None, **kwargs):
     split_number = check_choice("split_number", split_number, (1, 2, 3))
     if splits_dir is not None:
         splits_dir = check_existing_dir("splits_dir", splits_dir)
-    classes = kwargs.get("classes") or sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = kwargs.get("classes") or class_folders(
+        root, kwargs.get("extensions", VIDEO_EXTENSIONS))
     lists = [f"{c}_test_split{split_number}.txt" for c in classes]
     found = _find_split_files([splits_dir, root / "testTrainMulti_7030_splits", root], lists)
-    if found is not None:
+    if found is not None and "split" not in kwargs:
         parts = {"1": [], "2": []}
         for name in lists:
             for line in (found / name).read_text().splitlines():

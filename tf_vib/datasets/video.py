@@ -23,7 +23,7 @@ from tf_vib.datasets._checks import (
 )
 from tf_vib.datasets.sequences import SequenceDataset, stratified_indices
 
-__all__ = ["VIDEO_EXTENSIONS", "sample_indices", "read_clip", "video_folder"]
+__all__ = ["VIDEO_EXTENSIONS", "sample_indices", "class_folders", "read_clip", "video_folder"]
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mpg", ".mpeg", ".mkv", ".mov", ".webm", ".m4v")
 
@@ -130,6 +130,20 @@ def read_clip(path, *, frames=8, size=64, channels=3, dtype="float32"):
     return _finish(np.stack([_to_pixels(f, size, channels, cv2) for f in sampled]), dtype)
 
 
+def _is_video(path, extensions):
+    return path.suffix.lower() in extensions and path.is_file()
+
+
+def class_folders(root, extensions=VIDEO_EXTENSIONS):
+    """Sorted names of the sub-folders of ``root`` holding at least one video at any depth
+    (so a folder of split lists inside ``root`` is not a class)."""
+    return sorted(
+        p.name for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+        and any(_is_video(q, extensions) for q in p.rglob("*"))
+    )
+
+
 def _find_clips(root, classes, extensions):
     """``(path, class name)`` of every video under ``root/<class>/``, sorted."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -147,8 +161,7 @@ def _find_clips(root, classes, extensions):
             )
     clips, with_videos = [], []
     for name in classes:
-        found = sorted(p for p in (root / name).rglob("*")
-                       if p.suffix.lower() in extensions and p.is_file())
+        found = sorted(p for p in (root / name).rglob("*") if _is_video(p, extensions))
         if found:
             with_videos.append(name)
         clips.extend((p, name) for p in found)
@@ -240,12 +253,22 @@ def video_folder(root, *, frames=8, size=64, channels=3, classes=None, test_frac
     if max_per_class is not None:
         max_per_class = check_int("max_per_class", max_per_class, minimum=2)
     workers = check_int("workers", workers) if workers is not None else min(8, os.cpu_count() or 1)
-    if split is not None and (isinstance(split, str) or len(split) != 2):
-        raise ValueError(f"`split` must be None or a pair (train_files, test_files); "
-                         f"received {split!r}")
+    if split is not None and (
+        isinstance(split, str)
+        or len(split) != 2
+        or not all(not isinstance(p, str) and all(isinstance(n, str) for n in p) for p in split)
+    ):
+        raise ValueError(f"`split` must be None or a pair (train_files, test_files) of lists "
+                         f"of file names; received {split!r:.200}")
     if group_pattern is not None:
         group_pattern = re.compile(group_pattern)
+    if (isinstance(extensions, str) or not extensions
+            or not all(isinstance(e, str) and e.startswith(".") for e in extensions)):
+        raise ValueError(f"`extensions` must be a tuple of suffixes such as ('.avi', '.mp4'); "
+                         f"received {extensions!r}")
     extensions = tuple(e.lower() for e in extensions)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"`name` must be a str or None; received {name!r}")
 
     clips, class_names = _find_clips(root, classes, extensions)
     if not clips:
