@@ -74,9 +74,9 @@ class VIBSchedule(tfmot.sparsity.keras.PruningSchedule):
 
     Example:
 
-    >>> schedule = VIBSchedule(1e-4, warmup_steps=100, harden_step=500)
+    >>> schedule = VIBSchedule(0.5, warmup_steps=100, harden_step=500)
     >>> float(schedule.kl_weight(50))
-    5e-05
+    0.25
     """
 
     def __init__(
