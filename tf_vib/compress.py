@@ -7,9 +7,9 @@ import numpy as np
 
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
+from tf_vib.selection import Candidate, choose_smallest, fine_tune
 from tf_vib.surgery import strip_masks
 from tf_vib.training import (
-    BestWeights,
     TwoRateTrainer,
     accuracy,
     as_arrays,
@@ -200,48 +200,50 @@ def compress(
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, metrics=["accuracy"])
     steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
     warmup = _KLWarmup(vib_model, kl_factor, warmup_epochs * steps_per_epoch)
-
-    check_every = max(1, epochs // 20)  # stripping to count parameters costs about an epoch
-
-    def vib_score(epoch, logs):
-        acc = logs.get("val_accuracy")
-        if acc is None or (epoch + 1) % check_every and epoch + 1 != epochs:
-            return None
-        params = strip_masks(vib_model, min_units=1).count_params()
-        return (1, -params, acc) if acc >= floor else (0, acc, -params)
-
-    best = BestWeights(vib_score, model_to_save=vib_model)
+    base_threshold = min(float(t) for t in thresholds)
+    snapshots = _Snapshots(vib_model, epochs, base_threshold)
+    callbacks = [warmup, snapshots]
     if epochs:
         history = trainer.fit(
             x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
-            callbacks=[warmup, best], verbose=verbose,
+            callbacks=callbacks, verbose=verbose,
         )
         histories["vib"] = history.history
+    else:
+        snapshots.take(-1, accuracy(vib_model, x_val, labels_val))
     vib_seconds = stages.seconds()
 
-    stages.start("strip", f"choosing the keep threshold among {len(thresholds)} on validation data")
-    curve = []
-    for threshold in sorted(set(float(t) for t in thresholds)):
-        candidate = strip_masks(vib_model, threshold=threshold, min_units=1)
-        curve.append((threshold, candidate.count_params(), accuracy(candidate, x_val, labels_val), candidate))
-    acceptable = [c for c in curve if c[2] >= floor]
-    chosen = min(acceptable, key=lambda c: (c[1], -c[2])) if acceptable else max(curve, key=lambda c: (c[2], -c[1]))
-    threshold, small = chosen[0], chosen[3]
-    report.threshold_curve = [(t, p, a) for t, p, a, _ in curve]
-    record("vib", small, vib_seconds + stages.seconds(), threshold=threshold)
+    stages.start("select", "the smallest candidate that fine-tunes back within "
+                 f"{100 * max_accuracy_drop:g} points of validation accuracy")
+    candidates = list(snapshots.candidates)
+    smallest = min(candidates, key=lambda c: (c.params, -c.epoch))
+    vib_model.set_weights(smallest.weights)
+    for threshold in sorted(set(float(t) for t in thresholds) - {base_threshold}):
+        plain = strip_masks(vib_model, threshold=threshold, min_units=1)
+        candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
+                                    accuracy(plain, x_val, labels_val), smallest.weights))
+    selection_epochs = max(1, finetune_epochs // 3) if finetune_epochs else 0
+    tune_kwargs = dict(train=(x_train, y_train), val=(x_val, y_val), labels_val=labels_val,
+                       batch_size=batch_size, learning_rate=finetune_learning_rate, loss=loss_fn,
+                       verbose=0)
+    chosen, small, _, trials = choose_smallest(
+        vib_model, candidates, floor,
+        lambda plain: fine_tune(plain, epochs=selection_epochs, **tune_kwargs)[1],
+        log=(lambda line: print(f"[tf-vib]   {line}", flush=True)) if verbose else None,
+    )
+    report.candidates = [dataclasses.asdict(c) | {"weights": None} for c in candidates]
+    report.trials = trials
+    vib_model.set_weights(chosen.weights)
+    threshold = chosen.threshold
+    record("vib", strip_masks(vib_model, threshold=threshold, min_units=1), vib_seconds,
+           threshold=threshold, epoch=chosen.epoch + 1)
+    selection_seconds = stages.seconds()
 
     stages.start("finetune", f"fine-tuning the plain model for {finetune_epochs} epochs")
-    if finetune_epochs:
-        small.compile(optimizer=keras.optimizers.Adam(finetune_learning_rate), loss=loss_fn, metrics=["accuracy"])
-        before = accuracy(small, x_val, labels_val)
-        keep = BestWeights(lambda epoch, logs: (logs.get("val_accuracy", 0.0), -logs.get("val_loss", 0.0)))
-        keep.best_score, keep.best_weights = (before, -np.inf), [w.copy() for w in small.get_weights()]
-        history = small.fit(
-            x_train, y_train, validation_data=(x_val, y_val), epochs=finetune_epochs,
-            batch_size=batch_size, callbacks=[keep], verbose=verbose,
-        )
-        histories["finetune"] = history.history
-        record("finetune", small, stages.seconds())
+    history, _ = fine_tune(small, epochs=finetune_epochs - selection_epochs,
+                           **{**tune_kwargs, "verbose": verbose})
+    histories["finetune"] = history
+    record("finetune", small, selection_seconds + stages.seconds())
     report.layers = _layer_rows(vib_model, threshold)
     return CompressionResult(small, report, histories, vib_model=vib_model, threshold=threshold)
 
@@ -249,6 +251,27 @@ def compress(
 def _layer_rows(vib_model, threshold):
     _, records = strip_masks(vib_model, threshold=threshold, min_units=1, return_records=True)
     return [dataclasses.asdict(r) for r in records]
+
+
+class _Snapshots(keras.callbacks.Callback):
+    """Every few epochs, the masked model's weights, size when stripped, and accuracy."""
+
+    def __init__(self, vib_model, epochs, threshold, count=20):
+        super().__init__()
+        self.vib_model = vib_model
+        self.epochs = epochs
+        self.every = max(1, epochs // count)  # stripping to count parameters costs about an epoch
+        self.threshold = threshold
+        self.candidates = []
+
+    def take(self, epoch, masked_accuracy):
+        params = strip_masks(self.vib_model, threshold=self.threshold, min_units=1).count_params()
+        weights = [w.copy() for w in self.vib_model.get_weights()]
+        self.candidates.append(Candidate(epoch, self.threshold, params, masked_accuracy, weights))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            self.take(epoch, (logs or {}).get("val_accuracy", 0.0))
 
 
 class _KLWarmup(keras.callbacks.Callback):

@@ -66,14 +66,17 @@ class CompressionReport:
     Attributes:
       stages: ``StageResult`` per stage, the baseline first.
       layers: per-layer rows of the chosen stripping (units/inputs kept, parameters).
-      threshold_curve: ``(threshold, params, validation accuracy)`` for every threshold tried.
+      candidates: every candidate model (epoch, threshold, params, masked validation accuracy).
+      trials: ``(params, masked accuracy, fine-tuned accuracy)`` of the candidates fine-tuned
+        while choosing.
       max_accuracy_drop: the accepted validation-accuracy loss.
     """
 
     max_accuracy_drop: float
     stages: list = dataclasses.field(default_factory=list)
     layers: list = dataclasses.field(default_factory=list)
-    threshold_curve: list = dataclasses.field(default_factory=list)
+    candidates: list = dataclasses.field(default_factory=list)
+    trials: list = dataclasses.field(default_factory=list)
 
     @property
     def baseline(self):
@@ -88,8 +91,9 @@ class CompressionReport:
             "max_accuracy_drop": self.max_accuracy_drop,
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "layers": self.layers,
-            "threshold_curve": [
-                {"threshold": t, "params": p, "val_accuracy": a} for t, p, a in self.threshold_curve
+            "candidates": [{k: v for k, v in c.items() if k != "weights"} for c in self.candidates],
+            "trials": [
+                {"params": p, "masked_accuracy": m, "fine_tuned_accuracy": a} for p, m, a in self.trials
             ],
             "compression": {
                 "params": self.baseline.params / max(self.final.params, 1),
@@ -137,9 +141,13 @@ class CompressionReport:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        if self.threshold_curve:
-            _, params, acc = zip(*self.threshold_curve, strict=True)
-            ax.plot(params, [100 * a for a in acc], "o-", color="tab:blue", label="VIB, keep thresholds")
+        if self.candidates:
+            ax.scatter([c["params"] for c in self.candidates],
+                       [100 * c["masked_accuracy"] for c in self.candidates],
+                       s=14, color="tab:blue", alpha=0.5, label="VIB candidates (masked)")
+        if self.trials:
+            ax.scatter([t[0] for t in self.trials], [100 * t[2] for t in self.trials], marker="x",
+                       color="tab:orange", label="candidates, fine-tuned")
         for s in self.stages:
             ax.scatter([s.params], [100 * s.val_accuracy], s=60, zorder=3, label=s.stage)
         base = self.baseline
