@@ -247,7 +247,9 @@ def _task(n=48):
 
 def _classifier(activation="softmax"):
     return keras.Sequential([
-        keras.Input((6, 5)), keras.layers.LSTM(8), keras.layers.Dense(3, activation=activation),
+        keras.Input((6, 5)),
+        keras.layers.LSTM(8, name="lstm"),
+        keras.layers.Dense(3, activation=activation, name="dense"),
     ])
 
 
@@ -326,9 +328,11 @@ def test_distill_returns_a_trained_plain_copy_and_keeps_zeros():
 def test_stages_fine_tune_against_a_teacher():
     ds, _ = _task()
     teacher = _classifier()
-    pruned, info = magnitude_prune(teacher, ds, sparsity=0.5, epochs=2, teacher=teacher,
+    pruned, info = magnitude_prune(teacher, ds, sparsity={"lstm": 0.5}, epochs=2, teacher=teacher,
                                    distillation={"temperature": 2.0}, verbose=0)
+    assert set(info.layer_sparsity) == {"lstm"}
     assert info.layer_sparsity["lstm"] == pytest.approx(0.5, abs=0.02)
+    assert np.all(pruned.layers[1].kernel.numpy() != 0)
     clustered, cinfo = cluster(pruned, ds, n_clusters=4, epochs=1, teacher=teacher, verbose=0)
     assert max(cinfo.unique_values[name] for name in cinfo.clustered_weights) <= 4
 
@@ -336,6 +340,8 @@ def test_stages_fine_tune_against_a_teacher():
 @pytest.mark.parametrize("call,match", [
     (lambda m, ds: magnitude_prune(m, ds, sparsity=1.0, epochs=1, loss="mse"),
      r"`sparsity` must be a number in \(0.0, 1.0\); received 1.0"),
+    (lambda m, ds: magnitude_prune(m, ds, sparsity={"gru": 0.5}, epochs=1, loss="mse"),
+     r"`sparsity` as a dict must name prunable layers of the model \(\['lstm', 'dense'\]\)"),
     (lambda m, ds: magnitude_prune(m, ds, sparsity=0.5, epochs=1),
      r"`loss` is required unless a `teacher` is given"),
     (lambda m, ds: magnitude_prune(m, [1, 2], sparsity=0.5, epochs=1, loss="mse"),

@@ -202,7 +202,9 @@ def magnitude_prune(model, train_ds, *, sparsity, epochs, validation_ds=None, le
     Args:
       model: a tf_keras Sequential or functional model (not modified).
       train_ds: batched ``tf.data.Dataset`` of ``(x, y)``, finite.
-      sparsity: float in (0, 1), the final fraction of zeros in each pruned kernel.
+      sparsity: float in (0, 1), the final fraction of zeros in each pruned kernel, or a
+        dict ``{layer_name: float}`` to prune only those layers, each to its own target
+        (a small input kernel is far less redundant than the recurrent one).
       epochs: int >= 1.
       validation_ds: optional batched dataset.
       learning_rate: float > 0, default 1e-3 (Adam).
@@ -219,7 +221,19 @@ def magnitude_prune(model, train_ds, *, sparsity, epochs, validation_ds=None, le
     """
     _check_common(model, train_ds, validation_ds, epochs, learning_rate, loss, metrics, verbose,
                   teacher, distillation)
-    sparsity = _check_float("sparsity", sparsity, 0.0, 1.0)
+    work = _copy(model)
+    prunable = [layer.name for layer in work.layers if _is_prunable(layer)]
+    if not prunable:
+        raise ValueError(f"`model` {model.name!r} has no Dense, LSTM, GRU, SimpleRNN or Conv1D layer to prune")
+    if isinstance(sparsity, dict):
+        if not sparsity or set(sparsity) - set(prunable):
+            raise ValueError(
+                f"`sparsity` as a dict must name prunable layers of the model ({prunable}); "
+                f"received {sparsity!r}"
+            )
+        targets = {name: _check_float("sparsity", v, 0.0, 1.0) for name, v in sparsity.items()}
+    else:
+        targets = dict.fromkeys(prunable, _check_float("sparsity", sparsity, 0.0, 1.0))
     begin_step = _check_int("begin_step", begin_step, 0)
     total = epochs * _steps_per_epoch(train_ds)
     span = round(0.7 * total) - begin_step
@@ -230,19 +244,15 @@ def magnitude_prune(model, train_ds, *, sparsity, epochs, validation_ds=None, le
         )
     frequency = max(1, min(100, span // 10))
     end_step = begin_step + frequency * math.ceil(span / frequency)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=begin_step,
-        end_step=end_step, frequency=frequency,
-    )
-    work = _copy(model)
-    pruned_names = [layer.name for layer in work.layers if _is_prunable(layer)]
-    if not pruned_names:
-        raise ValueError(f"`model` {model.name!r} has no Dense, LSTM, GRU, SimpleRNN or Conv1D layer to prune")
 
     def wrap(layer):
-        if layer.name in pruned_names:
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
+        if layer.name not in targets:
+            return layer
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=targets[layer.name], begin_step=begin_step,
+            end_step=end_step, frequency=frequency,
+        )
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
 
     pruned = keras.models.clone_model(work, clone_function=wrap)
     history = _fit(pruned, train_ds, validation_ds=validation_ds, epochs=epochs,
@@ -252,7 +262,7 @@ def magnitude_prune(model, train_ds, *, sparsity, epochs, validation_ds=None, le
     plain = tfmot.sparsity.keras.strip_pruning(pruned)
     weight_sparsity, layer_sparsity = {}, {}
     for layer in plain.layers:
-        if layer.name not in pruned_names:
+        if layer.name not in targets:
             continue
         kernels = _kernels([layer])
         for w in kernels:
