@@ -170,6 +170,9 @@ class VIBSchedule(tfmot.sparsity.keras.PruningSchedule):
     def __eq__(self, other):
         return type(other) is type(self) and other._arguments() == self._arguments()
 
+    def __hash__(self):
+        return hash(tuple(self._arguments().items()))
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
         return f"VIBSchedule({args})"
