@@ -245,3 +245,26 @@ def test_summary_counts_equal_the_stripped_model(rng):
     data = report.to_dict()
     assert data["bytes_float32_after"] == 4 * stripped.count_params()
     assert data["bytes_int8_after"] == stripped.count_params()
+
+
+def _op_names(flat):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flat)
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def test_stripped_lstm_converts_to_the_fused_tflite_op(rng):
+    from tf_vib._keras import tf
+
+    model = keras.Sequential([
+        keras.Input((7, 5), batch_size=1), FeatureMask(), keras.layers.RNN(VIBLSTMCell(6)),
+        keras.layers.Dense(3),
+    ])
+    randomize_masks(model, rng)
+    stripped = tf_vib.strip_masks(model)
+    function = tf.function(lambda x: stripped(x)).get_concrete_function(tf.TensorSpec((1, 7, 5), tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], stripped)
+    ops = _op_names(converter.convert())
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops
+    assert "WHILE" not in ops
