@@ -139,7 +139,7 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"kl_factor": 0.0}, "`kl_factor` must be a finite number > 0; received 0.0"),
     ({"mask_learning_rate": float("nan")}, "`mask_learning_rate` must be a finite number > 0"),
     ({"thresholds": [-1.0]}, r"`thresholds` must be a non-empty list of numbers >= 0; received \[-1.0\]"),
-    ({"validation_fraction": 1.5}, "`validation_fraction` must be < 1; received 1.5"),
+    ({"validation_fraction": 1.5}, "`validation_fraction` must be a finite number > 0 and < 1; received 1.5"),
     ({"masked_gates": "oz"}, "masked_gates"),
 ])
 def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
@@ -156,3 +156,53 @@ def test_model_without_layers_to_compress_and_uncompiled_model(no_training):
         tf_vib.compress(uncompiled, _data(), verbose=0)
     with pytest.raises(TypeError, match="must be an \\(x, y\\) tuple"):
         tf_vib.compress(uncompiled, np.zeros((4, 6, 5)), loss=LOSS, verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"vib": False}, "with vib=False, name at least one stage"),
+    ({"magnitude_sparsity": 1.0}, "`magnitude_sparsity` must be a finite number > 0 and < 1; received 1.0"),
+    ({"clusters": 1}, "`clusters` must be an integer >= 2; received 1"),
+    ({"iss": -0.1}, "`iss` must be a finite number > 0; received -0.1"),
+    ({"low_rank": 0}, "`low_rank` must be an integer >= 1; received 0"),
+    ({"low_rank": 1.5}, "`low_rank` must be a finite number > 0 and < 1"),
+    ({"distill": True, "distill_temperature": 0}, "`distill_temperature` must be a finite number > 0"),
+])
+def test_bad_stage_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+@pytest.mark.slow
+def test_every_stage_alone_and_combined(lstm_model):
+    x, y = _data(150, seed=1)
+    common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05)
+    norms = next(iter(tf_vib.regularizers.iss_group_norms(lstm_model).values()))
+    runs = {
+        # a threshold at the median group norm: the group lasso then zeroes about half the units
+        "iss alone": dict(vib=False, iss=0.05, iss_threshold=float(np.median(norms))),
+        "low rank alone": dict(vib=False, low_rank=2),
+        "magnitude alone": dict(vib=False, magnitude_sparsity=0.5),
+        "clusters alone": dict(vib=False, clusters=4),
+        "vib + iss + magnitude + clusters, distilled": dict(
+            iss=0.01, magnitude_sparsity=0.5, clusters=8, distill=True),
+    }
+    for name, kwargs in runs.items():
+        result = tf_vib.compress(lstm_model, (x, y), **common, **kwargs)
+        small, stages = result.model, [s.stage for s in result.report.stages]
+        assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers), name
+        assert result.report.final.params == small.count_params(), name
+        if "magnitude_sparsity" in kwargs:
+            assert stages[-1 if "clusters" not in kwargs else -2] == "magnitude"
+            kernel = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0].cell.kernel
+            assert np.mean(kernel.numpy() == 0) >= 0.45, name
+        if "clusters" in kwargs:
+            assert stages[-1] == "cluster"
+            lstm = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0]
+            assert len(np.unique(lstm.cell.kernel.numpy())) <= kwargs["clusters"] + 1, name
+            assert result.report.final.extra["clustered_bytes"] < 4 * small.count_params()
+        if "low_rank" in kwargs:
+            assert any(layer.name.endswith("_low_rank") for layer in small.layers), name
+        if name == "iss alone":
+            assert stages[:3] == ["baseline", "iss", "finetune"]
+            lstm = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0]
+            assert 3 <= lstm.units <= 9, "units whose group norm fell below the threshold are removed"

@@ -2,15 +2,26 @@
 
 from importlib import metadata as _metadata
 
-from tf_vib import layers
+from tf_vib import datasets, layers, lowrank, regularizers, schedules, stages, storage
 from tf_vib.compress import CompressionResult, compress
 from tf_vib.compression_report import CompressionReport
+from tf_vib.lowrank import low_rank
+from tf_vib.regularizers import FreezeZeros, ISSPenalty
 from tf_vib.report import ModelSummary, summary
+from tf_vib.schedules import VIBSchedule, VIBScheduleCallback, vib_scope
+from tf_vib.stages import Distiller, cluster, distill, magnitude_prune
+from tf_vib.storage import clustered_storage
 from tf_vib.surgery import kept_input_features, strip_masks
 from tf_vib.wrap import add_vib_masks
 
 __all__ = [
+    "datasets",
     "layers",
+    "lowrank",
+    "regularizers",
+    "schedules",
+    "stages",
+    "storage",
     "compress",
     "CompressionResult",
     "CompressionReport",
@@ -19,6 +30,17 @@ __all__ = [
     "kept_input_features",
     "summary",
     "ModelSummary",
+    "VIBSchedule",
+    "VIBScheduleCallback",
+    "vib_scope",
+    "ISSPenalty",
+    "FreezeZeros",
+    "low_rank",
+    "magnitude_prune",
+    "cluster",
+    "distill",
+    "Distiller",
+    "clustered_storage",
     "__version__",
 ]
 

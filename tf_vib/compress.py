@@ -7,7 +7,12 @@ import numpy as np
 
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
-from tf_vib.selection import Candidate, choose_smallest, fine_tune
+from tf_vib.lowrank import low_rank as factorise
+from tf_vib.regularizers import ISSPenalty, zero_small_groups
+from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
+from tf_vib.selection import Candidate, Snapshots, choose_smallest, fine_tune
+from tf_vib.stages import cluster, magnitude_prune
+from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
 from tf_vib.surgery import strip_masks
 from tf_vib.training import (
     TwoRateTrainer,
@@ -16,7 +21,6 @@ from tf_vib.training import (
     check_data,
     resolve_loss,
     stratified_holdout,
-    vib_layers,
 )
 from tf_vib.wrap import add_vib_masks
 
@@ -46,36 +50,55 @@ class CompressionResult:
     threshold: float | None = None
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"`{name}` must be an integer >= 0; received {value!r}")
+def _int(name, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}")
     return int(value)
 
 
-def _positive_float(name, value, *, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
+def _float(name, value, *, low=0.0, allow_low=False, high=None):
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and np.isfinite(value)
+    if not ok or value < low or (value == low and not allow_low) or (high is not None and value >= high):
+        bound = f"{'>=' if allow_low else '>'} {low:g}" + ("" if high is None else f" and < {high:g}")
         raise ValueError(f"`{name}` must be a finite number {bound}; received {value!r}")
     return float(value)
 
 
-class _Stages:
-    """Runs the stages, timing each and printing one line per stage."""
+def _optional(name, value, check):
+    return None if value is None else check(name, value)
 
-    def __init__(self, verbose, total):
-        self.verbose = verbose
-        self.total = total
-        self.count = 0
 
-    def start(self, name, detail):
-        self.count += 1
-        self.started = time.perf_counter()
-        if self.verbose:
-            print(f"[tf-vib] stage {self.count}/{self.total} {name}: {detail}", flush=True)
+def _rank_or_energy(name, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return _int(name, value, 1)
+    return _float(name, value, high=1.0 + 1e-12)
 
-    def seconds(self):
-        return time.perf_counter() - self.started
+
+@dataclasses.dataclass
+class _Data:
+    train: tuple
+    val: tuple
+    labels_val: np.ndarray
+    test: tuple | None
+
+
+def _prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed):
+    rank = len(model.input_shape) if not isinstance(model.input_shape, list) else 0
+    x_train, y_train = as_arrays(train_data, "train_data", rank)
+    labels_train = check_data(model, x_train, y_train, "train_data")
+    if validation_data is not None:
+        x_val, y_val = as_arrays(validation_data, "validation_data", rank)
+        labels_val = check_data(model, x_val, y_val, "validation_data")
+    else:
+        fraction = _float("validation_fraction", validation_fraction, high=1.0)
+        keep, held = stratified_holdout(labels_train, fraction, seed)
+        x_val, y_val, labels_val = x_train[held], y_train[held], labels_train[held]
+        x_train, y_train = x_train[keep], y_train[keep]
+    test = None
+    if test_data is not None:
+        x_test, y_test = as_arrays(test_data, "test_data", rank)
+        test = (x_test, check_data(model, x_test, y_test, "test_data"))
+    return _Data((x_train, y_train), (x_val, y_val), labels_val, test)
 
 
 def compress(
@@ -85,6 +108,7 @@ def compress(
     validation_data=None,
     test_data=None,
     loss=None,
+    vib=True,
     epochs=100,
     finetune_epochs=60,
     batch_size=32,
@@ -99,30 +123,41 @@ def compress(
     warmup_epochs=5,
     max_accuracy_drop=0.005,
     thresholds=DEFAULT_THRESHOLDS,
+    iss=None,
+    iss_threshold=None,
+    low_rank=None,
+    magnitude_sparsity=None,
+    clusters=None,
+    distill=False,
+    distill_temperature=4.0,
+    distill_alpha=0.1,
     validation_fraction=0.2,
     seed=0,
     verbose=1,
 ):
-    """Compress a trained tf_keras LSTM/GRU model with VIB masks; return a small plain model.
+    """Compress a trained tf_keras LSTM/GRU model; return a small plain model and a report.
 
-    The model is copied with VIB layers in place of its recurrent layers (a FeatureMask on
-    their inputs, gate masks in the cells) and after its hidden Dense layers, warm-started
-    from the trained weights, and trained on ``cross_entropy + kl_factor * sum(kl_mult *
-    KL)`` (Dai et al. 2018) with a higher learning rate for the masks. The epoch kept is the
-    one with the fewest parameters whose validation accuracy stays within
-    ``max_accuracy_drop`` of the original's. The keep threshold is then chosen the same way
-    over ``thresholds``, the masks are stripped (``strip_masks``) and the plain model is
-    fine-tuned, keeping its best validation epoch.
+    The VIB stage copies the model with VIB layers in place of its recurrent layers (a
+    FeatureMask on their inputs, gate masks in the cells) and after its hidden Dense layers,
+    warm-started from the trained weights, and trains it on ``cross_entropy + kl_factor *
+    sum(kl_mult * KL)`` (Dai et al. 2018) with a higher learning rate for the masks, driven by
+    a ``VIBSchedule`` (KL warm-up). Snapshots of it, stripped at the keep thresholds, are the
+    candidates; the smallest that fine-tunes back within ``max_accuracy_drop`` of the
+    original's validation accuracy is kept (``tf_vib.selection``), then fine-tuned (with
+    knowledge distillation from the original if ``distill``). Further stages, each usable
+    without VIB (``vib=False``): ``iss`` (group lasso during the same training, zeroed units
+    removed), ``low_rank``, ``magnitude_sparsity`` (tfmot), ``clusters`` (tfmot).
 
     Args:
       model: a trained tf_keras Sequential or functional classifier. Not modified.
-      train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y), labels as class
-        indices or one-hot rows.
-      validation_data: same forms. Used for every choice; when None, a stratified
+      train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y); class indices or one-hot.
+      validation_data: same forms; every choice is made on it. When None, a stratified
         ``validation_fraction`` of ``train_data`` is held out.
       test_data: optional, only reported, never used for a choice.
       loss: the training loss; default: the compiled model's loss.
-      epochs, finetune_epochs, batch_size: VIB training epochs, fine-tuning epochs, batch size.
+      vib: bool, default True. False skips the VIB masks (the other stages still run).
+      epochs, finetune_epochs, batch_size: VIB (and ISS) training epochs, fine-tuning epochs
+        (also the budget of the magnitude and clustering stages), batch size.
       learning_rate, mask_learning_rate, finetune_learning_rate: Adam rates of the weights,
         of the masks' mu/log_sigma2, and of fine-tuning.
       kl_factor: KL weight; default ``1 / n_train`` (the per-sample ELBO weighting).
@@ -131,7 +166,17 @@ def compress(
       masked_gates: recurrent gates that carry masks (see ``add_vib_masks``).
       warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
       max_accuracy_drop: accepted validation-accuracy loss, as a fraction (0.005 = 0.5 point).
-      thresholds: log_alpha thresholds (>= 0) among which the keep threshold is chosen.
+      thresholds: log_alpha keep thresholds (>= 0) among which the model is chosen.
+      iss: float > 0 or None. ISS group-lasso strength (Wen et al. 2018) on each recurrent
+        layer's unit groups; groups whose L2 norm ends below ``iss_threshold`` (default three
+        times ``learning_rate``: Adam leaves collapsed groups near its step size) are zeroed
+        and their units removed.
+      low_rank: int rank or float energy in (0, 1], or None: SVD factorisation of the
+        recurrent input kernels of the stripped model (``tf_vib.lowrank.low_rank``).
+      magnitude_sparsity: float in (0, 1) or None: tfmot magnitude pruning of the result.
+      clusters: int >= 2 or None: tfmot weight clustering of the result.
+      distill: fine-tune against the original model (Hinton distillation) with
+        ``distill_temperature`` and weight ``distill_alpha`` on the labels' cross-entropy.
       validation_fraction: held-out share of ``train_data`` when no validation data is given.
       seed: seeds Keras, TensorFlow and NumPy for the run.
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
@@ -140,152 +185,233 @@ def compress(
       A ``CompressionResult``.
     """
     require_tf_keras_model(model, "model")
-    input_rank = len(model.input_shape) if not isinstance(model.input_shape, list) else 0
-    x_train, y_train = as_arrays(train_data, "train_data", input_rank)
-    labels_train = check_data(model, x_train, y_train, "train_data")
-    if validation_data is not None:
-        x_val, y_val = as_arrays(validation_data, "validation_data", input_rank)
-        labels_val = check_data(model, x_val, y_val, "validation_data")
-    else:
-        fraction = _positive_float("validation_fraction", validation_fraction)
-        if fraction >= 1:
-            raise ValueError(f"`validation_fraction` must be < 1; received {validation_fraction!r}")
-        train_idx, val_idx = stratified_holdout(labels_train, fraction, seed)
-        x_val, y_val, labels_val = x_train[val_idx], y_train[val_idx], labels_train[val_idx]
-        x_train, y_train, labels_train = x_train[train_idx], y_train[train_idx], labels_train[train_idx]
-    test = None
-    if test_data is not None:
-        x_test, y_test = as_arrays(test_data, "test_data", input_rank)
-        test = (x_test, check_data(model, x_test, y_test, "test_data"))
-    loss_fn = resolve_loss(model, loss)
-    epochs = _positive_int("epochs", epochs)
-    finetune_epochs = _positive_int("finetune_epochs", finetune_epochs)
-    warmup_epochs = _positive_int("warmup_epochs", warmup_epochs)
-    batch_size = _positive_int("batch_size", batch_size) or 1
-    for name, value in [("learning_rate", learning_rate), ("mask_learning_rate", mask_learning_rate),
-                        ("finetune_learning_rate", finetune_learning_rate)]:
-        _positive_float(name, value)
+    data = _prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed)
+    settings = dict(
+        epochs=_int("epochs", epochs),
+        finetune_epochs=_int("finetune_epochs", finetune_epochs),
+        warmup_epochs=_int("warmup_epochs", warmup_epochs),
+        batch_size=_int("batch_size", batch_size, 1),
+        learning_rate=_float("learning_rate", learning_rate),
+        mask_learning_rate=_float("mask_learning_rate", mask_learning_rate),
+        finetune_learning_rate=_float("finetune_learning_rate", finetune_learning_rate),
+        max_accuracy_drop=_float("max_accuracy_drop", max_accuracy_drop, allow_low=True),
+        kl_factor=(1.0 / len(data.train[0]) if kl_factor is None else _float("kl_factor", kl_factor)),
+        iss=_optional("iss", iss, _float),
+        low_rank=_optional("low_rank", low_rank, _rank_or_energy),
+        magnitude_sparsity=_optional("magnitude_sparsity", magnitude_sparsity,
+                                     lambda n, v: _float(n, v, high=1.0)),
+        clusters=_optional("clusters", clusters, lambda n, v: _int(n, v, 2)),
+        distillation=({"alpha": _float("distill_alpha", distill_alpha, allow_low=True, high=1.0 + 1e-12),
+                       "beta": 1.0 - float(distill_alpha),
+                       "temperature": _float("distill_temperature", distill_temperature)}
+                      if distill else None),
+        verbose=verbose,
+    )
+    settings["iss_threshold"] = (3 * settings["learning_rate"] if iss_threshold is None
+                                 else _float("iss_threshold", iss_threshold))
     for name, value in [("input_kl_mult", input_kl_mult), ("hidden_kl_mult", hidden_kl_mult),
-                        ("dense_kl_mult", dense_kl_mult), ("max_accuracy_drop", max_accuracy_drop)]:
-        _positive_float(name, value, allow_zero=True)
-    kl_factor = 1.0 / len(x_train) if kl_factor is None else _positive_float("kl_factor", kl_factor)
-    if not thresholds or any(
+                        ("dense_kl_mult", dense_kl_mult)]:
+        _float(name, value, allow_low=True)
+    if not isinstance(thresholds, (list, tuple)) or not thresholds or any(
         isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t < 0
         for t in thresholds
     ):
         raise ValueError(f"`thresholds` must be a non-empty list of numbers >= 0; received {thresholds!r}")
-    vib_model = add_vib_masks(
-        model, kl_factor=kl_factor, input_kl_mult=input_kl_mult, hidden_kl_mult=hidden_kl_mult,
-        dense_kl_mult=dense_kl_mult, masked_gates=masked_gates,
-    )
+    if not vib and settings["iss"] is None and not any(
+        settings[k] is not None for k in ("low_rank", "magnitude_sparsity", "clusters")
+    ):
+        raise ValueError("with vib=False, name at least one stage: iss=, low_rank=, "
+                         "magnitude_sparsity= or clusters=")
+    loss_fn = resolve_loss(model, loss)
+    structured = bool(vib) or settings["iss"] is not None
+    vib_model = None
+    if structured:
+        vib_model = add_vib_masks(
+            model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
+            hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
+            masked_gates=masked_gates if vib else {"lstm": "o", "gru": "h"},
+            feature_masks=bool(vib), dense_masks=bool(vib),
+        )
     keras.utils.set_random_seed(seed)
+    run = _Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib))
+    return run.run()
 
-    stages = _Stages(verbose, 4)
-    report = CompressionReport(max_accuracy_drop=max_accuracy_drop)
-    histories = {}
 
-    def record(name, stage_model, seconds, **extra):
-        result = StageResult.measure(name, stage_model, x_val, labels_val, test, seconds, **extra)
-        report.stages.append(result)
-        if verbose:
-            print(f"[tf-vib]   {result.line()}", flush=True)
+class _Run:
+    """One compress() call: the stages, their timing and the report."""
+
+    def __init__(self, model, vib_model, data, loss, settings, thresholds, vib):
+        self.model, self.vib_model, self.data, self.loss = model, vib_model, data, loss
+        self.s, self.thresholds, self.vib = settings, thresholds, vib
+        self.report = CompressionReport(max_accuracy_drop=settings["max_accuracy_drop"])
+        self.histories = {}
+        names = ["baseline"] + (["vib" if vib else "iss", "select"] if vib_model is not None else [])
+        self.finetunes = vib_model is not None or settings["low_rank"] is not None
+        names += [n for n, k in (("low_rank", "low_rank"), ("finetune", "finetune"),
+                                 ("magnitude", "magnitude_sparsity"), ("cluster", "clusters"))
+                  if (self.finetunes if k == "finetune" else settings[k] is not None)]
+        self.total, self.count = len(names), 0
+        self.threshold = None
+
+    def start(self, name, detail):
+        self.count += 1
+        self.started = time.perf_counter()
+        if self.s["verbose"]:
+            print(f"[tf-vib] stage {self.count}/{self.total} {name}: {detail}", flush=True)
+
+    def seconds(self):
+        return time.perf_counter() - self.started
+
+    def log(self, line):
+        if self.s["verbose"]:
+            print(f"[tf-vib]   {line}", flush=True)
+
+    def record(self, name, stage_model, seconds, **extra):
+        result = StageResult.measure(name, stage_model, self.data.val[0], self.data.labels_val,
+                                     self.data.test, seconds, **extra)
+        self.report.stages.append(result)
+        self.log(result.line())
         return result
 
-    stages.start("baseline", f"evaluating {model.name!r} on {len(x_val)} validation samples")
-    baseline = record("baseline", model, stages.seconds())
-    floor = baseline.val_accuracy - max_accuracy_drop - 1e-9
+    def tune(self, model, epochs, verbose=0, **kwargs):
+        teacher = self.model if self.s["distillation"] else None
+        return fine_tune(model, self.data.train, self.data.val, self.data.labels_val, epochs=epochs,
+                         batch_size=self.s["batch_size"], learning_rate=self.s["finetune_learning_rate"],
+                         loss=self.loss, verbose=verbose, teacher=teacher,
+                         distillation=self.s["distillation"], **kwargs)
 
-    stages.start("vib", f"training masks for {epochs} epochs (kl_factor {kl_factor:.3g})")
-    trainer = TwoRateTrainer(vib_model, learning_rate=learning_rate, mask_learning_rate=mask_learning_rate)
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, metrics=["accuracy"])
-    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
-    warmup = _KLWarmup(vib_model, kl_factor, warmup_epochs * steps_per_epoch)
-    base_threshold = min(float(t) for t in thresholds)
-    snapshots = _Snapshots(vib_model, epochs, base_threshold)
-    callbacks = [warmup, snapshots]
-    if epochs:
-        history = trainer.fit(
-            x_train, y_train, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
-            callbacks=callbacks, verbose=verbose,
+    def run(self):
+        self.start("baseline", f"evaluating {self.model.name!r} on {len(self.data.val[0])} validation samples")
+        baseline = self.record("baseline", self.model, self.seconds())
+        self.floor = baseline.val_accuracy - self.s["max_accuracy_drop"] - 1e-9
+        finetune_epochs = self.s["finetune_epochs"]
+        small, tuned_epochs = self.model, 0
+        if self.vib_model is not None:
+            small, tuned_epochs = self.structured()
+        else:
+            small = keras.models.clone_model(self.model)
+            small.set_weights(self.model.get_weights())
+        if self.s["low_rank"] is not None:
+            self.start("low_rank", f"SVD factorisation of the recurrent input kernels ({self.s['low_rank']})")
+            key = "rank" if isinstance(self.s["low_rank"], int) else "energy"
+            small, info = factorise(small, **{key: self.s["low_rank"]})
+            self.record("low_rank", small, self.seconds(),
+                        ranks={name: i.rank for name, i in info.items() if i.factorised})
+        if self.finetunes:
+            self.start("finetune", f"fine-tuning the plain model for {finetune_epochs - tuned_epochs} epochs")
+            history, _ = self.tune(small, finetune_epochs - tuned_epochs, verbose=self.s["verbose"])
+            self.histories["finetune"] = history
+            self.record("finetune", small, self.seconds(), **_sizes(small))
+        train_ds, val_ds = self._datasets()
+        if self.s["magnitude_sparsity"] is not None:
+            self.start("magnitude", f"tfmot magnitude pruning to {self.s['magnitude_sparsity']:g} sparsity")
+            small, info = magnitude_prune(
+                small, train_ds, sparsity=self.s["magnitude_sparsity"], epochs=max(1, finetune_epochs),
+                validation_ds=val_ds, learning_rate=self.s["finetune_learning_rate"], loss=self.loss,
+                verbose=self.s["verbose"], teacher=self.model if self.s["distillation"] else None,
+                distillation=self.s["distillation"],
+            )
+            self.histories["magnitude"] = info.history
+            self.record("magnitude", small, self.seconds(), **_sizes(small))
+        if self.s["clusters"] is not None:
+            self.start("cluster", f"tfmot weight clustering into {self.s['clusters']} values")
+            small, info = cluster(
+                small, train_ds, n_clusters=self.s["clusters"], epochs=max(1, finetune_epochs // 2),
+                validation_ds=val_ds, loss=self.loss, verbose=self.s["verbose"],
+            )
+            self.histories["cluster"] = info.history
+            storage = clustered_storage(small)
+            self.record("cluster", small, self.seconds(), **_sizes(small),
+                        clustered_bytes=int(storage.total_bytes))
+        small.compile(optimizer=keras.optimizers.Adam(self.s["finetune_learning_rate"]), loss=self.loss,
+                      metrics=["accuracy"])
+        return CompressionResult(small, self.report, self.histories, vib_model=self.vib_model,
+                                 threshold=self.threshold)
+
+    def _datasets(self):
+        from tf_vib._keras import tf
+
+        batch = self.s["batch_size"]
+        train = tf.data.Dataset.from_tensor_slices(self.data.train).shuffle(
+            len(self.data.train[0]), seed=0).batch(batch)
+        return train, tf.data.Dataset.from_tensor_slices(self.data.val).batch(256)
+
+    def structured(self):
+        """VIB (and/or ISS) training, then the choice of the stripped model."""
+        s, vib_model, (x_train, y_train) = self.s, self.vib_model, self.data.train
+        name = "vib" if self.vib else "iss"
+        parts = (["VIB masks"] if self.vib else []) + ([f"ISS group lasso {s['iss']:g}"] if s["iss"] else [])
+        what = " and ".join(parts)
+        self.start(name, f"training {what} for {s['epochs']} epochs (kl_factor {s['kl_factor']:.3g})")
+        trainer = TwoRateTrainer(vib_model, learning_rate=s["learning_rate"],
+                                 mask_learning_rate=s["mask_learning_rate"] if self.vib else 1e-12)
+        if s["iss"] is not None:
+            trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
+        trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=self.loss, metrics=["accuracy"])
+        steps = int(np.ceil(len(x_train) / s["batch_size"]))
+        schedule = VIBSchedule(s["kl_factor"] if self.vib else 0.0, warmup_steps=s["warmup_epochs"] * steps)
+        base_threshold = min(float(t) for t in self.thresholds)
+        snapshots = Snapshots(vib_model, s["epochs"], base_threshold)
+        if s["epochs"]:
+            self.histories[name] = trainer.fit(
+                x_train, y_train, validation_data=self.data.val, epochs=s["epochs"],
+                batch_size=s["batch_size"], callbacks=[VIBScheduleCallback(schedule), snapshots],
+                verbose=s["verbose"],
+            ).history
+        if s["iss"] is not None:
+            zeroed = zero_small_groups(vib_model, s["iss_threshold"], criterion="l2")
+            _mark_dead(vib_model, zeroed)
+            self.log(f"ISS zeroed {sum(int(z.sum()) for z in zeroed.values())} units "
+                     f"({', '.join(f'{k}: {int(v.sum())}' for k, v in zeroed.items())})")
+            snapshots.candidates = []  # only the zeroed structure counts from here on
+        if not snapshots.candidates:
+            snapshots.take(max(s["epochs"] - 1, 0), accuracy(vib_model, self.data.val[0], self.data.labels_val))
+        seconds = self.seconds()
+
+        self.start("select", f"the smallest candidate within {100 * s['max_accuracy_drop']:g} points "
+                   "of validation accuracy after fine-tuning")
+        candidates = list(snapshots.candidates)
+        smallest = min(candidates, key=lambda c: (c.params, -c.epoch))
+        if self.vib:
+            vib_model.set_weights(smallest.weights)
+            for threshold in sorted(set(float(t) for t in self.thresholds) - {base_threshold}):
+                plain = strip_masks(vib_model, threshold=threshold, min_units=1)
+                candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
+                                            accuracy(plain, self.data.val[0], self.data.labels_val),
+                                            smallest.weights))
+        selection_epochs = max(1, s["finetune_epochs"] // 3) if s["finetune_epochs"] else 0
+        chosen, small, _, trials = choose_smallest(
+            vib_model, candidates, self.floor, lambda plain: self.tune(plain, selection_epochs)[1],
+            log=self.log if s["verbose"] else None,
         )
-        histories["vib"] = history.history
-    else:
-        snapshots.take(-1, accuracy(vib_model, x_val, labels_val))
-    vib_seconds = stages.seconds()
-
-    stages.start("select", "the smallest candidate that fine-tunes back within "
-                 f"{100 * max_accuracy_drop:g} points of validation accuracy")
-    candidates = list(snapshots.candidates)
-    smallest = min(candidates, key=lambda c: (c.params, -c.epoch))
-    vib_model.set_weights(smallest.weights)
-    for threshold in sorted(set(float(t) for t in thresholds) - {base_threshold}):
-        plain = strip_masks(vib_model, threshold=threshold, min_units=1)
-        candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
-                                    accuracy(plain, x_val, labels_val), smallest.weights))
-    selection_epochs = max(1, finetune_epochs // 3) if finetune_epochs else 0
-    tune_kwargs = dict(train=(x_train, y_train), val=(x_val, y_val), labels_val=labels_val,
-                       batch_size=batch_size, learning_rate=finetune_learning_rate, loss=loss_fn,
-                       verbose=0)
-    chosen, small, _, trials = choose_smallest(
-        vib_model, candidates, floor,
-        lambda plain: fine_tune(plain, epochs=selection_epochs, **tune_kwargs)[1],
-        log=(lambda line: print(f"[tf-vib]   {line}", flush=True)) if verbose else None,
-    )
-    report.candidates = [dataclasses.asdict(c) | {"weights": None} for c in candidates]
-    report.trials = trials
-    vib_model.set_weights(chosen.weights)
-    threshold = chosen.threshold
-    record("vib", strip_masks(vib_model, threshold=threshold, min_units=1), vib_seconds,
-           threshold=threshold, epoch=chosen.epoch + 1)
-    selection_seconds = stages.seconds()
-
-    stages.start("finetune", f"fine-tuning the plain model for {finetune_epochs} epochs")
-    history, _ = fine_tune(small, epochs=finetune_epochs - selection_epochs,
-                           **{**tune_kwargs, "verbose": verbose})
-    histories["finetune"] = history
-    record("finetune", small, selection_seconds + stages.seconds())
-    report.layers = _layer_rows(vib_model, threshold)
-    return CompressionResult(small, report, histories, vib_model=vib_model, threshold=threshold)
+        self.report.candidates = [{k: v for k, v in dataclasses.asdict(c).items() if k != "weights"}
+                                  for c in candidates]
+        self.report.trials = trials
+        vib_model.set_weights(chosen.weights)
+        self.threshold = chosen.threshold
+        self.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1), seconds,
+                    threshold=chosen.threshold, epoch=chosen.epoch + 1)
+        _, records = strip_masks(vib_model, threshold=chosen.threshold, min_units=1, return_records=True)
+        self.report.layers = [dataclasses.asdict(r) for r in records]
+        return small, selection_epochs
 
 
-def _layer_rows(vib_model, threshold):
-    _, records = strip_masks(vib_model, threshold=threshold, min_units=1, return_records=True)
-    return [dataclasses.asdict(r) for r in records]
+def _mark_dead(vib_model, zeroed):
+    """Prune the masks of ISS-zeroed units so that strip_masks removes them (their h is 0)."""
+    for layer in vib_model.layers:
+        dead = zeroed.get(layer.name)
+        if dead is None or not dead.any():
+            continue
+        masks = layer.cell.vib_masks
+        gate = "o" if "o" in masks else "c" if "c" in masks else "i" if "i" in masks else "h"
+        if gate not in masks:
+            raise ValueError(f"layer {layer.name!r} has no mask on a gate that can remove a unit")
+        mask = masks[gate]
+        mask.mu.assign(np.where(dead, 0.0, mask.mu.numpy()).astype("float32"))
+        # log_alpha = log_sigma2 - log(1e-8) = 28.4: pruned at any keep threshold tried
+        mask.log_sigma2.assign(np.where(dead, 10.0, mask.log_sigma2.numpy()).astype("float32"))
 
 
-class _Snapshots(keras.callbacks.Callback):
-    """Every few epochs, the masked model's weights, size when stripped, and accuracy."""
-
-    def __init__(self, vib_model, epochs, threshold, count=20):
-        super().__init__()
-        self.vib_model = vib_model
-        self.epochs = epochs
-        self.every = max(1, epochs // count)  # stripping to count parameters costs about an epoch
-        self.threshold = threshold
-        self.candidates = []
-
-    def take(self, epoch, masked_accuracy):
-        params = strip_masks(self.vib_model, threshold=self.threshold, min_units=1).count_params()
-        weights = [w.copy() for w in self.vib_model.get_weights()]
-        self.candidates.append(Candidate(epoch, self.threshold, params, masked_accuracy, weights))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            self.take(epoch, (logs or {}).get("val_accuracy", 0.0))
-
-
-class _KLWarmup(keras.callbacks.Callback):
-    """Ramps every VIB layer's ``kl_weight`` linearly from 0 to ``kl_factor``."""
-
-    def __init__(self, vib_model, kl_factor, steps):
-        super().__init__()
-        self.layers = vib_layers(vib_model)
-        self.kl_factor = kl_factor
-        self.steps = steps
-        self.step = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        ramp = 1.0 if self.steps == 0 else min(1.0, self.step / self.steps)
-        for layer in self.layers:
-            layer.kl_weight.assign(self.kl_factor * ramp)
-        self.step += 1
+def _sizes(model):
+    weights = model.get_weights()
+    return {"nonzero_params": int(nonzero_params(model)), "gzip_bytes_float32": int(gzip_size(weights))}

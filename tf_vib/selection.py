@@ -13,10 +13,11 @@ import dataclasses
 import numpy as np
 
 from tf_vib._keras import keras
+from tf_vib.stages import Distiller
 from tf_vib.surgery import strip_masks
 from tf_vib.training import BestWeights, accuracy
 
-__all__ = ["Candidate", "choose_smallest", "fine_tune"]
+__all__ = ["Candidate", "Snapshots", "choose_smallest", "fine_tune"]
 
 
 @dataclasses.dataclass
@@ -28,18 +29,31 @@ class Candidate:
     weights: list
 
 
-def fine_tune(model, train, val, labels_val, *, epochs, batch_size, learning_rate, loss, verbose):
-    """Fine-tune a plain model, keep its best validation epoch; return (history, val accuracy)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
-    start = accuracy(model, val[0], labels_val)
-    keep = BestWeights(lambda epoch, logs: (logs.get("val_accuracy", 0.0), -logs.get("val_loss", 0.0)))
-    keep.best_score, keep.best_weights = (start, -np.inf), [w.copy() for w in model.get_weights()]
+def fine_tune(model, train, val, labels_val, *, epochs, batch_size, learning_rate, loss, verbose,
+              teacher=None, distillation=None, callbacks=()):
+    """Fine-tune a plain model, keep its best validation epoch; return (history, val accuracy).
+
+    With a ``teacher``, the model learns through ``stages.Distiller`` (Hinton's loss with
+    ``distillation`` = ``{"alpha", "beta", "temperature"}``); the model itself stays plain.
+    """
+    keep = BestWeights(lambda epoch, logs: (logs.get("val_accuracy", 0.0), -logs.get("val_loss", 0.0)),
+                       model_to_save=model)
+    keep.best_score = (accuracy(model, val[0], labels_val), -np.inf)
+    keep.best_weights = [w.copy() for w in model.get_weights()]
+    trained = model
+    if teacher is not None:
+        trained = Distiller(model, teacher, **(distillation or {}))
+        trained.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     history = {}
     if epochs:
-        history = model.fit(
+        history = trained.fit(
             train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
-            callbacks=[keep], verbose=verbose,
+            callbacks=[*callbacks, keep], verbose=verbose,
         ).history
+    if teacher is not None:  # leave the model compiled for the user, with the task loss
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return history, accuracy(model, val[0], labels_val)
 
 
@@ -90,3 +104,24 @@ def choose_smallest(vib_model, candidates, floor, tune, *, log=None):
         best = max(tried, key=lambda i: (tried[i][1], -ordered[i].params))
     trials = [(ordered[i].params, ordered[i].masked_accuracy, tried[i][1]) for i in sorted(tried)]
     return ordered[best], tried[best][0], tried[best][1], trials
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Every few epochs, the masked model's weights, size when stripped, and accuracy."""
+
+    def __init__(self, vib_model, epochs, threshold, count=20):
+        super().__init__()
+        self.vib_model = vib_model
+        self.epochs = epochs
+        self.every = max(1, epochs // count)  # stripping to count parameters costs about an epoch
+        self.threshold = threshold
+        self.candidates = []
+
+    def take(self, epoch, masked_accuracy):
+        params = strip_masks(self.vib_model, threshold=self.threshold, min_units=1).count_params()
+        weights = [w.copy() for w in self.vib_model.get_weights()]
+        self.candidates.append(Candidate(epoch, self.threshold, params, masked_accuracy, weights))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            self.take(epoch, (logs or {}).get("val_accuracy", 0.0))
