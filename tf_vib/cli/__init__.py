@@ -18,21 +18,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    from converters.cli import add_convert_command
     from tf_vib.cli import demo
 
     demo.add_command(commands)
-    try:
-        from converters.cli import add_convert_command
-    except ImportError:  # the converters package is installed by the same setup.cfg
-        add_convert_command = None
-    if add_convert_command is not None:
-        add_convert_command(commands)
-    try:
-        from tf_vib.cli import bench
-    except ImportError:
-        bench = None
-    if bench is not None:
-        bench.add_command(commands)
+    add_convert_command(commands)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""converters: the deployment side of tf-vib. Keras model -> verified, quantized TFLite.
+
+- `to_tflite` / `save_tflite` / `to_tflite_many`: strip VIB masks, convert (float32,
+  dynamic-range, float16, full int8) in a child process, run the first invoke there.
+- `describe_tflite`: ops and their versions, tensors, quantization, which runtimes load it.
+- `verify` / `evaluate_tflite`: Keras against TFLite, and accuracy on data.
+- `load_interpreter` / `measure_latency` (`converters.runtime`, NumPy-only: the file the
+  Raspberry Pi runner is made of).
+- `to_c_array`: a C header for microcontroller builds.
+"""
+
+from converters.c_array import to_c_array
+from converters.describe import RUNTIME_TARGETS, TFLiteInfo, describe_tflite
+from converters.plan import LayerPlan
+from converters.runtime import Latency, TFLiteModel, load_interpreter, measure_latency
+from converters.tflite import (
+    QUANTIZATIONS,
+    RECURRENT_PLANS,
+    ConversionCrash,
+    ConversionError,
+    save_tflite,
+    to_tflite,
+    to_tflite_many,
+)
+from converters.verify import INT8_ACCURACY_DROP, TOLERANCES, Verification, evaluate_tflite, verify
+
+__all__ = [
+    "QUANTIZATIONS",
+    "RECURRENT_PLANS",
+    "RUNTIME_TARGETS",
+    "TOLERANCES",
+    "INT8_ACCURACY_DROP",
+    "ConversionError",
+    "ConversionCrash",
+    "LayerPlan",
+    "Latency",
+    "TFLiteInfo",
+    "TFLiteModel",
+    "Verification",
+    "describe_tflite",
+    "evaluate_tflite",
+    "load_interpreter",
+    "measure_latency",
+    "save_tflite",
+    "to_c_array",
+    "to_tflite",
+    "to_tflite_many",
+    "verify",
+]

@@ -1,0 +1,122 @@
+"""The child process that runs the TFLite converter and the first invoke.
+
+``python -m converters._worker JOB_DIR`` reads ``JOB_DIR/job.json`` and the SavedModel(s)
+the parent exported, converts each job, runs one invoke of each file with
+`converters.runtime`, and writes ``<name>.tflite`` and ``<name>.json`` per job. A failure
+that Python can catch is written to ``<name>.error.json``; a crash (a segfault inside
+TFLite) kills only this process, and the parent turns its exit signal into an exception.
+
+Testing hook: with ``TF_VIB_CONVERTER_FAULT=convert`` (or ``invoke``) in the environment,
+the worker kills itself with SIGSEGV at that point, as a crashing TFLite would.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import sys
+import traceback
+
+import numpy as np
+
+__all__ = ["run_job", "main"]
+
+
+def _fault(point):
+    if os.environ.get("TF_VIB_CONVERTER_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _converter(saved_model, job, representative):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serving_default"])
+    mode = job["quantization"]
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "dynamic" and job["runtime"] == "tflite-runtime-2.14":
+        # Per-channel dynamic-range weights need FULLY_CONNECTED version 12, which
+        # tflite-runtime 2.14 lacks; per-tensor scales (version 9) load there.
+        converter._experimental_disable_per_channel = True
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        batch = job["batch_size"]
+
+        def samples():
+            for start in range(0, len(representative) - batch + 1, batch):
+                yield [representative[start : start + batch]]
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if job["int8_io"]:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter
+
+
+def shorten_tensor_names(flat):
+    """The same file with short names on its inner tensors (inputs and outputs keep theirs).
+
+    The converter names every tensor after the TensorFlow ops fused into it; in an unrolled
+    recurrent layer those names are half the file. Names are debugging aids only: the
+    runtime addresses tensors by index and signature.
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs.tolist()) | set(subgraph.outputs.tolist())
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep and tensor.name:
+                short = tensor.name.split(b";")[0].rsplit(b"/", 1)[-1]
+                tensor.name = short[:24]
+    builder = flatbuffers.Builder(len(flat))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def run_job(job_dir, job):
+    """Convert one job and invoke the result once; return the result record."""
+    from converters.runtime import load_interpreter
+
+    job_dir = pathlib.Path(job_dir)
+    representative = None
+    if job.get("representative"):
+        representative = np.load(job_dir / job["representative"])
+    _fault("convert")
+    flat = _converter(str(job_dir / job["saved_model"]), job, representative).convert()
+    if job.get("shorten_names"):
+        flat = shorten_tensor_names(flat)
+    (job_dir / f"{job['name']}.tflite").write_bytes(flat)
+    probe = np.load(job_dir / job["probe"])
+    _fault("invoke")
+    model = load_interpreter(flat)
+    output = model.predict(probe)
+    return {"runtime": model.runtime, "probe_output": output.tolist()}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    job_dir = pathlib.Path(argv[0])
+    jobs = json.loads((job_dir / "job.json").read_text())
+    only = set(argv[1:])
+    for job in jobs:
+        if only and job["name"] not in only:
+            continue
+        try:
+            record = run_job(job_dir, job)
+        except Exception as error:
+            (job_dir / f"{job['name']}.error.json").write_text(json.dumps({
+                "type": type(error).__name__,
+                "message": str(error),
+                "traceback": traceback.format_exc(),
+            }))
+            continue
+        (job_dir / f"{job['name']}.json").write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

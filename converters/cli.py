@@ -1,0 +1,85 @@
+"""``tf-vib convert``: a saved Keras model -> a verified ``.tflite`` file (and a C header)."""
+
+import pathlib
+
+import numpy as np
+
+__all__ = ["add_convert_command", "run_convert", "load_npz"]
+
+
+def add_convert_command(commands):
+    from converters.describe import RUNTIME_TARGETS
+    from converters.tflite import QUANTIZATIONS
+
+    parser = commands.add_parser(
+        "convert",
+        help="convert a .keras model (plain or with VIB layers) to a verified .tflite file",
+        description="Strip VIB masks, convert to TFLite in a child process, and compare the "
+        "file with the Keras model. Prints the size, the ops and the verification figures.",
+    )
+    parser.add_argument("model", help="a .keras (or SavedModel/.h5) tf_keras model")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="dynamic",
+                        help="float32, dynamic (default), float16 or int8")
+    parser.add_argument("--calibration", help=".npz/.npy of representative inputs (needed for int8); "
+                        "'x' (and 'y') arrays in a .npz")
+    parser.add_argument("--verify", help=".npz/.npy of inputs (and 'y' labels) to verify on "
+                        "(default: the calibration data)")
+    parser.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (int8 only)")
+    parser.add_argument("--batch-size", type=int, default=1, help="the file's batch size (default 1)")
+    parser.add_argument("--runtime", choices=RUNTIME_TARGETS, default="ai-edge-litert",
+                        help="the runtime the file must load in (default ai-edge-litert)")
+    parser.add_argument("--c-header", help="also write the file as a C array to this .h path")
+    parser.set_defaults(run=run_convert)
+    return parser
+
+
+def load_npz(path, argument):
+    """``(x, y or None)`` from a ``.npy`` (inputs only) or ``.npz`` (``x``, optional ``y``)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise SystemExit(f"tf-vib convert: {argument} {str(path)!r} is not a file")
+    data = np.load(path)
+    if isinstance(data, np.ndarray):
+        return data, None
+    if "x" not in data.files:
+        raise SystemExit(f"tf-vib convert: {argument} {str(path)!r} has arrays {data.files}; "
+                         "it needs one named 'x' (and optionally 'y')")
+    return data["x"], (data["y"] if "y" in data.files else None)
+
+
+def run_convert(args):
+    import converters
+    from tf_vib._keras import keras
+    from tf_vib.schedules import vib_scope
+
+    with vib_scope():
+        model = keras.models.load_model(args.model, compile=False)
+    calibration = load_npz(args.calibration, "--calibration") if args.calibration else (None, None)
+    check = load_npz(args.verify, "--verify") if args.verify else calibration
+    print(f"[tf-vib convert] {args.model}: {model.count_params():,} parameters -> "
+          f"{args.quantization}{' with int8 I/O' if args.int8_io else ''}", flush=True)
+    flat = converters.to_tflite(
+        model, quantization=args.quantization, representative_data=calibration[0],
+        batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
+    )
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(flat)
+    print(f"wrote {output}")
+    print(converters.describe_tflite(flat))
+    if args.c_header:
+        header = pathlib.Path(args.c_header)
+        header.write_text(converters.to_c_array(flat, name=_identifier(output.stem)))
+        print(f"wrote {header}")
+    if check[0] is None:
+        print("verification: skipped (pass --verify or --calibration data)")
+        return 0
+    result = converters.verify(model, flat, check[0], check[1])
+    print(f"verification: {result}")
+    return 0 if result.passed else 1
+
+
+def _identifier(stem):
+    name = "".join(c if c.isalnum() else "_" for c in stem)
+    return f"{'m_' if name[:1].isdigit() else ''}{name}_tflite"

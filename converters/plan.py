@@ -1,0 +1,291 @@
+"""The Keras side of conversion: what each layer becomes in TFLite, and the exported graph.
+
+TFLite has one fused recurrent kernel that matters here, ``UNIDIRECTIONAL_SEQUENCE_LSTM``,
+and it only comes from a ``tf_keras`` ``LSTM`` traced with a fixed batch size. Every other
+recurrent layer becomes a ``WHILE`` loop, which converts to float32, dynamic-range and
+float16, but crashes TFLite's full-int8 quantizer (TF 2.21, checked: a segfault in the
+converter, for Keras's loop and for a hand-written ``tf.while_loop`` alike). So for int8:
+
+| layer | float32 / dynamic / float16 | int8 |
+|---|---|---|
+| ``LSTM`` (no Keras mask on its input) | fused LSTM op | fused LSTM op |
+| ``RNN(LSTMCell)`` | rebuilt as ``LSTM``: fused LSTM op | fused LSTM op |
+| ``GRU``, ``RNN(GRUCell)`` | ``WHILE`` loop | unrolled (`UnrolledGRU`) |
+| ``SimpleRNN`` | ``WHILE`` loop | unrolled (`UnrolledSimpleRNN`) |
+| any recurrent layer fed a Keras mask | ``WHILE`` loop | refused before converting |
+| other RNNs (custom cells) | ``WHILE`` loop | refused before converting |
+
+The unrolled layers compute every step's input projection in one matrix product before
+the loop and reuse one recurrent kernel at every step, so the file holds each weight once;
+it still grows by a few kilobytes of graph per time step (tensors and their quantization
+parameters), which is why the float modes keep the loop.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tf_vib._graph import graph_nodes
+from tf_vib._keras import keras, require_tf_keras_model, tf
+from tf_vib.layers.base import is_vib_layer
+
+__all__ = [
+    "LayerPlan",
+    "prepare",
+    "UnrolledGRU",
+    "UnrolledSimpleRNN",
+    "export_function",
+    "unsupported_ops",
+]
+
+#: TensorFlow ops that TFLite cannot run at all (they call back into Python).
+_PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """What one recurrent layer becomes in the TFLite file."""
+
+    name: str
+    kind: str
+    becomes: str
+
+    def __str__(self):
+        return f"{self.name} ({self.kind}) -> {self.becomes}"
+
+
+def _recurrent_kind(layer):
+    cell = getattr(layer, "cell", None)
+    if type(layer) is keras.layers.LSTM:
+        return "LSTM"
+    if type(layer) is keras.layers.GRU:
+        return "GRU"
+    if type(layer) is keras.layers.SimpleRNN:
+        return "SimpleRNN"
+    if type(layer) is keras.layers.RNN:
+        for cell_type, kind in ((keras.layers.LSTMCell, "RNN(LSTMCell)"),
+                                (keras.layers.GRUCell, "RNN(GRUCell)"),
+                                (keras.layers.SimpleRNNCell, "RNN(SimpleRNNCell)")):
+            if type(cell) is cell_type:
+                return kind
+        return f"RNN({type(cell).__name__})"
+    if isinstance(layer, keras.layers.RNN):
+        return type(layer).__name__
+    return None
+
+
+def _has_input_mask(node):
+    return any(getattr(t, "_keras_mask", None) is not None for t in node.keras_inputs)
+
+
+def _plan_layer(layer, node, int8, recurrent_plan):
+    """(LayerPlan, replacement layer or None) for a recurrent layer."""
+    kind = _recurrent_kind(layer)
+    masked = _has_input_mask(node)
+    fusable = kind in ("LSTM", "RNN(LSTMCell)") and not masked and not layer.stateful
+    if fusable:
+        replacement = _as_lstm(layer) if kind != "LSTM" or layer.unroll else None
+        return LayerPlan(layer.name, kind, "UNIDIRECTIONAL_SEQUENCE_LSTM (fused)"), replacement
+    if not int8 or recurrent_plan == "loop":
+        why = " (its input carries a Keras mask)" if masked else ""
+        return LayerPlan(layer.name, kind, f"WHILE loop{why}"), None
+    if masked or layer.stateful or kind not in ("GRU", "RNN(GRUCell)", "SimpleRNN", "RNN(SimpleRNNCell)"):
+        reason = ("its input carries a Keras mask (remove the Masking layer or mask_zero)"
+                  if masked else "it is stateful" if layer.stateful else "it has no int8 plan")
+        raise ValueError(
+            f"layer {layer.name!r} ({kind}) would become a WHILE loop, and full-int8 conversion "
+            f"of WHILE loops crashes TFLite (TF 2.21); {reason}. Use quantization='float32', "
+            "'dynamic' or 'float16' for this model"
+        )
+    unrolled = UnrolledGRU.from_layer(layer) if "GRU" in kind else UnrolledSimpleRNN.from_layer(layer)
+    return LayerPlan(layer.name, kind, "unrolled over time, weights stored once"), unrolled
+
+
+def _as_lstm(layer):
+    cell = layer.cell
+    config = {key: value for key, value in cell.get_config().items()
+              if key not in ("name", "trainable", "dtype", "implementation")}
+    lstm = keras.layers.LSTM(
+        **config, return_sequences=layer.return_sequences, go_backwards=layer.go_backwards,
+        time_major=layer.time_major, name=layer.name,
+    )
+    lstm._tf_vib_weights = [w.numpy() for w in (cell.kernel, cell.recurrent_kernel)] + (
+        [cell.bias.numpy()] if cell.use_bias else [])
+    return lstm
+
+
+class _Unrolled(keras.layers.Layer):
+    """A recurrent layer written out step by step for a known number of time steps."""
+
+    def __init__(self, source_config, weights, **kwargs):
+        super().__init__(name=source_config["name"], **kwargs)
+        self.source_config = source_config
+        self.units = source_config["units"]
+        self.activation = keras.activations.get(source_config["activation"])
+        self.return_sequences = source_config["return_sequences"]
+        self.go_backwards = source_config["go_backwards"]
+        self.use_bias = source_config["use_bias"]
+        self._source_weights = [np.asarray(w) for w in weights]
+
+    @classmethod
+    def from_layer(cls, layer):
+        config = dict(layer.get_config())
+        if "cell" in config:  # a keras.layers.RNN around a plain cell
+            config = {**config, **layer.cell.get_config(), "name": layer.name}
+        return cls(config, layer.get_weights())
+
+    def build(self, input_shape):
+        if input_shape[1] is None:
+            raise ValueError(f"layer {self.name!r} needs a known number of time steps to unroll")
+        self.kernel, self.recurrent_kernel, *bias = [
+            self.add_weight(name=name, shape=w.shape, initializer=keras.initializers.Constant(w),
+                            trainable=False)
+            for name, w in zip(("kernel", "recurrent_kernel", "bias"), self._source_weights, strict=False)
+        ]
+        self.bias = bias[0] if bias else None
+        super().build(input_shape)
+
+    def _projected_steps(self, inputs, input_bias, splits=None):
+        """``x_t @ kernel + bias`` for every step in one product, split by step (and gate)."""
+        steps, features = int(inputs.shape[1]), int(inputs.shape[2])
+        projected = tf.matmul(tf.reshape(inputs, (-1, features)), self.kernel)
+        if input_bias is not None:
+            projected = projected + input_bias
+        projected = tf.reshape(projected, (-1, steps, projected.shape[-1]))
+        if self.go_backwards:
+            projected = tf.reverse(projected, axis=[1])
+        parts = tf.split(projected, splits, axis=-1) if splits else [projected]
+        return list(zip(*(tf.unstack(part, axis=1) for part in parts), strict=True))
+
+    def _finish(self, outputs):
+        return tf.stack(outputs, axis=1) if self.return_sequences else outputs[-1]
+
+
+class UnrolledGRU(_Unrolled):
+    """A ``GRU`` (either ``reset_after``) unrolled with one copy of each weight.
+
+    Per step: one matrix product with the recurrent kernel and ten element-wise ops;
+    the update and reset gates share one activation.
+    """
+
+    def call(self, inputs):
+        units, reset_after = self.units, self.source_config.get("reset_after", True)
+        recurrent_activation = keras.activations.get(self.source_config["recurrent_activation"])
+        input_bias = recurrent_bias = None
+        if self.bias is not None:
+            input_bias, recurrent_bias = (self.bias[0], self.bias[1]) if reset_after else (self.bias, None)
+        gates_kernel = self.recurrent_kernel if reset_after else self.recurrent_kernel[:, : 2 * units]
+        candidate_kernel = None if reset_after else self.recurrent_kernel[:, 2 * units :]
+        h = tf.zeros((tf.shape(inputs)[0], units), inputs.dtype)
+        outputs = []
+        for x_zr, x_h in self._projected_steps(inputs, input_bias, [2 * units, units]):
+            inner = tf.matmul(h, gates_kernel)
+            if recurrent_bias is not None:
+                inner = inner + recurrent_bias
+            if reset_after:
+                inner_zr, inner_h = tf.split(inner, [2 * units, units], axis=-1)
+            else:
+                inner_zr = inner
+            z, r = tf.split(recurrent_activation(x_zr + inner_zr), 2, axis=-1)
+            if reset_after:
+                hh = self.activation(x_h + r * inner_h)
+            else:
+                hh = self.activation(x_h + tf.matmul(r * h, candidate_kernel))
+            h = hh + z * (h - hh)
+            outputs.append(h)
+        return self._finish(outputs)
+
+
+class UnrolledSimpleRNN(_Unrolled):
+    """A ``SimpleRNN`` unrolled with one copy of each weight."""
+
+    def call(self, inputs):
+        h = tf.zeros((tf.shape(inputs)[0], self.units), inputs.dtype)
+        outputs = []
+        for (x_t,) in self._projected_steps(inputs, self.bias):
+            h = self.activation(x_t + tf.matmul(h, self.recurrent_kernel))
+            outputs.append(h)
+        return self._finish(outputs)
+
+
+def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan="auto"):
+    """A plain model ready to trace, its input spec, and the plan of its recurrent layers.
+
+    VIB layers are stripped first (``tf_vib.strip_masks``). The user's model is not
+    modified: layers that need another form are rebuilt in a clone.
+
+    Returns:
+      ``(model, tf.TensorSpec, [LayerPlan])``.
+    """
+    require_tf_keras_model(model, "model")
+    if any(is_vib_layer(layer) or type(layer).__name__ == "FeatureMask" for layer in model.layers):
+        from tf_vib.surgery import strip_masks
+
+        model = strip_masks(model)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"`model` must have one input and one output to convert; {model.name!r} has "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
+        )
+    shape = list(model.inputs[0].shape)
+    unknown = [i for i, d in enumerate(shape[1:], start=1) if d is None]
+    if unknown and unknown != [1]:
+        raise ValueError(f"`model`'s input shape {tuple(shape)} has unknown dimensions besides time")
+    if unknown:
+        if time_steps is None:
+            raise ValueError(
+                f"`model` takes sequences of any length (input shape {tuple(shape)}); a TFLite "
+                "file has a fixed shape: pass time_steps=N"
+            )
+        shape[1] = time_steps
+    elif time_steps is not None and time_steps != shape[1]:
+        raise ValueError(f"`time_steps`={time_steps} disagrees with the model's {shape[1]} steps")
+    spec = tf.TensorSpec([batch_size] + shape[1:], model.inputs[0].dtype, name="input")
+    plans, replacements = [], {}
+    for node in graph_nodes(model):
+        if _recurrent_kind(node.layer) is None:
+            continue
+        plan, replacement = _plan_layer(node.layer, node, quantization == "int8", recurrent_plan)
+        plans.append(plan)
+        if replacement is not None:
+            replacements[id(node.layer)] = replacement
+    if replacements:
+        model = _clone_with(model, replacements)
+    return model, spec, plans
+
+
+def _clone_with(model, replacements):
+    def clone(layer):
+        if id(layer) in replacements:
+            return replacements[id(layer)]
+        return layer.__class__.from_config(layer.get_config())
+
+    clone_model = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, clone_model.layers, strict=True):
+        if id(old) not in replacements:
+            new.set_weights(old.get_weights())
+        elif hasattr(new, "_tf_vib_weights"):
+            new.set_weights(new._tf_vib_weights)
+    return clone_model
+
+
+def export_function(model, spec):
+    """The model's inference as a ``tf.function`` with one fixed input signature."""
+    return tf.function(lambda x: {"output": model(x, training=False)}, input_signature=[spec])
+
+
+def unsupported_ops(function, model):
+    """``[(op type, layer name)]`` for the ops of ``function`` that TFLite cannot run."""
+    graph = function.get_concrete_function().graph
+    found = []
+    defs = [graph.as_graph_def()]
+    nodes = [n for g in defs for n in g.node] + [
+        n for g in defs for f in g.library.function for n in f.node_def
+    ]
+    layer_names = {layer.name for layer in model.layers}
+    for node in nodes:
+        if node.op in _PYTHON_OPS:
+            parts = node.name.split("/")
+            layer = next((p for p in parts if p in layer_names), parts[0])
+            found.append((node.op, layer))
+    return found

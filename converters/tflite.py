@@ -1,0 +1,354 @@
+"""Keras model -> TFLite bytes, converted in a child process so a TFLite crash stays there.
+
+The parent validates every argument, strips VIB masks, decides what each recurrent layer
+becomes (`converters.plan`), traces the model with a fixed batch size and saves that one
+function as a SavedModel. A child Python process (`converters._worker`) runs the
+TFLite converter and the file's first invoke. A segfault inside TFLite kills the child
+only; the parent raises `ConversionCrash` naming the layers and the quantization mode.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from converters import plan as planning
+from converters.describe import RUNTIME_TARGETS, describe_tflite
+from tf_vib._keras import keras, require_tf_keras_model, tf
+
+__all__ = [
+    "QUANTIZATIONS",
+    "RECURRENT_PLANS",
+    "ConversionError",
+    "ConversionCrash",
+    "to_tflite",
+    "to_tflite_many",
+    "save_tflite",
+]
+
+#: Quantization modes: float32, dynamic-range (int8 weights), float16 weights, full int8.
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
+#: ``auto``: fused LSTM, WHILE loops in float modes, unrolled GRU/SimpleRNN in int8.
+#: ``loop``: never unroll (full-int8 WHILE loops crash TFLite 2.21: for newer versions).
+RECURRENT_PLANS = ("auto", "loop")
+
+
+class ConversionError(RuntimeError):
+    """The model could not be converted; the message says why and what to change."""
+
+
+class ConversionCrash(ConversionError):
+    """TFLite crashed (e.g. a segfault) in the child process that converted the model."""
+
+    def __init__(self, message, *, signal_name, quantization, layers):
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.quantization = quantization
+        self.layers = layers
+
+
+def _positive_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1{' or None' if allow_none else ''}; "
+                         f"received {value!r}")
+    return int(value)
+
+
+def _check_mode(quantization, int8_io, runtime, recurrent_plan):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"`quantization` must be one of {list(QUANTIZATIONS)}; received {quantization!r}")
+    if not isinstance(int8_io, bool):
+        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    if int8_io and quantization != "int8":
+        raise ValueError(f"`int8_io=True` needs quantization='int8'; received quantization={quantization!r}")
+    if runtime not in RUNTIME_TARGETS:
+        raise ValueError(f"`runtime` must be one of {list(RUNTIME_TARGETS)}; received {runtime!r}")
+    if recurrent_plan not in RECURRENT_PLANS:
+        raise ValueError(f"`recurrent_plan` must be one of {list(RECURRENT_PLANS)}; received {recurrent_plan!r}")
+
+
+def _as_samples(data, sample_shape, argument):
+    """Representative data as a float32 array of samples of ``sample_shape``."""
+    if isinstance(data, tf.data.Dataset):
+        arrays = []
+        for element in data.as_numpy_iterator():
+            x = element[0] if isinstance(element, tuple) else element
+            arrays.append(np.asarray(x)[None] if np.ndim(x) == len(sample_shape) else np.asarray(x))
+        if not arrays:
+            raise ValueError(f"`{argument}` is an empty dataset")
+        data = np.concatenate(arrays)
+    try:
+        x = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`{argument}` must be an array of input samples or a tf.data.Dataset; "
+                        f"received {type(data).__name__}") from error
+    if x.ndim != len(sample_shape) + 1 or x.shape[1:] != tuple(sample_shape):
+        raise ValueError(
+            f"`{argument}` must have shape (n, {', '.join(map(str, sample_shape))}) to match the "
+            f"model's input; received shape {x.shape}"
+        )
+    if len(x) == 0:
+        raise ValueError(f"`{argument}` holds no samples")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{argument}` contains NaN or infinite values")
+    return x
+
+
+class _Job:
+    def __init__(self, name, quantization, int8_io, runtime, batch_size, model, spec, plans):
+        self.name, self.quantization, self.int8_io = name, quantization, int8_io
+        self.runtime, self.batch_size = runtime, batch_size
+        self.model, self.spec, self.plans = model, spec, plans
+
+    def describe_layers(self):
+        kinds = sorted({type(layer).__name__ for layer in self.model.layers
+                        if not isinstance(layer, keras.layers.InputLayer)})
+        return f"{', '.join(kinds)} layers"
+
+    def mode_text(self):
+        return self.quantization + (" with int8 input/output" if self.int8_io else "")
+
+
+def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
+          representative_data, calibration_samples):
+    require_tf_keras_model(model, "model")
+    batch_size = _positive_int("batch_size", batch_size)
+    time_steps = _positive_int("time_steps", time_steps, allow_none=True)
+    calibration_samples = _positive_int("calibration_samples", calibration_samples)
+    if not quantizations:
+        raise ValueError("`quantizations` must name at least one mode")
+    if not isinstance(int8_io, bool):
+        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    for mode in quantizations:
+        _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
+    if "int8" in quantizations and representative_data is None:
+        raise ValueError(
+            "quantization='int8' needs `representative_data`: a few hundred typical input "
+            "samples, shape (n, ...) like the model's input, to calibrate activation ranges"
+        )
+    jobs, prepared = [], {}
+    for mode in dict.fromkeys(quantizations):
+        key = mode == "int8"
+        if key not in prepared:
+            prepared[key] = planning.prepare(model, quantization=mode, batch_size=batch_size,
+                                             time_steps=time_steps, recurrent_plan=recurrent_plan)
+        jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key]))
+    spec = jobs[0].spec
+    sample_shape = tuple(spec.shape[1:])
+    representative = None
+    if representative_data is not None:
+        representative = _as_samples(representative_data, sample_shape, "representative_data")
+        representative = representative[:calibration_samples]
+        if len(representative) < batch_size:
+            raise ValueError(f"`representative_data` holds {len(representative)} samples, fewer "
+                             f"than one batch of batch_size={batch_size}")
+    for job in jobs:
+        function = planning.export_function(job.model, job.spec)
+        bad = planning.unsupported_ops(function, job.model)
+        if bad:
+            listed = ", ".join(f"{op} in layer {layer!r}" for op, layer in bad)
+            raise ValueError(f"`model` {model.name!r} has ops that TFLite cannot run: {listed} "
+                             "(Python callbacks); rewrite those layers with TensorFlow ops")
+        job.function = function
+    return jobs, representative
+
+
+def _export(job, directory):
+    module = tf.Module()
+    module.variables_ = list(job.model.variables)  # only the weights, not Keras metadata
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": job.function})
+
+
+def _summarize_error(message, limit=6):
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return "\n  ".join((errors or lines)[:limit])
+
+
+_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages|E\d{4} .*(cuda|CUDA))")
+
+
+def _log_tail(log, lines=8):
+    """The converter's last lines of output, without TensorFlow's start-up chatter."""
+    kept = [line for line in log.strip().splitlines() if line.strip() and not _NOISE.match(line)]
+    return "\n    ".join(kept[-lines:])
+
+
+def _crash_error(job, returncode, log):
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    loops = [p for p in job.plans if p.becomes.startswith("WHILE")]
+    hint = ""
+    if job.quantization == "int8" and loops:
+        hint = (" Full-int8 conversion of WHILE loops is known to crash TFLite (TF 2.21): "
+                f"{', '.join(str(p) for p in loops)}. Use recurrent_plan='auto' (unrolls them) "
+                "or a float mode.")
+    tail = _log_tail(log)
+    plans = "; ".join(str(p) for p in job.plans) or "none"
+    return ConversionCrash(
+        f"TFLite crashed ({name}) converting model {job.model.name!r} ({job.describe_layers()}) to "
+        f"{job.mode_text()}. It ran in a child process, so this process is unaffected. "
+        f"Recurrent layers: {plans}.{hint}" + (f"\n  last converter output:\n    {tail}" if tail else ""),
+        signal_name=name, quantization=job.quantization, layers=[p.kind for p in job.plans],
+    )
+
+
+def _run_child(directory, jobs, timeout):
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    pending = [job.name for job in jobs]
+    log_path = directory / "worker.log"
+    while pending:
+        with open(log_path, "w") as log:
+            try:
+                process = subprocess.run(
+                    [sys.executable, "-m", "converters._worker", str(directory), *pending],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
+                )
+            except subprocess.TimeoutExpired as error:
+                raise ConversionError(
+                    f"TFLite conversion of {pending} did not finish within timeout={timeout} s"
+                ) from error
+        done = [n for n in pending if (directory / f"{n}.json").exists()
+                or (directory / f"{n}.error.json").exists()]
+        if process.returncode == 0 and len(done) == len(pending):
+            return
+        crashed = next(n for n in pending if n not in done)
+        job = next(j for j in jobs if j.name == crashed)
+        if process.returncode < 0:
+            raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
+        raise ConversionError(
+            f"the TFLite converter process for {job.mode_text()} exited with code "
+            f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
+        )
+
+
+def _convert(jobs, representative, isolate, timeout):
+    with tempfile.TemporaryDirectory(prefix="tf-vib-convert-") as tmp:
+        directory = pathlib.Path(tmp)
+        records, exported = [], {}
+        for job in jobs:
+            key = id(job.model)
+            if key not in exported:
+                exported[key] = f"saved_model_{len(exported)}"
+                _export(job, directory / exported[key])
+            probe = (representative[: job.batch_size] if representative is not None else
+                     np.random.default_rng(0).normal(size=job.spec.shape).astype(np.float32))
+            np.save(directory / f"{job.name}.probe.npy", probe)
+            records.append({"name": job.name, "quantization": job.quantization, "int8_io": job.int8_io,
+                            "runtime": job.runtime, "batch_size": job.batch_size,
+                            "saved_model": exported[key], "probe": f"{job.name}.probe.npy",
+                            "shorten_names": any(p.becomes.startswith("unrolled") for p in job.plans),
+                            "representative": "representative.npy" if job.quantization == "int8" else None})
+        if representative is not None:
+            np.save(directory / "representative.npy", representative)
+        (directory / "job.json").write_text(json.dumps(records))
+        if isolate:
+            _run_child(directory, jobs, timeout)
+        else:
+            from converters import _worker
+
+            _worker.main([str(directory)])
+        results = {}
+        for job in jobs:
+            error_path = directory / f"{job.name}.error.json"
+            if error_path.exists():
+                error = json.loads(error_path.read_text())
+                raise ConversionError(
+                    f"TFLite could not convert model {job.model.name!r} ({job.describe_layers()}) "
+                    f"to {job.mode_text()}: {error['type']}:\n  {_summarize_error(error['message'])}"
+                )
+            flat = (directory / f"{job.name}.tflite").read_bytes()
+            reason = describe_tflite(flat).runtime_support()[job.runtime]
+            if reason is not None:
+                raise ConversionError(
+                    f"the {job.mode_text()} file cannot run on {job.runtime}: {reason}. Use "
+                    "runtime='ai-edge-litert' on the device, or another quantization mode"
+                )
+            results[job.name] = flat
+        return results
+
+
+def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=None, batch_size=1,
+                   int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
+                   calibration_samples=500, isolate=True, timeout=3600):
+    """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``."""
+    jobs, representative = _jobs(
+        model, list(quantizations), int8_io=int8_io, runtime=runtime, batch_size=batch_size,
+        time_steps=time_steps, recurrent_plan=recurrent_plan,
+        representative_data=representative_data, calibration_samples=calibration_samples,
+    )
+    return _convert(jobs, representative, isolate, timeout)
+
+
+def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_size=1,
+              int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
+              calibration_samples=500, isolate=True, timeout=3600):
+    """Convert a tf_keras model (plain, or with VIB layers) to TFLite bytes.
+
+    A model with VIB layers is stripped first (``tf_vib.strip_masks``). Each ``LSTM``
+    becomes TFLite's fused ``UNIDIRECTIONAL_SEQUENCE_LSTM`` (the model is traced with a
+    fixed batch size); see `converters.plan` for what other recurrent layers become.
+    Conversion and the first invoke run in a child process.
+
+    Args:
+      model: a tf_keras Sequential or functional model with one input and one output. It
+        is not modified.
+      quantization: ``"float32"``, ``"dynamic"`` (default; int8 weights, float
+        activations), ``"float16"`` (float16 weights) or ``"int8"`` (full integer).
+      representative_data: input samples, shape (n, ...) like the model's input, or a
+        ``tf.data.Dataset`` of them; required for int8 (calibration), optional otherwise.
+      batch_size: int >= 1, default 1: the file's fixed batch dimension.
+      int8_io: bool, default False. With int8, make the input and output tensors int8 too.
+      runtime: ``"ai-edge-litert"`` (default) or ``"tflite-runtime-2.14"``: the runtime the
+        file must load in. For tflite-runtime 2.14, dynamic-range weights use per-tensor
+        scales (per-channel ones need ops it lacks); a file that still cannot load there
+        raises before it is returned.
+      time_steps: int, the number of steps for a model whose input has no fixed length.
+      recurrent_plan: ``"auto"`` (default) or ``"loop"``; see `RECURRENT_PLANS`.
+      calibration_samples: int, at most this many representative samples are used.
+      isolate: bool, default True: convert in a child process. False converts in this
+        process (faster; a TFLite crash then ends it).
+      timeout: seconds the child may take.
+
+    Returns:
+      The ``.tflite`` file's bytes.
+
+    Raises:
+      ValueError, TypeError: bad arguments, before anything is converted.
+      ConversionError: TFLite refused the model; ``ConversionCrash``: TFLite crashed.
+
+    Example:
+
+    >>> flat = converters.to_tflite(model, quantization="int8", representative_data=x[:200])
+    >>> print(converters.describe_tflite(flat))
+    """
+    _check_mode(quantization, int8_io, runtime, recurrent_plan)
+    return to_tflite_many(
+        model, [quantization], representative_data=representative_data, batch_size=batch_size,
+        int8_io=int8_io, runtime=runtime, time_steps=time_steps, recurrent_plan=recurrent_plan,
+        calibration_samples=calibration_samples, isolate=isolate, timeout=timeout,
+    )[quantization]
+
+
+def save_tflite(model, path, **kwargs):
+    """Convert with `to_tflite` (same keyword arguments) and write the file; return its path."""
+    path = pathlib.Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"`path` must end in .tflite; received {str(path)!r}")
+    flat = to_tflite(model, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flat)
+    return path

@@ -1,0 +1,1 @@
+../../converters/runtime.py

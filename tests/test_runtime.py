@@ -1,0 +1,156 @@
+"""converters.runtime and the Raspberry Pi runner: runtime choice, state reset, the CLIs."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import converters
+import tf_vib
+from converters import runtime
+from tf_vib._keras import keras
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "examples" / "raspberry_pi" / "tflite_runner.py"
+
+
+@pytest.fixture(scope="module")
+def lstm_file():
+    """A float32 fused-LSTM file and its model: 5 steps of 3 features, 4 classes."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(6), keras.layers.Dense(4)])
+    return model, converters.to_tflite(model, quantization="float32")
+
+
+def test_the_fused_lstm_keeps_its_state_unless_reset(lstm_file, rng):
+    _, flat = lstm_file
+    loaded = converters.load_interpreter(flat)
+    interpreter, detail = loaded.interpreter, loaded.input_detail
+    sample = rng.normal(size=(1, 5, 3)).astype("float32")
+
+    def invoke():
+        interpreter.set_tensor(detail["index"], sample)
+        interpreter.invoke()
+        return interpreter.get_tensor(loaded.output_detail["index"]).copy()
+
+    first, second = invoke(), invoke()
+    assert np.abs(first - second).max() > 1e-4  # the classic bug: state carried over
+    assert np.array_equal(loaded.predict(np.repeat(sample, 3, axis=0))[0], loaded.predict(sample)[0])
+    np.testing.assert_array_equal(loaded.predict(sample), first)
+
+
+def test_runtimes_are_tried_in_order_and_named(lstm_file, monkeypatch):
+    _, flat = lstm_file
+    assert converters.load_interpreter(flat).runtime == "ai_edge_litert"
+    assert converters.load_interpreter(flat, runtime="tensorflow").runtime == "tensorflow"
+    original = runtime._interpreter_class
+
+    def without_litert(name):
+        if name == "ai_edge_litert":
+            raise ImportError("No module named 'ai_edge_litert'")
+        return original(name)
+
+    monkeypatch.setattr(runtime, "_interpreter_class", without_litert)
+    loaded = converters.load_interpreter(flat)
+    expected = "tflite_runtime" if "tflite_runtime" in runtime.available_runtimes() else "tensorflow"
+    assert loaded.runtime == expected
+
+
+def test_a_file_no_runtime_can_load_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(RuntimeError, match="no TFLite runtime could load the model") as caught:
+        converters.load_interpreter(bad)
+    assert "ai_edge_litert: cannot load the file" in str(caught.value)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"num_threads": 0}, ValueError, "`num_threads` must be an integer >= 1; received 0"),
+    ({"runtime": "tflite"}, ValueError, "`runtime` must be None or one of"),
+])
+def test_load_interpreter_bad_arguments(lstm_file, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        converters.load_interpreter(lstm_file[1], **kwargs)
+
+
+def test_load_interpreter_bad_model_arguments(tmp_path):
+    with pytest.raises(ValueError, match="is not a file"):
+        converters.load_interpreter(tmp_path / "missing.tflite")
+    with pytest.raises(TypeError, match="a path or the bytes"):
+        converters.load_interpreter(42)
+
+
+def test_predict_checks_the_sample_shape(lstm_file):
+    loaded = converters.load_interpreter(lstm_file[1])
+    with pytest.raises(ValueError, match=r"samples of shape \(5, 4\), but the file takes \(5, 3\)"):
+        loaded.predict(np.zeros((2, 5, 4)))
+
+
+def test_measure_latency(lstm_file, rng):
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    latency = converters.measure_latency(lstm_file[1], x, repeats=3, warmup=1)
+    assert len(latency.per_sample) == 4
+    assert 0 < latency.median < 1.0
+    assert latency.median_us == pytest.approx(1e6 * latency.median)
+    with pytest.raises(ValueError, match="`repeats` must be an integer >= 1; received 0"):
+        converters.measure_latency(lstm_file[1], x, repeats=0)
+
+
+_BLOCKER = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"tensorflow", "tf_keras", "keras", "tf_vib", "converters"}:
+            raise ImportError(f"{name} is not on the device")
+sys.meta_path.insert(0, Block())
+'''
+
+
+def test_the_pi_runner_needs_only_numpy_and_a_runtime(lstm_file, tmp_path, rng):
+    model, flat = lstm_file
+    assert RUNNER.resolve() == (ROOT / "converters" / "runtime.py").resolve()
+    (tmp_path / "model.tflite").write_bytes(flat)
+    x = rng.normal(size=(12, 5, 3)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(-1)
+    np.savez(tmp_path / "inputs.npz", x=x, y=y)
+    (tmp_path / "sitecustomize.py").write_text(_BLOCKER)
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), "model.tflite", "inputs.npz", "--repeats", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "runtime: ai_edge_litert" in result.stdout
+    assert "accuracy: 100.00%" in result.stdout
+    assert "latency:" in result.stdout and "us per invoke" in result.stdout
+    shown = result.stdout.split("predictions (12 samples): ")[1].split()[0:10]
+    assert [int(p.rstrip(",")) for p in shown] == y[:10].tolist()
+
+
+def test_tf_vib_convert_command(tmp_path, capsys):
+    data = tf_vib.datasets.digits_rows()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(data.input_shape), keras.layers.LSTM(16), keras.layers.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.x_train, data.y_train, epochs=6, batch_size=64, verbose=0)
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "calibration.npz", x=data.x_train[:200])
+    np.savez(tmp_path / "test.npz", x=data.x_test, y=data.y_test)
+    from tf_vib.cli import main
+
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "out" / "model.tflite"),
+                 "--quantization", "int8", "--calibration", str(tmp_path / "calibration.npz"),
+                 "--verify", str(tmp_path / "test.npz"), "--c-header", str(tmp_path / "model.h")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    flat = (tmp_path / "out" / "model.tflite").read_bytes()
+    assert f"size: {len(flat):,} bytes" in printed
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in printed and "quantization: int8" in printed
+    assert "accuracy within 1 point of Keras: passed" in printed
+    assert "model_tflite_len" in (tmp_path / "model.h").read_text()
+    with pytest.raises(SystemExit, match="has arrays"):
+        np.savez(tmp_path / "wrong.npz", inputs=data.x_train[:10])
+        main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
+              "--quantization", "int8", "--calibration", str(tmp_path / "wrong.npz")])
