@@ -12,7 +12,13 @@
 from converters.c_array import to_c_array
 from converters.describe import RUNTIME_TARGETS, TFLiteInfo, describe_tflite
 from converters.plan import LayerPlan
-from converters.runtime import Latency, TFLiteModel, load_interpreter, measure_latency
+from converters.runtime import (
+    Latency,
+    TFLiteModel,
+    compare_latency,
+    load_interpreter,
+    measure_latency,
+)
 from converters.tflite import (
     QUANTIZATIONS,
     RECURRENT_PLANS,
@@ -37,6 +43,7 @@ __all__ = [
     "TFLiteInfo",
     "TFLiteModel",
     "Verification",
+    "compare_latency",
     "describe_tflite",
     "evaluate_tflite",
     "load_interpreter",

@@ -35,6 +35,7 @@ __all__ = [
     "TFLiteModel",
     "load_interpreter",
     "measure_latency",
+    "compare_latency",
     "Latency",
     "available_runtimes",
     "main",
@@ -243,6 +244,32 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
             times.append(time.perf_counter() - started)
         per_sample.append(float(np.median(times)))
     return Latency(per_sample)
+
+
+def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None):
+    """Latency of several files measured side by side, interleaved, on the same samples.
+
+    The files take turns (each round times every file on every sample), so that a busy
+    moment of the machine falls on all of them alike; ratios between them are what to read.
+
+    Args:
+      models: ``{name: TFLiteModel, path or bytes}``; every file must take ``x``'s samples.
+      x: inputs, shape (n, ...).
+      repeats: invokes per sample per round; rounds: turns.
+
+    Returns:
+      ``{name: Latency}``, each sample's time being its median over all its invokes.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"`rounds` must be an integer >= 1; received {rounds!r}")
+    loaded = {name: model if isinstance(model, TFLiteModel)
+              else load_interpreter(model, num_threads=num_threads, runtime=runtime)
+              for name, model in models.items()}
+    times = {name: [] for name in loaded}
+    for _ in range(rounds):
+        for name, model in loaded.items():
+            times[name].append(measure_latency(model, x, repeats=repeats, warmup=1).per_sample)
+    return {name: Latency(np.median(np.stack(t), axis=0)) for name, t in times.items()}
 
 
 def _load_inputs(path):

@@ -1,17 +1,21 @@
 """``tf-vib demo``: the whole story on an offline data set in a few minutes.
 
-Train a baseline LSTM, compress it, convert both to TFLite (dynamic-range and full
-int8), evaluate the files, and print one table with the ratios; write the compressed
-files, the report JSON and an accuracy-vs-size plot into the output folder.
+Train a baseline LSTM, compress it with ``tf_vib.compress``, convert both models to
+TFLite (float32, dynamic-range and full int8), verify and time the files side by side,
+and print one table with the ratios. The output folder gets the compressed model and
+files, the test inputs for the Raspberry Pi runner, the report JSON and two plots.
 """
 
+import dataclasses
 import json
 import pathlib
 import time
 
-__all__ = ["add_command", "run", "DEMO_MODES"]
+import numpy as np
 
-DEMO_MODES = ("dynamic", "int8")
+__all__ = ["add_command", "run", "DEMO_MODES", "train_baseline"]
+
+DEMO_MODES = ("float32", "dynamic", "int8")
 
 
 def add_command(commands):
@@ -25,10 +29,10 @@ def add_command(commands):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--output", default="tf-vib-demo", help="output folder (default ./tf-vib-demo)")
     parser.add_argument("--units", type=int, default=128, help="baseline LSTM units (default 128)")
-    parser.add_argument("--baseline-epochs", type=int, default=60, help="baseline training epochs")
+    parser.add_argument("--baseline-epochs", type=int, default=60, help="baseline training epochs (default 60)")
     parser.add_argument("--epochs", type=int, default=None, help="VIB epochs (default: compress's)")
-    parser.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs")
-    parser.add_argument("--quick", action="store_true", help="a few epochs only: a smoke test")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default: compress's)")
+    parser.add_argument("--quick", action="store_true", help="a few epochs only: a smoke test of the pipeline")
     parser.set_defaults(run=run)
     return parser
 
@@ -37,28 +41,39 @@ def _line(text):
     print(f"[tf-vib demo] {text}", flush=True)
 
 
-def _baseline(keras, data, units, epochs, seed, x_train, y_train, validation):
+def train_baseline(data, x_train, y_train, validation, *, units, epochs, seed, verbose=2):
+    """The baseline: ``LSTM(units) -> Dense(classes)``, Adam 1e-3, batch 32."""
+    from tf_vib._keras import keras
+
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [keras.Input(data.input_shape), keras.layers.LSTM(units), keras.layers.Dense(data.n_classes)],
         name=f"lstm{units}",
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, validation_data=validation, epochs=epochs, batch_size=32, verbose=2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_train, y_train, validation_data=validation, epochs=epochs, batch_size=32, verbose=verbose)
     return model
 
 
+def _check_args(args):
+    for name in ("units", "baseline_epochs"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"tf-vib demo: --{name.replace('_', '-')} must be >= 1; received {getattr(args, name)}")
+    for name in ("epochs", "finetune_epochs"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise SystemExit(f"tf-vib demo: --{name.replace('_', '-')} must be >= 0; received {value}")
+
+
 def run(args):
-    import converters
     import tf_vib
     from tf_vib import datasets
-    from tf_vib._keras import keras
+    from tf_vib.cli.deploy import convert_and_measure, ratio_rows
     from tf_vib.report import format_table
 
+    _check_args(args)
+    started = time.perf_counter()
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     _line(f"loading {args.dataset}")
@@ -66,68 +81,61 @@ def run(args):
     (x_train, y_train), (x_val, y_val) = data.split_validation(0.2, seed=args.seed)
     _line(f"{len(x_train)} training, {len(x_val)} validation, {len(data.x_test)} test sequences "
           f"of shape {data.input_shape}, {data.n_classes} classes")
-    quick = args.quick
-    baseline_epochs = 3 if quick else args.baseline_epochs
-    _line(f"training the baseline LSTM({args.units}) for {baseline_epochs} epochs")
-    baseline = _baseline(keras, data, args.units, baseline_epochs, args.seed, x_train, y_train,
-                         (x_val, y_val))
-    kwargs = {}
-    if quick:
-        kwargs.update(epochs=4, finetune_epochs=3)
-    if args.epochs is not None:
-        kwargs["epochs"] = args.epochs
-    if args.finetune_epochs is not None:
-        kwargs["finetune_epochs"] = args.finetune_epochs
-    _line("compressing")
-    result = tf_vib.compress(
-        baseline, (x_train, y_train), validation_data=(x_val, y_val),
-        test_data=(data.x_test, data.y_test), seed=args.seed, verbose=1, **kwargs,
-    )
+    baseline_epochs = 3 if args.quick else args.baseline_epochs
+    _line(f"step 1/4: training the baseline LSTM({args.units}) for {baseline_epochs} epochs")
+    baseline = train_baseline(data, x_train, y_train, (x_val, y_val), units=args.units,
+                              epochs=baseline_epochs, seed=args.seed)
+    kwargs = {"epochs": 4, "finetune_epochs": 3} if args.quick else {}
+    kwargs.update({k: v for k, v in (("epochs", args.epochs), ("finetune_epochs", args.finetune_epochs))
+                   if v is not None})
+    _line("step 2/4: compressing with tf_vib.compress")
+    result = tf_vib.compress(baseline, (x_train, y_train), validation_data=(x_val, y_val),
+                             test_data=(data.x_test, data.y_test), seed=args.seed, verbose=1, **kwargs)
     print(result.report, flush=True)
     compressed = result.model
     compressed.save(out / "compressed.keras")
-
-    _line("converting to TFLite and measuring (batch 1, one thread, median latency)")
-    calibration = x_train[: min(len(x_train), 200)]
-    rows, figures = [], {}
-    for name, model in (("baseline", baseline), ("compressed", compressed)):
-        for mode in DEMO_MODES:
-            started = time.perf_counter()
-            flat = converters.to_tflite(model, quantization=mode, representative_data=calibration)
-            accuracy = converters.evaluate_tflite(flat, data.x_test, data.y_test)
-            latency = converters.measure_latency(flat, data.x_test[:50])
-            figures[(name, mode)] = {
-                "params": int(model.count_params()),
-                "bytes": len(flat),
-                "test_accuracy": float(accuracy),
-                "latency_us": float(latency * 1e6),
-                "seconds": time.perf_counter() - started,
-            }
-            if name == "compressed":
-                (out / f"compressed_{mode}.tflite").write_bytes(flat)
-            rows.append((name, mode, f"{model.count_params():,}", f"{len(flat):,}",
-                         f"{100 * accuracy:.2f}", f"{latency * 1e6:.1f}"))
-    for mode in DEMO_MODES:
-        b, c = figures[("baseline", mode)], figures[("compressed", mode)]
-        rows.append(("ratio", mode, f"{b['params'] / c['params']:.1f}x", f"{b['bytes'] / c['bytes']:.1f}x",
-                     f"{100 * (c['test_accuracy'] - b['test_accuracy']):+.2f}",
-                     f"{b['latency_us'] / c['latency_us']:.1f}x"))
-    table = format_table(("model", "TFLite", "params", "file bytes", "test acc %", "latency us"), rows)
+    _line(f"step 3/4: converting both models to TFLite ({', '.join(DEMO_MODES)}) and verifying them")
+    figures, files = convert_and_measure(
+        {"baseline": baseline, "compressed": compressed}, DEMO_MODES, x_train[:300],
+        data.x_test, data.y_test, log=_line,
+    )
+    for (name, mode), flat in files.items():
+        (out / f"{name}_{mode}.tflite").write_bytes(flat)
+    np.savez(out / "test_inputs.npz", x=data.x_test, y=data.y_test)
+    _line("step 4/4: results (latency: batch 1, one thread, median, all files timed side by side)")
+    table = _table(figures, ratio_rows(figures, "baseline", "compressed"), format_table)
     print(table, flush=True)
-
-    result.report.to_json(out / "report.json")
-    summary = {
-        "dataset": args.dataset,
-        "seed": args.seed,
-        "tflite": {f"{n}/{m}": f for (n, m), f in figures.items()},
-        "compression": result.report.to_dict()["compression"],
-    }
-    (out / "deployment.json").write_text(json.dumps(summary, indent=2) + "\n")
-    result.report.plot(out / "accuracy_vs_size.png", title=f"tf-vib on {args.dataset}")
-    _plot_files(figures, out / "tflite_size_accuracy.png", args.dataset)
     (out / "table.txt").write_text(table + "\n")
-    _line(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
-    return 0
+    deployment = {
+        "dataset": args.dataset, "seed": args.seed, "quick": bool(args.quick),
+        "seconds": time.perf_counter() - started, "threshold": result.threshold,
+        "files": [dataclasses.asdict(f) for f in figures],
+        "compression": result.report.to_dict(),
+    }
+    (out / "report.json").write_text(json.dumps(deployment, indent=2) + "\n")
+    result.report.plot(out / "accuracy_vs_size.png", title=f"tf-vib on {args.dataset}")
+    _plot_files(figures, out / "tflite_files.png", args.dataset)
+    _line(f"done in {time.perf_counter() - started:.0f} s; wrote {len(list(out.iterdir()))} files to {out}/")
+    _line("on a Raspberry Pi: python tflite_runner.py compressed_int8.tflite test_inputs.npz "
+          "(runner: examples/raspberry_pi/)")
+    return 0 if all(f.verified for f in figures) else 1
+
+
+def _table(figures, ratios, format_table):
+    rows = [(f.model, f.mode, f"{f.params:,}", f"{f.recurrent_params:,}", f"{f.file_bytes:,}",
+             f"{100 * f.keras_accuracy:.2f}", f"{100 * f.tflite_accuracy:.2f}", f"{f.latency_us:.1f}",
+             "yes" if f.verified else "NO") for f in figures]
+    for mode, (params, recurrent, size, speed, delta) in ratios.items():
+        rows.append(("ratio", mode, f"{params:.1f}x", f"{recurrent:.1f}x", f"{size:.1f}x", "",
+                     f"{100 * delta:+.2f}", f"{speed:.1f}x", ""))
+    by = {(f.model, f.mode): f for f in figures}
+    if ("baseline", "float32") in by and ("compressed", "int8") in by:
+        base, small = by[("baseline", "float32")], by[("compressed", "int8")]
+        rows.append(("int8 vs float32", "", "", "", f"{base.file_bytes / small.file_bytes:.1f}x", "",
+                     f"{100 * (small.tflite_accuracy - base.tflite_accuracy):+.2f}",
+                     f"{base.latency_us / small.latency_us:.1f}x", ""))
+    return format_table(("model", "TFLite", "params", "LSTM params", "file bytes", "Keras acc %",
+                         "TFLite acc %", "latency us", "verified"), rows)
 
 
 def _plot_files(figures, path, dataset):
@@ -137,12 +145,12 @@ def _plot_files(figures, path, dataset):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (name, mode), f in figures.items():
-        marker = "o" if name == "baseline" else "*"
-        ax.scatter(f["bytes"], 100 * f["test_accuracy"], s=90, marker=marker, label=f"{name} {mode}")
+    for f in figures:
+        marker = "o" if f.model == "baseline" else "*"
+        ax.scatter(f.file_bytes, 100 * f.tflite_accuracy, s=90, marker=marker, label=f"{f.model} {f.mode}")
     ax.set_xscale("log")
     ax.set_xlabel("TFLite file size (bytes)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy of the file (%)")
     ax.set_title(f"{dataset}: TFLite files, baseline vs compressed")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
