@@ -19,10 +19,11 @@ def build_parser():
     commands.required = True
 
     from converters.cli import add_convert_command
-    from tf_vib.cli import demo
+    from tf_vib.cli import bench, demo
 
     demo.add_command(commands)
     add_convert_command(commands)
+    bench.add_command(commands)
     return parser
 
 

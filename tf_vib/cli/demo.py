@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["add_command", "run", "DEMO_MODES", "train_baseline"]
+__all__ = ["add_command", "run", "DEMO_MODES", "build_lstm", "train_baseline"]
 
 DEMO_MODES = ("float32", "dynamic", "int8")
 
@@ -41,8 +41,8 @@ def _line(text):
     print(f"[tf-vib demo] {text}", flush=True)
 
 
-def train_baseline(data, x_train, y_train, validation, *, units, epochs, seed, verbose=2):
-    """The baseline: ``LSTM(units) -> Dense(classes)``, Adam 1e-3, batch 32."""
+def build_lstm(data, *, units, seed):
+    """``LSTM(units) -> Dense(classes)`` compiled with Adam 1e-3 and cross-entropy on logits."""
     from tf_vib._keras import keras
 
     keras.utils.set_random_seed(seed)
@@ -52,6 +52,12 @@ def train_baseline(data, x_train, y_train, validation, *, units, epochs, seed, v
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def train_baseline(data, x_train, y_train, validation, *, units, epochs, seed, verbose=2):
+    """The baseline: `build_lstm` trained for ``epochs`` with batch 32 (the last epoch kept)."""
+    model = build_lstm(data, units=units, seed=seed)
     model.fit(x_train, y_train, validation_data=validation, epochs=epochs, batch_size=32, verbose=verbose)
     return model
 
