@@ -240,6 +240,26 @@ def test_synthetic_motions_move_as_named(motion, check):
         assert check(*_actor_track(clip))
 
 
+@pytest.mark.parametrize("motion", ["left", "right", "up", "down", "grow", "rotate"])
+def test_render_clips_states_follow_the_drawn_shape(motion):
+    labels = np.full(4, datasets.MOTIONS.index(motion))
+    kwargs = dict(classes=datasets.MOTIONS, size=48, noise=0.0, distractors=0, seed=3)
+    clips, states = datasets.render_clips(labels, return_states=True, **kwargs)
+    assert states.shape == (4, 8, len(datasets.STATE_NAMES))
+    np.testing.assert_array_equal(clips, datasets.render_clips(labels, **kwargs))
+    for clip, state in zip(clips, states, strict=True):
+        centre, area, _ = _actor_track(clip)
+        moved = 48 * (state[-1, :2] - state[0, :2])
+        if motion != "rotate":  # a turning shape's centroid circles its centre
+            np.testing.assert_allclose(centre[-1] - centre[0], moved, atol=1.5)
+        assert area[-1] / area[0] == pytest.approx((state[-1, 2] / state[0, 2]) ** 2, rel=0.2)
+        np.testing.assert_allclose(state[:, 3] ** 2 + state[:, 4] ** 2, 1.0, atol=1e-5)
+        turned = np.abs(np.diff(np.unwrap(np.arctan2(state[:, 3], state[:, 4])))).sum()
+        assert (turned > 0.5) == (motion == "rotate")
+    with pytest.raises(TypeError, match="`return_states` must be True or False; received 1"):
+        datasets.render_clips(labels, return_states=1)
+
+
 @pytest.mark.parametrize(
     "kwargs, error",
     [

@@ -30,6 +30,7 @@ from tf_vib.datasets.sequences import (
 from tf_vib.datasets.synthetic import (
     DEFAULT_MOTIONS,
     MOTIONS,
+    STATE_NAMES,
     render_clips,
     synthetic_actions,
     write_videos,
@@ -52,6 +53,7 @@ __all__ = [
     "uea_names",
     "MOTIONS",
     "DEFAULT_MOTIONS",
+    "STATE_NAMES",
     "synthetic_actions",
     "render_clips",
     "write_videos",

@@ -21,7 +21,8 @@ from tf_vib.datasets._checks import (
 )
 from tf_vib.datasets.sequences import SequenceDataset, stratified_indices
 
-__all__ = ["MOTIONS", "DEFAULT_MOTIONS", "synthetic_actions", "render_clips", "write_videos"]
+__all__ = ["MOTIONS", "DEFAULT_MOTIONS", "STATE_NAMES", "synthetic_actions", "render_clips",
+           "write_videos"]
 
 #: Every motion a class can be; "rotate" turns either way, "still" only jitters.
 MOTIONS = ("left", "right", "up", "down", "rotate", "grow", "shrink", "still")
@@ -92,16 +93,24 @@ def _check_noise(noise):
     return float(noise)
 
 
+#: What `render_clips(..., return_states=True)` gives per frame, for the moving shape.
+STATE_NAMES = ("row", "col", "radius", "sin_angle", "cos_angle")
+
+
 def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels=3,
-                 noise=0.05, distractors=1, seed=0):
+                 noise=0.05, distractors=1, seed=0, return_states=False):
     """Render one clip per label; ``labels[i]`` indexes ``classes``.
 
     Args:
       labels: sequence of int in ``[0, len(classes))``.
       classes, frames, size, channels, noise, distractors, seed: as in `synthetic_actions`.
+      return_states: bool, default False. Also return the moving shape's state in every
+        frame (`STATE_NAMES`: centre row and column and radius as fractions of ``size``, and
+        the sine and cosine of its angle): targets for training a frame encoder.
 
     Returns:
-      float32 array of shape ``(len(labels), frames, size, size, channels)`` in [0, 1].
+      float32 array of shape ``(len(labels), frames, size, size, channels)`` in [0, 1], and
+      with ``return_states`` a float32 array of shape ``(len(labels), frames, 5)``.
     """
     classes = _check_motions(classes)
     frames = check_int("frames", frames)
@@ -110,6 +119,8 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
     noise = _check_noise(noise)
     distractors = check_int("distractors", distractors, minimum=0)
     seed = check_seed(seed)
+    if not isinstance(return_states, bool):
+        raise TypeError(f"`return_states` must be True or False; received {return_states!r}")
     labels = np.asarray(labels)
     if labels.ndim != 1 or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes)):
         raise ValueError(
@@ -120,6 +131,7 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
     axis = (np.arange(fine) + 0.5) / _SUPERSAMPLE
     grid = np.meshgrid(axis, axis, indexing="ij")
     clips = np.empty((len(labels), frames, size, size, 3), np.float32)
+    states = np.empty((len(labels), frames, len(STATE_NAMES)), np.float32)
     for i, label in enumerate(labels):
         background = rng.uniform(0.0, 0.25, 3)
         # (motion, colour, scale): the actor first, then smaller and dimmer distractors
@@ -127,6 +139,8 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
         actors += [("still", rng.uniform(0.3, 0.6, 3), 0.6) for _ in range(distractors)]
         paths = [(rng.choice(_SHAPES), colour, scale, *_trajectory(m, frames, size, rng))
                  for m, colour, scale in actors]
+        centres, radii, angles = paths[0][3:]
+        states[i] = np.column_stack([centres / size, radii / size, np.sin(angles), np.cos(angles)])
         for f in range(frames):
             canvas = np.empty((fine, fine, 3), np.float32)
             canvas[:] = background
@@ -137,7 +151,7 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
     np.clip(clips, 0.0, 1.0, out=clips)
     if channels == 1:
         clips = clips @ np.array([[0.299], [0.587], [0.114]], np.float32)
-    return clips
+    return (clips, states) if return_states else clips
 
 
 def synthetic_actions(n_per_class=40, *, classes=DEFAULT_MOTIONS, frames=8, size=32,
