@@ -9,7 +9,7 @@ from helpers import cell_factory, set_mask, vib_masks
 
 import tf_vib
 from tf_vib._keras import keras, tf
-from tf_vib.layers import FeatureMask, VIBGRUCell, VIBLSTMCell
+from tf_vib.layers import FeatureMask, GaussianMask, VIBGRUCell, VIBLSTMCell
 
 CELLS = [
     ("lstm", VIBLSTMCell, keras.layers.LSTMCell, {}),
@@ -69,6 +69,22 @@ def test_noise_is_drawn_once_per_sequence(kind):
     else:
         np.testing.assert_allclose(out, out[:, :1, :].repeat(6, axis=1), rtol=1e-6)
     assert np.std(out[:, -1, :], axis=0).min() > 1e-3, "noise must differ between sequences"
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_training_steps_do_not_compute_the_inference_masks(kind, monkeypatch):
+    # The deterministic value costs ops at every time step; a training call needs only noise.
+    layer = keras.layers.RNN(cell_factory(kind)(3))
+    x = np.ones((2, 4, 2), "float32")
+    layer(x)
+
+    def refuse(self, threshold=None):
+        raise AssertionError("deterministic() called in a training step")
+
+    monkeypatch.setattr(GaussianMask, "deterministic", refuse)
+    assert layer(x, training=True).shape == (2, 3)
+    with pytest.raises(AssertionError, match="deterministic"):
+        layer(x, training=False)
 
 
 def test_feature_mask_noise_shared_across_time_and_deterministic_at_inference():

@@ -69,10 +69,14 @@ class CompressionReport:
       candidates: every candidate model (epoch, threshold, params, masked validation accuracy).
       trials: ``(params, masked accuracy, fine-tuned accuracy)`` of the candidates fine-tuned
         while choosing.
-      max_accuracy_drop: the accepted validation-accuracy loss.
+      max_accuracy_drop: the accepted validation-accuracy loss the caller asked for.
+      accuracy_floor: the validation accuracy a candidate had to reach: the original's minus
+        ``max_accuracy_drop``, or minus one validation sample when that is coarser (a smaller
+        drop cannot be measured on that validation set).
     """
 
     max_accuracy_drop: float
+    accuracy_floor: float | None = None
     stages: list = dataclasses.field(default_factory=list)
     layers: list = dataclasses.field(default_factory=list)
     candidates: list = dataclasses.field(default_factory=list)
@@ -89,6 +93,7 @@ class CompressionReport:
     def to_dict(self):
         return {
             "max_accuracy_drop": self.max_accuracy_drop,
+            "accuracy_floor": self.accuracy_floor,
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "layers": self.layers,
             "candidates": [{k: v for k, v in c.items() if k != "weights"} for c in self.candidates],

@@ -238,6 +238,7 @@ class VIBScheduleCallback(keras.callbacks.Callback):
                 f"`schedule` must be a tf_vib.schedules.VIBSchedule; received {schedule!r:.80}"
             )
         super().__init__()
+        self._supports_tf_logs = True  # the batch hooks never read the logs: no sync per batch
         self.schedule = schedule
         self.step = tf.Variable(
             _check_int("initial_step", initial_step, minimum=0), dtype=tf.int64, trainable=False
@@ -252,20 +253,33 @@ class VIBScheduleCallback(keras.callbacks.Callback):
                 f"VIBScheduleCallback found no VIB layer in model {self.model.name!r}: it needs "
                 "FeatureMask or RNN(VIBLSTMCell/VIBGRUCell) layers (also inside tfmot wrappers)"
             )
+        # A Python mirror of ``step`` and of the last weight assigned: once the warm-up is
+        # over a batch costs no TensorFlow op here but the step increment.
+        self._step = int(self.step)
+        self._assigned = None
         harden_step = self.schedule.harden_step
-        if self.hardened is None and harden_step is not None and int(self.step) >= harden_step:
+        if self.hardened is None and harden_step is not None and self._step >= harden_step:
             self.harden()
         self._reapply_hardening()
 
+    def _weight_at(self, step):
+        schedule = self.schedule
+        if step >= schedule.begin_step + schedule.warmup_steps:
+            return schedule.kl_factor
+        return float(schedule.kl_weight(step))
+
     def on_train_batch_begin(self, batch, logs=None):
-        weight = self.schedule.kl_weight(self.step)
-        for layer in self._layers:
-            layer.kl_weight.assign(weight)
+        weight = self._weight_at(self._step)
+        if weight != self._assigned:
+            for layer in self._layers:
+                layer.kl_weight.assign(weight)
+            self._assigned = weight
 
     def on_train_batch_end(self, batch, logs=None):
         self.step.assign_add(1)
+        self._step += 1
         harden_step = self.schedule.harden_step
-        if self.hardened is None and harden_step is not None and int(self.step) >= harden_step:
+        if self.hardened is None and harden_step is not None and self._step >= harden_step:
             self.harden()
         self._reapply_hardening()
 

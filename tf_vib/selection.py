@@ -3,9 +3,11 @@
 During VIB training compress() snapshots the masked model every few epochs. Each
 snapshot, stripped at a keep threshold, is a candidate plain model. The masked model's
 own validation accuracy (hard gates, no fine-tuning) understates what the plain model
-reaches after fine-tuning, so candidates are judged after a short fine-tune, smallest
-first, by bisection over the candidates sorted by size (accuracy after fine-tuning
-grows with size, nearly monotonically).
+reaches after fine-tuning, so candidates are judged after a fine-tune, by bisection
+over the candidates sorted by size (accuracy after fine-tuning grows with size, nearly
+monotonically). A trial stops as soon as the candidate reaches the accepted accuracy
+(``StopAtAccuracy``): that is all the bisection needs to know, and a small candidate may
+need many epochs to get there while a failing one costs the whole budget.
 """
 
 import dataclasses
@@ -15,9 +17,9 @@ import numpy as np
 from tf_vib._keras import keras
 from tf_vib.stages import Distiller
 from tf_vib.surgery import strip_masks
-from tf_vib.training import BestWeights, accuracy
+from tf_vib.training import BestWeights, accuracy, vib_layers
 
-__all__ = ["Candidate", "Snapshots", "choose_smallest", "fine_tune"]
+__all__ = ["Candidate", "Snapshots", "StopAtAccuracy", "choose_smallest", "fine_tune"]
 
 
 @dataclasses.dataclass
@@ -57,14 +59,21 @@ def fine_tune(model, train, val, labels_val, *, epochs, batch_size, learning_rat
     return history, accuracy(model, val[0], labels_val)
 
 
-def choose_smallest(vib_model, candidates, floor, tune, *, log=None):
-    """Bisection over candidates by size for the smallest whose fine-tuned accuracy >= floor.
+def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None):
+    """The smallest candidate whose fine-tuned validation accuracy reaches ``floor``.
+
+    Candidates are sorted by size (one per size). The search starts from the smallest
+    candidate that reaches the floor before any fine-tuning (else from the largest), bisects
+    below it, then scans the smaller candidates downwards until ``patience`` of them in a row
+    fail: on a small validation set one unlucky sample fails a candidate whose smaller
+    neighbours pass, and bisection alone would never look below it.
 
     Args:
       vib_model: the VIB model; candidates' weights are loaded into it to strip them.
       candidates: ``Candidate`` list.
       floor: the accepted validation accuracy.
-      tune: ``tune(plain_model) -> validation accuracy`` after a short fine-tune (in place).
+      tune: ``tune(plain_model) -> validation accuracy`` after a fine-tune (in place).
+      patience: int >= 1, default 2. Consecutive failures (by size) that end the scan.
       log: optional callable for one line per trial.
 
     Returns:
@@ -72,13 +81,15 @@ def choose_smallest(vib_model, candidates, floor, tune, *, log=None):
       ``(params, masked accuracy, tuned accuracy)`` per tried candidate. When none reaches
       the floor, the best-scoring tried candidate is returned.
     """
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"`patience` must be an integer >= 1; received {patience!r}")
     by_size = {}
     for candidate in sorted(candidates, key=lambda c: (c.params, -c.masked_accuracy, -c.epoch)):
         by_size.setdefault(candidate.params, candidate)
     ordered = list(by_size.values())
     tried = {}
 
-    def trial(index):
+    def passes(index):
         if index not in tried:
             candidate = ordered[index]
             vib_model.set_weights(candidate.weights)
@@ -89,38 +100,77 @@ def choose_smallest(vib_model, candidates, floor, tune, *, log=None):
                 log(f"candidate {index + 1}/{len(ordered)}: {candidate.params:,} parameters (epoch "
                     f"{candidate.epoch + 1}, threshold {candidate.threshold:g}), validation accuracy "
                     f"{candidate.masked_accuracy:.4f} masked, {tuned:.4f} fine-tuned")
-        return tried[index][1]
+        return tried[index][1] >= floor
 
-    low, high = 0, len(ordered) - 1
-    if trial(high) >= floor:
-        while low < high:
-            middle = (low + high) // 2
-            if trial(middle) >= floor:
-                high = middle
+    known = [i for i, c in enumerate(ordered) if c.masked_accuracy >= floor]
+    last = len(ordered) - 1
+    start = known[0] if known else last
+    best = start if passes(start) else last if start < last and passes(last) else None
+    if best is None:
+        best = max(tried, key=lambda i: (tried[i][1], -ordered[i].params))
+    else:
+        low = start + 1 if best != start else 0
+        while low < best:
+            middle = (low + best) // 2
+            if passes(middle):
+                best = middle
             else:
                 low = middle + 1
-        best = high
-    else:
-        best = max(tried, key=lambda i: (tried[i][1], -ordered[i].params))
+        failures = 0
+        for index in range(best - 1, -1, -1):
+            if failures >= patience:
+                break
+            if passes(index):
+                best, failures = index, 0
+            else:
+                failures += 1
     trials = [(ordered[i].params, ordered[i].masked_accuracy, tried[i][1]) for i in sorted(tried)]
     return ordered[best], tried[best][0], tried[best][1], trials
 
 
+class StopAtAccuracy(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch whose ``val_accuracy`` reaches ``floor``.
+
+    Records the number of epochs run in ``epochs``.
+    """
+
+    def __init__(self, floor):
+        super().__init__()
+        self.floor = float(floor)
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = epoch + 1
+        if (logs or {}).get("val_accuracy", -1.0) >= self.floor:
+            self.model.stop_training = True
+
+
 class Snapshots(keras.callbacks.Callback):
-    """Every few epochs, the masked model's weights, size when stripped, and accuracy."""
+    """Every few epochs, the masked model's weights, size when stripped, and accuracy.
+
+    Stripping a model to count its parameters costs about an epoch of training on small
+    data, so the count is cached by the set of kept units of every mask: a snapshot whose
+    structure was seen before costs only a copy of the weights.
+    """
 
     def __init__(self, vib_model, epochs, threshold, count=20):
         super().__init__()
         self.vib_model = vib_model
         self.epochs = epochs
-        self.every = max(1, epochs // count)  # stripping to count parameters costs about an epoch
+        self.every = max(1, epochs // count)
         self.threshold = threshold
         self.candidates = []
+        self._masks = [m for layer in vib_layers(vib_model) for m in layer.vib_masks.values()]
+        self._params = {}
 
     def take(self, epoch, masked_accuracy):
-        params = strip_masks(self.vib_model, threshold=self.threshold, min_units=1).count_params()
+        structure = b"".join(np.packbits(m.kept(self.threshold)).tobytes() for m in self._masks)
+        if structure not in self._params:
+            self._params[structure] = strip_masks(self.vib_model, threshold=self.threshold,
+                                                  min_units=1).count_params()
         weights = [w.copy() for w in self.vib_model.get_weights()]
-        self.candidates.append(Candidate(epoch, self.threshold, params, masked_accuracy, weights))
+        self.candidates.append(Candidate(epoch, self.threshold, self._params[structure], masked_accuracy,
+                                         weights))
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:

@@ -107,13 +107,13 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
 
     def gate_multipliers(self, inputs, training=None):
         """The value each masked gate is multiplied by: noisy while training, else deterministic."""
-        deterministic = {gate: mask.deterministic() for gate, mask in self._vib_masks.items()}
         if training is None or (isinstance(training, bool) and not training):
-            return deterministic
+            return {gate: mask.deterministic() for gate, mask in self._vib_masks.items()}
         # Drawn outside any tf.cond so that the time loop can reuse it.
         noisy = self._noise_cache.setdefault(kwargs={"inputs": inputs})
         if isinstance(training, bool):
-            return noisy
+            return noisy  # no deterministic value: it would cost ops at every step
+        deterministic = {gate: mask.deterministic() for gate, mask in self._vib_masks.items()}
         return {
             gate: tf.cond(
                 tf.cast(training, tf.bool),

@@ -1,0 +1,109 @@
+"""Candidate choice: the search order, trials that stop at the floor, cached snapshot sizes."""
+
+import numpy as np
+import pytest
+
+import tf_vib
+from tf_vib import selection
+from tf_vib._keras import keras
+from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smallest
+from tf_vib.wrap import add_vib_masks
+
+
+@pytest.fixture
+def vib_model():
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(6), keras.layers.Dense(2)])
+    return add_vib_masks(model, masked_gates="o")
+
+
+class _FakeVIB:
+    """Stands in for the VIB model: "stripping" it returns the weights last loaded."""
+
+    def set_weights(self, weights):
+        self.current = weights
+
+
+def _search(monkeypatch, masked, passes, floor=0.9):
+    """choose_smallest over candidates of growing size, with masked accuracies ``masked``,
+    whose fine-tune reaches ``passes[i]``; returns (chosen index, accuracy, trial order)."""
+    candidates = [Candidate(epoch, 0.0, 100 * (i + 1), accuracy, [i])
+                  for i, (epoch, accuracy) in enumerate(masked)]
+    monkeypatch.setattr(selection, "strip_masks", lambda model, **kwargs: model.current)
+    tried = []
+
+    def tune(plain):
+        tried.append(plain[0])
+        return passes[plain[0]]
+
+    chosen, _, accuracy, _ = choose_smallest(_FakeVIB(), candidates, floor, tune)
+    return candidates.index(chosen), accuracy, tried
+
+
+def test_search_starts_from_the_smallest_candidate_that_already_passes(monkeypatch):
+    # candidate 5 reaches the floor before fine-tuning; 2..4 pass after it, 0..1 do not
+    masked = [(9, 0.5), (8, 0.5), (7, 0.5), (6, 0.5), (5, 0.5), (4, 0.95), (3, 0.5), (2, 0.5)]
+    passes = [0.8, 0.8, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    assert chosen == 2 and accuracy == 0.95
+    assert tried[0] == 5, "the known pass is confirmed first, the largest is never tried"
+    assert 7 not in tried and len(tried) <= 4
+
+
+def test_search_falls_back_to_the_largest_when_the_known_pass_fails(monkeypatch):
+    masked = [(4, 0.5), (3, 0.95), (2, 0.5), (1, 0.5)]
+    passes = [0.5, 0.5, 0.5, 0.95]
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    assert tried[:2] == [1, 3]
+    assert chosen == 3 and accuracy == 0.95
+
+
+def test_search_without_any_pass_returns_the_best_tried(monkeypatch):
+    masked = [(3, 0.1), (2, 0.2), (1, 0.3)]
+    passes = [0.5, 0.7, 0.6]
+    chosen, accuracy, _ = _search(monkeypatch, masked, passes)
+    assert chosen == 2 and accuracy == 0.6  # only the largest was tried
+
+
+def test_scan_below_the_bisection_finds_a_pass_under_one_unlucky_failure(monkeypatch):
+    masked = [(6, 0.5), (5, 0.5), (4, 0.5), (3, 0.5), (2, 0.5), (1, 0.95)]
+    chosen, _, tried = _search(monkeypatch, masked, [0.95, 0.5, 0.95, 0.95, 0.95, 0.95])
+    assert chosen == 0 and tried == [5, 2, 1, 0]
+
+
+def test_scan_stops_after_patience_failures_in_a_row(monkeypatch):
+    masked = [(6, 0.5), (5, 0.5), (4, 0.5), (3, 0.5), (2, 0.5), (1, 0.95)]
+    chosen, _, tried = _search(monkeypatch, masked, [0.95, 0.5, 0.5, 0.95, 0.95, 0.95])
+    assert chosen == 3 and 0 not in tried
+    with pytest.raises(ValueError, match="`patience` must be an integer >= 1; received 0"):
+        choose_smallest(_FakeVIB(), [], 0.9, lambda plain: 1.0, patience=0)
+
+
+def test_stop_at_accuracy_ends_training_at_the_first_epoch_that_reaches_the_floor():
+    stop = StopAtAccuracy(0.9)
+    stop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    for epoch, accuracy in enumerate([0.5, 0.89, 0.9]):
+        stop.model.stop_training = False
+        stop.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        assert stop.model.stop_training == (accuracy >= 0.9)
+    assert stop.epochs == 3
+
+
+def test_snapshots_strip_once_per_structure(vib_model, monkeypatch):
+    calls = []
+    real_strip = selection.strip_masks
+
+    def counting_strip(model, **kwargs):
+        calls.append(1)
+        return real_strip(model, **kwargs)
+
+    monkeypatch.setattr(selection, "strip_masks", counting_strip)
+    snapshots = Snapshots(vib_model, epochs=4, threshold=0.0, count=4)
+    mask = vib_model.layers[-2].cell.vib_masks["o"]
+    for epoch in range(4):
+        if epoch == 2:  # prune two units: a new structure
+            mask.log_sigma2.assign(np.array([5, 5, -9, -9, -9, -9], "float32"))
+        snapshots.on_epoch_end(epoch, {"val_accuracy": 0.5})
+    assert len(snapshots.candidates) == 4 and len(calls) == 2
+    params = [c.params for c in snapshots.candidates]
+    assert params[0] == params[1] > params[2] == params[3]
+    assert params[2] == tf_vib.strip_masks(vib_model, threshold=0.0, min_units=1).count_params()
