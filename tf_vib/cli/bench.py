@@ -10,6 +10,7 @@ as JSON as soon as it is done, so an interrupted run resumes where it stopped;
 """
 
 import dataclasses
+import inspect
 import json
 import pathlib
 import platform
@@ -61,6 +62,8 @@ def add_command(commands):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="methods to run")
     parser.add_argument("--results", default="benchmarks/results", help="folder of per-run JSON")
     parser.add_argument("--docs", default="docs", help="where benchmarks.md and its plots go")
+    parser.add_argument("--paper-size", action="store_true",
+                        help="also the paper's setting: LSTM(2048) on 2048-d CNN features of 8 frames")
     parser.add_argument("--quick", action="store_true", help="a few epochs: a smoke test of the pipeline")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the JSON")
     parser.set_defaults(run=run)
@@ -149,6 +152,8 @@ def vib_epoch_time(dataset, *, epochs=4, quick=False):
     """Seconds per epoch of plain LSTM(128) training and of its VIB copy, same data and batch."""
     from tf_vib._keras import keras
     from tf_vib.cli.demo import train_baseline
+    from tf_vib.compress import STATE_GATES, compress
+    from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
     from tf_vib.training import TwoRateTrainer
     from tf_vib.wrap import add_vib_masks
 
@@ -171,11 +176,18 @@ def vib_epoch_time(dataset, *, epochs=4, quick=False):
     for name in ("plain", "vib", "plain_again"):
         model = plain
         timer = Timer()
-        if name == "vib":
-            model = TwoRateTrainer(add_vib_masks(plain, kl_factor=1.0 / len(train[0])),
-                                   learning_rate=1e-3, mask_learning_rate=5e-2)
+        callbacks = [timer]
+        if name == "vib":  # what compress() trains by default: its gates, rates and KL schedule
+            defaults = {k: v.default for k, v in inspect.signature(compress).parameters.items()}
+            kl_factor = 1.0 / len(train[0])
+            model = TwoRateTrainer(add_vib_masks(plain, kl_factor=kl_factor, masked_gates=STATE_GATES,
+                                                 hidden_kl_mult=defaults["hidden_kl_mult"]),
+                                   learning_rate=defaults["learning_rate"],
+                                   mask_learning_rate=defaults["mask_learning_rate"])
             model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=plain.loss, metrics=["accuracy"])
-        model.fit(*train, epochs=epochs + 1, batch_size=32, verbose=0, callbacks=[timer])
+            steps = -(-len(train[0]) // 32)
+            callbacks.append(VIBScheduleCallback(VIBSchedule(kl_factor, warmup_steps=2 * steps)))
+        model.fit(*train, epochs=epochs + 1, batch_size=32, verbose=0, callbacks=callbacks)
         results[name] = float(np.median(timer.times[1:]))  # the first epoch traces the graph
     plain_time = min(results["plain"], results["plain_again"])
     return {"plain_epoch_s": plain_time, "vib_epoch_s": results["vib"],
@@ -221,6 +233,13 @@ def run(args):
                 record = run_one(dataset, seed, args.methods, quick=args.quick)
                 record["environment"] = _environment()
                 path.write_text(json.dumps(record, indent=1))
+        paper = results / "paper_size_seed0.json"
+        if args.paper_size and not paper.exists():
+            from tf_vib.cli.bench_paper import run_paper
+
+            record = run_paper(results, seed=0, quick=args.quick, log=_line)
+            record["environment"] = _environment()
+            paper.write_text(json.dumps(record, indent=1))
     written = bench_report.write_report(results, pathlib.Path(args.docs), command=_command(args))
     _line(f"wrote {', '.join(str(p) for p in written)}")
     return 0
@@ -232,6 +251,8 @@ def _command(args):
         parts.append("--datasets " + " ".join(args.datasets))
     if args.seeds != [0, 1, 2]:
         parts.append("--seeds " + " ".join(map(str, args.seeds)))
+    if args.paper_size:
+        parts.append("--paper-size")
     if args.quick:
         parts.append("--quick")
     return " ".join(parts)
