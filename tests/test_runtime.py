@@ -154,3 +154,30 @@ def test_tf_vib_convert_command(tmp_path, capsys):
         np.savez(tmp_path / "wrong.npz", inputs=data.x_train[:10])
         main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
               "--quantization", "int8", "--calibration", str(tmp_path / "wrong.npz")])
+
+
+class _FixedOutputs(runtime.TFLiteModel):
+    """A loaded file that returns given outputs: the verification rule alone is tested."""
+
+    def __init__(self, outputs):
+        self.outputs, self.runtime = outputs, "fixed"
+
+    def predict(self, x):
+        return self.outputs
+
+
+@pytest.mark.parametrize("logits, passed", [
+    ([[20.0, 0.0, -5.0], [0.0, 18.0, 1.0]], True),   # saturated: probabilities move < 1e-6
+    ([[0.2, 0.0, 0.1], [0.0, 0.3, 0.1]], False),     # near-uniform: probabilities move ~0.07
+])
+def test_dynamic_range_falls_back_to_probabilities_for_logits(logits, passed):
+    logits = np.array(logits, "float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, use_bias=False)])
+    model.layers[0].set_weights([np.eye(3, dtype="float32")])
+    shifted = logits + np.array([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0]], "float32")  # beyond 1e-2 x scale
+    result = converters.verify(model, _FixedOutputs(shifted), logits, quantization="dynamic")
+    assert result.max_abs_diff == pytest.approx(0.3, abs=1e-5)
+    assert result.passed is passed
+    assert "softmax probabilities" in result.criterion
+    # float16 keeps its absolute target: no probability fallback
+    assert not converters.verify(model, _FixedOutputs(shifted), logits, quantization="float16").passed
