@@ -3,8 +3,9 @@
 Targets (the converter's contract), on every output value of every sample:
 
 - float32: within 1e-4 of the Keras outputs (logits);
-- float16: within 1e-2;
-- dynamic-range: within 1e-2 of the output scale, i.e. ``1e-2 * max(1, max |Keras output|)``.
+- float16 and dynamic-range: within 1e-2 of the output scale, i.e.
+  ``1e-2 * max(1, max |Keras output|)``. float16 weights alone move logits of magnitude 10
+  by up to 0.019 (0.2% of the scale) in the benchmark's small LSTMs.
   Int8 weights alone cannot do better in absolute terms: rounding the weights of a trained
   LSTM(128) on JapaneseVowels to int8 per channel, in Keras, moves logits of magnitude 11
   by 0.05 (the TFLite file: 0.06; another seed's baseline: 0.15, 1.3% of its scale). A file
@@ -26,7 +27,7 @@ __all__ = ["Verification", "verify", "evaluate_tflite", "TOLERANCES", "INT8_ACCU
 
 #: Largest accepted |Keras - TFLite| on any output value, per mode: (tolerance, relative).
 #: A relative tolerance is multiplied by ``max(1, max |Keras output|)``.
-TOLERANCES = {"float32": (1e-4, False), "float16": (1e-2, False), "dynamic": (1e-2, True)}
+TOLERANCES = {"float32": (1e-4, False), "float16": (1e-2, True), "dynamic": (1e-2, True)}
 #: Largest accepted accuracy loss of a full-int8 file against the Keras model (1 point).
 INT8_ACCURACY_DROP = 0.01
 
