@@ -38,3 +38,24 @@ def test_demo_rejects_bad_arguments(argv, message):
 def test_commands_are_listed():
     help_text = build_parser().format_help()
     assert "demo" in help_text and "convert" in help_text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing, code", [("baseline", 0), ("compressed", 1)])
+def test_demo_exit_status_follows_the_compressed_files(tmp_path, capsys, monkeypatch, failing, code):
+    import dataclasses
+
+    from tf_vib.cli import deploy
+
+    real = deploy.convert_and_measure
+
+    def one_file_fails(*args, **kwargs):
+        figures, files = real(*args, **kwargs)
+        figures = [dataclasses.replace(f, verified=False, verification="injected miss")
+                   if (f.model, f.mode) == (failing, "dynamic") else f for f in figures]
+        return figures, files
+
+    monkeypatch.setattr(deploy, "convert_and_measure", one_file_fails)
+    argv = ["demo", "--quick", "--dataset", "digits_rows", "--units", "8", "--output", str(tmp_path)]
+    assert main(argv) == code
+    assert f"{failing} dynamic file misses its verification target: injected miss" in capsys.readouterr().out
