@@ -66,6 +66,7 @@ def test_report_is_written_from_the_json(tmp_path):
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "`tf-vib bench`" in text and "## JapaneseVowels" in text
     assert "| JapaneseVowels | 0.20 | 0.28 | 1.40x |" in text
+    assert "| JapaneseVowels: a VIB training epoch <= 1.5x a plain LSTM epoch | 1.40x | yes |" in text
     assert "img/bench_JapaneseVowels.png" in text
     assert (tmp_path / "docs" / "img" / "bench_JapaneseVowels.png").stat().st_size > 1000
     assert len(written) == 2
