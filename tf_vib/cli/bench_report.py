@@ -251,6 +251,9 @@ def write_report(results, docs, *, command):
         lines += [f"| {d} | {t['plain_epoch_s']:.2f} | {t['vib_epoch_s']:.2f} | {t['ratio']:.2f}x |"
                   for d, t in timing.items()]
         lines.append("")
+    if PAPER not in runs:
+        lines += ["## paper_size", "", "Not measured to the end yet: [paper_size.md](paper_size.md) says what a run",
+                  "measured and why the target is not met.", ""]
     written = []
     for dataset, records in runs.items():
         table = aggregate(records)
