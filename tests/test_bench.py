@@ -154,3 +154,12 @@ def test_quick_paper_size_run_end_to_end(tmp_path):
         assert run["files"]["float32"]["verified"], run["files"]["float32"]["verification"]
         assert 0.0 <= run["files"]["int8"]["tflite_accuracy"] <= 1.0
     assert (tmp_path / "paper" / "encoder_seed0.weights.h5").exists()
+
+
+def test_file_table_names_the_modes_that_missed_verification():
+    records = [_record(0, 1200, 0.96), _record(1, 1300, 0.96)]
+    records[1]["runs"]["vib"]["files"]["int8"]["verified"] = False
+    text = bench_report._file_table(bench_report.aggregate(records))
+    vib_row = next(line for line in text.splitlines() if line.startswith("vib "))
+    assert vib_row.rstrip().endswith("missed: int8 1/2")
+    assert next(line for line in text.splitlines() if line.startswith("baseline")).rstrip().endswith("yes")

@@ -56,6 +56,7 @@ def aggregate(records):
                 "latency_us": _stat([m["latency_us"] for _, m, _ in pairs]),
                 "smaller_than_float32_baseline": _stat([f["bytes"] / m["bytes"] for _, m, f in pairs]),
                 "verified": all(m["verified"] for _, m, _ in pairs),
+                "failed": sum(not m["verified"] for _, m, _ in pairs),
             }
         entry["files"] = files
         kept = [_input_share(m) for _, m in rows]
@@ -144,6 +145,12 @@ def _speed(files, mode):
     return "-" if mode not in files else f"{files[mode]['speedup'][0]:.2f}x"
 
 
+def _verified(files, seeds):
+    """'yes', or which modes missed their verification target in how many seeds."""
+    missed = [f"{mode} {v.get('failed', 1)}/{seeds}" for mode, v in files.items() if not v["verified"]]
+    return "yes" if not missed else "missed: " + ", ".join(missed)
+
+
 def _file_table(table):
     rows = []
     for method, e in table.items():
@@ -152,7 +159,7 @@ def _file_table(table):
                      _kb(f, "float16"), _kb(f, "int8"), _kb(f, "int8", "gzip_bytes"),
                      "-" if "int8" not in f else f"{f['int8']['smaller_than_float32_baseline'][0]:.1f}x",
                      _speed(f, "float32"), _speed(f, "dynamic"), _speed(f, "int8"),
-                     "yes" if all(v["verified"] for v in f.values()) else "NO"))
+                     _verified(f, e["seeds"])))
     return format_table(("method", "float32 KB", "float32 gzip KB", "dynamic KB", "float16 KB", "int8 KB",
                          "int8 gzip KB", "int8 vs baseline float32", "speed-up float32", "speed-up dynamic",
                          "speed-up int8", "verified"), rows)
