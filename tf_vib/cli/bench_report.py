@@ -174,12 +174,13 @@ def plot_dataset(dataset, table, path):
 
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     points = []
-    for method, e in table.items():
+    colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
+    for index, (method, e) in enumerate(table.items()):
         x, y, err = e["lstm_nonzero"][0], 100 * e["keras_accuracy"][0], 100 * e["keras_accuracy"][1]
         points.append((x, y, method))
         style = {"marker": "*", "s": 160} if method.startswith("vib") else {"marker": "o", "s": 50}
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", alpha=0.6)
-        ax.scatter(x, y, label=method, zorder=3, **style)
+        ax.scatter(x, y, label=method, zorder=3, color=colors[(2 * index) % 20 + (index >= 10)], **style)
     front, best = [], -np.inf
     for x, y, _ in sorted(points):
         if y > best:
@@ -220,6 +221,15 @@ def _paper_text(record):
     ]
 
 
+def _shown(path):
+    """``path`` relative to the working directory when it lies below it."""
+    path = pathlib.Path(path).resolve()
+    try:
+        return str(path.relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def write_report(results, docs, *, command):
     """Write ``docs/benchmarks.md`` and ``docs/img/bench_<dataset>.png``; return the paths."""
     runs, timing = load_results(results)
@@ -231,7 +241,7 @@ def write_report(results, docs, *, command):
     lines = [
         "# Benchmarks: tf-vib against other compression methods",
         "",
-        f"Regenerate with `{command}` (results cached in `{results}`; add `--report-only` to rewrite this",
+        f"Regenerate with `{command}` (results cached in `{_shown(results)}`; add `--report-only` to rewrite this",
         f"file from them). Written {environment.get('date', '?')} on {environment.get('machine', '?')}, Python "
         f"{environment.get('python', '?')}, TensorFlow {environment.get('tensorflow', '?')}, ai-edge-litert "
         f"{environment.get('ai_edge_litert', '?')}.",
