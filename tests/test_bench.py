@@ -111,8 +111,6 @@ def test_paper_size_targets_are_checked_against_the_numbers():
 
 
 def test_batch_norm_recalibration_averages_the_batch_statistics():
-    import numpy as np
-
     from tf_vib._keras import keras
     from tf_vib.cli.bench_paper import _recalibrate_batch_norm
 

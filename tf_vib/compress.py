@@ -242,8 +242,8 @@ class _Run:
         if drop > self.s["max_accuracy_drop"] and self.s["verbose"]:
             self.log(f"max_accuracy_drop={self.s['max_accuracy_drop']:g} is finer than one of the {n_val} "
                      f"validation samples: candidates may lose one sample ({100 * drop:.2f} points)")
-        self.floor = baseline.val_accuracy - drop - 1e-9
         self.report.accuracy_floor = float(baseline.val_accuracy - drop)
+        self.floor = self.report.accuracy_floor - 1e-9
         finetune_epochs = self.s["finetune_epochs"]
         small, tuned_epochs = self.model, 0
         if self.vib_model is not None:

@@ -94,6 +94,15 @@ def _record(model, test, seconds, **extra):
             "keras_accuracy": accuracy(model, *test), "seconds": float(seconds), **extra}
 
 
+def _add_files(runs, figures):
+    """Each converted file's figures into ``runs[model]["files"][mode]``."""
+    for f in figures:
+        runs[f.model].setdefault("files", {})[f.mode] = {
+            "bytes": f.file_bytes, "gzip_bytes": f.gzip_bytes, "tflite_accuracy": f.tflite_accuracy,
+            "latency_us": f.latency_us, "verified": f.verified, "verification": f.verification, "ops": f.ops,
+        }
+
+
 def _scratch(data, train, val, *, units, epochs, seed):
     from tf_vib.cli.demo import build_lstm
     from tf_vib.training import BestWeights
@@ -139,11 +148,7 @@ def run_one(dataset, seed, methods, *, quick=False, log=_line):
             f"test accuracy {100 * runs[method]['keras_accuracy']:.2f}%")
     figures, _ = convert_and_measure(models, MODES, train[0][:300], *test, repeats=5, rounds=3,
                                      latency_samples=30, log=log)
-    for f in figures:
-        runs[f.model].setdefault("files", {})[f.mode] = {
-            "bytes": f.file_bytes, "gzip_bytes": f.gzip_bytes, "tflite_accuracy": f.tflite_accuracy,
-            "latency_us": f.latency_us, "verified": f.verified, "verification": f.verification, "ops": f.ops,
-        }
+    _add_files(runs, figures)
     return {"dataset": dataset, "seed": seed, "quick": quick, "input_shape": list(data.input_shape),
             "n_train": len(train[0]), "n_val": len(val[0]), "n_test": len(test[0]), "runs": runs}
 

@@ -8,9 +8,9 @@ inside a small CNN-LSTM reached only 41% validation accuracy in 25 epochs). So t
 is pretrained the way ImageNet pretraining serves action recognition, on what a frame shows:
 a ``keras.applications`` InceptionV3 (random initialisation, 75x75 input, average pooling:
 2048 features per frame) with a linear head learns to regress the moving shape's position,
-size and angle in single frames of the training clips (`render_clips(return_states=True)`),
-in single frames of its own pretraining corpus (independent frames rendered with another seed,
-none of them from the action clips), and is then frozen. Its features feed the paper-sized
+size and angle (`render_clips(return_states=True)`) in single frames of its own pretraining
+corpus (independent frames rendered with another seed, none of them from the action clips),
+and is then frozen. Its features feed the paper-sized
 ``LSTM(2048) -> Dense`` baseline, which ``tf_vib.compress`` compresses. Test clips are never
 used for training or for any choice.
 """
@@ -78,7 +78,9 @@ def _recalibrate_batch_norm(model, frames, chunk=64, chunks=16):
     inference far from training in a network trained from scratch this briefly; one pass
     that averages the batch statistics of fixed weights puts them back in agreement.
     """
-    layers = [layer for layer in model.submodules if isinstance(layer, keras_bn())]
+    from tf_vib._keras import keras
+
+    layers = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
     try:
         for k in range(min(chunks, len(frames) // chunk)):
@@ -88,12 +90,6 @@ def _recalibrate_batch_norm(model, frames, chunk=64, chunks=16):
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
-
-
-def keras_bn():
-    from tf_vib._keras import keras
-
-    return keras.layers.BatchNormalization
 
 
 def paper_features(results, *, seed=0, quick=False, log=print):
@@ -129,7 +125,7 @@ def paper_features(results, *, seed=0, quick=False, log=print):
 def run_paper(results, *, seed=0, quick=False, log=print):
     """Baseline LSTM(2048), tf-vib, and the LSTM(8) floor on the encoder's features: a JSON dict."""
     from tf_vib import compress
-    from tf_vib.cli.bench import _record, _scratch
+    from tf_vib.cli.bench import _add_files, _record, _scratch
     from tf_vib.cli.demo import train_baseline
     from tf_vib.cli.deploy import convert_and_measure
 
@@ -153,11 +149,7 @@ def run_paper(results, *, seed=0, quick=False, log=print):
     models = {"baseline": baseline, "vib": result.model, "lstm8 (scratch)": floor}
     figures, _ = convert_and_measure(models, ("float32", "int8"), train[0], *test, repeats=5, rounds=3,
                                      latency_samples=len(test[0]), log=log)
-    for f in figures:
-        runs[f.model].setdefault("files", {})[f.mode] = {
-            "bytes": f.file_bytes, "gzip_bytes": f.gzip_bytes, "tflite_accuracy": f.tflite_accuracy,
-            "latency_us": f.latency_us, "verified": f.verified, "verification": f.verification, "ops": f.ops,
-        }
+    _add_files(runs, figures)
     return {"dataset": "paper_size", "seed": seed, "quick": quick, "encoder": {**ENCODER, **info},
             "input_shape": list(data.input_shape), "n_train": len(train[0]), "n_val": len(val[0]),
             "n_test": len(test[0]), "runs": runs}
