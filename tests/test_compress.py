@@ -110,6 +110,17 @@ def test_compress_accepts_datasets_and_holds_out_validation(lstm_model):
                                validation_fraction=0.25)
     assert held_out.report.stages[0].extra == {}
     assert len(held_out.histories["vib"]["loss"]) == 1
+    masks = [layer for layer in held_out.vib_model.submodules if hasattr(layer, "mask_settings")]
+    # 90 training rows after the 25% hold-out: under the cap, so 1 / n_train
+    assert masks and [m.mask_settings.kl_factor for m in masks] == pytest.approx([1 / 90] * len(masks))
+
+
+def test_default_kl_factor_stops_shrinking_at_the_cap():
+    from tf_vib.compress import KL_SAMPLES_CAP, default_kl_factor
+
+    assert default_kl_factor(90) == pytest.approx(1 / 90)
+    assert default_kl_factor(KL_SAMPLES_CAP) == pytest.approx(1 / KL_SAMPLES_CAP)
+    assert default_kl_factor(1078) == pytest.approx(1 / KL_SAMPLES_CAP)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from tf_vib.surgery import strip_masks
 from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
-__all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES"]
+__all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
+           "default_kl_factor"]
 
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
@@ -27,6 +28,23 @@ STATE_GATES = {"lstm": "o", "gru": "h"}
 
 #: log_alpha thresholds tried when choosing the model: 0 prunes the most.
 DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+#: The training-set size above which the default KL weight stops shrinking.
+KL_SAMPLES_CAP = 256
+
+
+def default_kl_factor(n_train):
+    """The default KL weight: ``1 / min(n_train, KL_SAMPLES_CAP)``.
+
+    ``1 / n_train`` is the per-sample ELBO weighting. Over an epoch it pushes the masks by
+    the same total whatever the data size, while the data term's push grows with
+    ``n_train``: on sklearn's digits (1,078 training rows) the masks stopped at 8-10x
+    fewer LSTM parameters in 100 epochs, with the model still above the baseline's
+    accuracy. Capping the sample count at 256 keeps the pruning going on larger sets
+    (digits: 28.8x on 3 seeds at no accuracy loss) and leaves small sets (JapaneseVowels:
+    216 rows) as they were.
+    """
+    return 1.0 / min(int(n_train), KL_SAMPLES_CAP)
 
 
 @dataclasses.dataclass
@@ -108,7 +126,7 @@ def compress(
         (also the budget of the magnitude and clustering stages), batch size.
       learning_rate, mask_learning_rate, finetune_learning_rate: Adam rates of the weights,
         of the masks' mu/log_sigma2, and of fine-tuning.
-      kl_factor: KL weight; default ``1 / n_train`` (the per-sample ELBO weighting).
+      kl_factor: KL weight; default ``1 / min(n_train, 256)`` (`default_kl_factor`).
       input_kl_mult, hidden_kl_mult, dense_kl_mult: relative KL weights of the masks on
         recurrent inputs, on recurrent gates, and after hidden Dense layers. The defaults
         (mask rate 1e-2, hidden 3.0, distillation at T=2 with alpha 0.5) were tuned on
@@ -149,7 +167,8 @@ def compress(
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
         finetune_learning_rate=check_float("finetune_learning_rate", finetune_learning_rate),
         max_accuracy_drop=check_float("max_accuracy_drop", max_accuracy_drop, allow_low=True),
-        kl_factor=(1.0 / len(data.train[0]) if kl_factor is None else check_float("kl_factor", kl_factor)),
+        kl_factor=(default_kl_factor(len(data.train[0])) if kl_factor is None
+                   else check_float("kl_factor", kl_factor)),
         iss=optional("iss", iss, check_float),
         low_rank=optional("low_rank", low_rank, rank_or_energy),
         magnitude_sparsity=optional("magnitude_sparsity", magnitude_sparsity,
