@@ -107,3 +107,27 @@ def test_snapshots_strip_once_per_structure(vib_model, monkeypatch):
     params = [c.params for c in snapshots.candidates]
     assert params[0] == params[1] > params[2] == params[3]
     assert params[2] == tf_vib.strip_masks(vib_model, threshold=0.0, min_units=1).count_params()
+
+
+def test_snapshots_also_taken_when_the_structure_collapses(vib_model):
+    snapshots = Snapshots(vib_model, epochs=10, threshold=0.0, count=2)  # scheduled: epochs 5, 10
+    features, gate = snapshots._masks  # 3 input features, 6 units
+    pruned = {1: (0, 4), 2: (3, 5), 3: (3, 6)}  # (features, units) pruned by the end of each epoch
+
+    def prune(mask, count):
+        log_sigma2 = np.full(mask.log_sigma2.shape, -9.0, "float32")
+        log_sigma2[:count] = 5.0
+        mask.log_sigma2.assign(log_sigma2)
+
+    prune(features, 0), prune(gate, 0)
+    snapshots.on_train_begin()
+    assert snapshots.kept_units() == 9
+    for epoch in range(4):
+        if epoch in pruned:
+            prune(features, pruned[epoch][0]), prune(gate, pruned[epoch][1])
+        snapshots.on_epoch_end(epoch, {"val_accuracy": 0.5})
+    # epoch 1: 5 of 9 kept, no snapshot; epoch 2: 1 kept <= 9 / 4: one; epoch 3: 0 <= 1 / 4: one
+    assert [c.epoch for c in snapshots.candidates] == [2, 3]
+    snapshots.on_epoch_end(4, {"val_accuracy": 0.5})  # scheduled; nothing kept, nothing more to catch
+    snapshots.on_epoch_end(5, {"val_accuracy": 0.5})
+    assert [c.epoch for c in snapshots.candidates] == [2, 3, 4]

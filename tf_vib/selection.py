@@ -148,20 +148,32 @@ class StopAtAccuracy(keras.callbacks.Callback):
 class Snapshots(keras.callbacks.Callback):
     """Every few epochs, the masked model's weights, size when stripped, and accuracy.
 
+    Also at any epoch where the number of kept mask units has fallen to ``1 / drop`` of the
+    last snapshot's or below: when thousands of masks move together (a wide layer, where
+    the KL term outweighs each unit's share of the data term), the structure can go from
+    full to nearly empty between two scheduled snapshots, and those epochs hold the models
+    worth trying.
+
     Stripping a model to count its parameters costs about an epoch of training on small
     data, so the count is cached by the set of kept units of every mask: a snapshot whose
     structure was seen before costs only a copy of the weights.
     """
 
-    def __init__(self, vib_model, epochs, threshold, count=20):
+    def __init__(self, vib_model, epochs, threshold, count=20, drop=4.0):
         super().__init__()
         self.vib_model = vib_model
         self.epochs = epochs
         self.every = max(1, epochs // count)
         self.threshold = threshold
+        self.drop = float(drop)
         self.candidates = []
         self._masks = [m for layer in vib_layers(vib_model) for m in layer.vib_masks.values()]
         self._params = {}
+        self._kept = None  # kept mask units at the last snapshot
+
+    def kept_units(self):
+        """Mask units kept at ``threshold``, over all masks."""
+        return sum(int(m.kept(self.threshold).sum()) for m in self._masks)
 
     def take(self, epoch, masked_accuracy):
         structure = b"".join(np.packbits(m.kept(self.threshold)).tobytes() for m in self._masks)
@@ -171,7 +183,13 @@ class Snapshots(keras.callbacks.Callback):
         weights = [w.copy() for w in self.vib_model.get_weights()]
         self.candidates.append(Candidate(epoch, self.threshold, self._params[structure], masked_accuracy,
                                          weights))
+        self._kept = self.kept_units()
+
+    def on_train_begin(self, logs=None):
+        if self._kept is None:
+            self._kept = self.kept_units()
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+        due = (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs
+        if due or (self._kept and self.kept_units() * self.drop <= self._kept):
             self.take(epoch, (logs or {}).get("val_accuracy", 0.0))
