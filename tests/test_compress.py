@@ -115,12 +115,19 @@ def test_compress_accepts_datasets_and_holds_out_validation(lstm_model):
     assert masks and [m.mask_settings.kl_factor for m in masks] == pytest.approx([1 / 90] * len(masks))
 
 
-def test_default_kl_factor_stops_shrinking_at_the_cap():
-    from tf_vib.compress import KL_SAMPLES_CAP, default_kl_factor
+def test_default_kl_factor_caps_the_sample_count_and_scales_with_width():
+    from tf_vib.compress import KL_SAMPLES_CAP, default_kl_factor, masked_width
 
     assert default_kl_factor(90) == pytest.approx(1 / 90)
     assert default_kl_factor(KL_SAMPLES_CAP) == pytest.approx(1 / KL_SAMPLES_CAP)
     assert default_kl_factor(1078) == pytest.approx(1 / KL_SAMPLES_CAP)
+    assert default_kl_factor(134, 2048) == pytest.approx(1 / 134 / 16)
+    assert default_kl_factor(134, 12) == pytest.approx(1 / 134)
+    wide = keras.Sequential([keras.Input((5, 300)), keras.layers.GRU(16), keras.layers.Dense(40),
+                             keras.layers.Dense(3)])
+    assert masked_width(wide) == 300
+    narrow = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(16), keras.layers.Dense(3)])
+    assert masked_width(narrow) == 16
 
 
 @pytest.fixture

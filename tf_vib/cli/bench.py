@@ -157,7 +157,7 @@ def vib_epoch_time(dataset, *, epochs=4, quick=False):
     """Seconds per epoch of plain LSTM(128) training and of its VIB copy, same data and batch."""
     from tf_vib._keras import keras
     from tf_vib.cli.demo import train_baseline
-    from tf_vib.compress import STATE_GATES, compress, default_kl_factor
+    from tf_vib.compress import STATE_GATES, compress, default_kl_factor, masked_width
     from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
     from tf_vib.training import TwoRateTrainer
     from tf_vib.wrap import add_vib_masks
@@ -184,7 +184,7 @@ def vib_epoch_time(dataset, *, epochs=4, quick=False):
         callbacks = [timer]
         if name == "vib":  # what compress() trains by default: its gates, rates and KL schedule
             defaults = {k: v.default for k, v in inspect.signature(compress).parameters.items()}
-            kl_factor = default_kl_factor(len(train[0]))
+            kl_factor = default_kl_factor(len(train[0]), masked_width(plain))
             model = TwoRateTrainer(add_vib_masks(plain, kl_factor=kl_factor, masked_gates=STATE_GATES,
                                                  hidden_kl_mult=defaults["hidden_kl_mult"]),
                                    learning_rate=defaults["learning_rate"],
