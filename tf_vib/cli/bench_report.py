@@ -219,7 +219,7 @@ def _paper_text(record):
         f"{e.get('state_variance', float('nan')):.4f}), then frozen. Its features, standardised with training",
         "statistics, feed the baseline. Clips: 7 motions x "
         f"{e.get('clips_per_class', '?')}, {e.get('frames', '?')} frames of {e.get('size', '?')}x{e.get('size', '?')}",
-        "pixels. One seed.",
+        "pixels. One seed. [paper_size.md](paper_size.md) says what it took to get there.",
         "",
     ]
 
@@ -270,8 +270,8 @@ def write_report(results, docs, *, command):
                   for d, t in timing.items()]
         lines.append("")
     if PAPER not in runs:
-        lines += ["## paper_size", "", "Not measured to the end yet: [paper_size.md](paper_size.md) says what a run",
-                  "measured and why the target is not met.", ""]
+        lines += ["## paper_size", "", "Not measured in this run: see [paper_size.md](paper_size.md) and",
+                  "`tf-vib bench --paper-size`.", ""]
     written = []
     for dataset, records in runs.items():
         table = aggregate(records)
