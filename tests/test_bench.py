@@ -86,7 +86,9 @@ def test_quick_bench_end_to_end(tmp_path):
     assert set(runs) == {"baseline", "vib", "lstm8 (scratch)"}
     for run in runs.values():
         assert set(run["files"]) == set(bench.MODES)
-        assert all(f["verified"] for f in run["files"].values())
+    missed = [(name, mode, f["verification"]) for name, run in runs.items() for mode, f in run["files"].items()
+              if not f["verified"]]
+    assert not missed
     assert runs["lstm8 (scratch)"]["lstm_params"] == 4 * (8 * 8 + 8 * 8 + 8)
     assert runs["vib"]["lstm_params"] <= runs["baseline"]["lstm_params"]
 
