@@ -126,6 +126,9 @@ def test_default_kl_factor_caps_the_sample_count_and_scales_with_width():
     wide = keras.Sequential([keras.Input((5, 300)), keras.layers.GRU(16), keras.layers.Dense(40),
                              keras.layers.Dense(3)])
     assert masked_width(wide) == 300
+    many_classes = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(16), keras.layers.Dense(40),
+                                     keras.layers.Dense(1000)])  # the output Dense carries no mask
+    assert masked_width(many_classes) == 40
     narrow = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(16), keras.layers.Dense(3)])
     assert masked_width(narrow) == 16
 

@@ -53,21 +53,25 @@ def default_kl_factor(n_train, width=KL_REFERENCE_WIDTH):
     dominates at the same pace: in the paper-sized ``LSTM(2048)`` on 2048 features all
     masks crossed the threshold within one epoch and left a 26-parameter model. Scaling
     the weight by ``128 / width`` keeps a unit of a wide layer in the balance a unit of a
-    128-unit layer has (paper-sized setting: 1,131x fewer LSTM parameters, test accuracy
+    128-unit layer has (paper-sized benchmark: 1,143x fewer LSTM parameters, test accuracy
     above the baseline's).
     """
     return 1.0 / min(int(n_train), KL_SAMPLES_CAP) * min(1.0, KL_REFERENCE_WIDTH / max(int(width), 1))
 
 
 def masked_width(model):
-    """The widest layer compress() masks: recurrent units and inputs, Dense units."""
+    """The widest layer `add_vib_masks` puts masks on: the units and input features of each
+    recurrent layer, the units of each Dense whose output is not a model output."""
+    from tf_vib._graph import graph_nodes, node_outputs
     from tf_vib.wrap import recurrent_kind
 
+    outputs = {id(t) for t in model.outputs}
     widths = [1]
-    for layer in model.layers:
+    for node in graph_nodes(model):
+        layer = node.layer
         if recurrent_kind(layer):
-            widths += [int(layer.cell.units), int(layer.input_shape[-1])]
-        elif type(layer) is keras.layers.Dense:
+            widths += [int(layer.cell.units), int(node.keras_inputs[0].shape[-1])]
+        elif type(layer) is keras.layers.Dense and not any(id(t) in outputs for t in node_outputs(node)):
             widths.append(int(layer.units))
     return max(widths)
 

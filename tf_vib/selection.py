@@ -176,14 +176,15 @@ class Snapshots(keras.callbacks.Callback):
         return sum(int(m.kept(self.threshold).sum()) for m in self._masks)
 
     def take(self, epoch, masked_accuracy):
-        structure = b"".join(np.packbits(m.kept(self.threshold)).tobytes() for m in self._masks)
+        kept = [m.kept(self.threshold) for m in self._masks]
+        structure = b"".join(np.packbits(k).tobytes() for k in kept)
         if structure not in self._params:
             self._params[structure] = strip_masks(self.vib_model, threshold=self.threshold,
                                                   min_units=1).count_params()
         weights = [w.copy() for w in self.vib_model.get_weights()]
         self.candidates.append(Candidate(epoch, self.threshold, self._params[structure], masked_accuracy,
                                          weights))
-        self._kept = self.kept_units()
+        self._kept = sum(int(k.sum()) for k in kept)
 
     def on_train_begin(self, logs=None):
         if self._kept is None:
