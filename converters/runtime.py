@@ -246,30 +246,54 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
     return Latency(per_sample)
 
 
-def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None):
+def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None, seed=0):
     """Latency of several files measured side by side, interleaved, on the same samples.
 
-    The files take turns (each round times every file on every sample), so that a busy
-    moment of the machine falls on all of them alike; ratios between them are what to read.
+    The files take turns at the finest grain that still times whole invokes: for each
+    round and each sample, every file (in a shuffled order) runs one untimed invoke and
+    then ``repeats`` timed ones on that sample. A machine whose speed drifts (a shared or
+    throttled CPU: on a 2-core VM the same file measured 17 us and 30 us a second apart)
+    then slows all files alike, so the ratios between them are what to read.
 
     Args:
       models: ``{name: TFLiteModel, path or bytes}``; every file must take ``x``'s samples.
       x: inputs, shape (n, ...).
       repeats: invokes per sample per round; rounds: turns.
+      seed: the order of the files in each turn is shuffled with this seed.
 
     Returns:
       ``{name: Latency}``, each sample's time being its median over all its invokes.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"`rounds` must be an integer >= 1; received {rounds!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1; received {repeats!r}")
     loaded = {name: model if isinstance(model, TFLiteModel)
               else load_interpreter(model, num_threads=num_threads, runtime=runtime)
               for name, model in models.items()}
-    times = {name: [] for name in loaded}
-    for _ in range(rounds):
-        for name, model in loaded.items():
-            times[name].append(measure_latency(model, x, repeats=repeats, warmup=1).per_sample)
-    return {name: Latency(np.median(np.stack(t), axis=0)) for name, t in times.items()}
+    names = list(loaded)
+    batches = {}
+    for name, model in loaded.items():
+        checked = model._check(x)
+        if len(checked) < model.batch_size:
+            raise ValueError(f"`x` holds {len(checked)} samples; file {name!r} takes batches of "
+                             f"{model.batch_size}")
+        size = model.batch_size
+        batches[name] = [checked[i : i + size] for i in range(0, len(checked) - size + 1, size)]
+    count = min(len(b) for b in batches.values())
+    times = {name: np.empty((count, rounds * repeats)) for name in names}
+    order = np.random.default_rng(seed)
+    for turn in range(rounds):
+        for sample in range(count):
+            for index in order.permutation(len(names)):
+                name = names[index]
+                model, batch = loaded[name], batches[name][sample]
+                model.run_batch(batch)  # untimed: the file's weights back into the cache
+                for repeat in range(repeats):
+                    started = time.perf_counter()
+                    model.run_batch(batch)
+                    times[name][sample, turn * repeats + repeat] = time.perf_counter() - started
+    return {name: Latency(np.median(t, axis=1)) for name, t in times.items()}
 
 
 def _load_inputs(path):

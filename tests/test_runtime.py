@@ -98,6 +98,25 @@ def test_measure_latency(lstm_file, rng):
         converters.measure_latency(lstm_file[1], x, repeats=0)
 
 
+def test_compare_latency_times_every_file_on_every_sample(lstm_file, rng):
+    x = rng.normal(size=(3, 5, 3)).astype("float32")
+    loaded = converters.load_interpreter(lstm_file[1])
+    latency = converters.compare_latency({"a": lstm_file[1], "b": loaded}, x, repeats=2, rounds=2)
+    assert sorted(latency) == ["a", "b"]
+    assert all(len(v.per_sample) == 3 and 0 < v.median < 1.0 for v in latency.values())
+    # Each file ran one untimed and `repeats` timed invokes per sample per round.
+    calls = []
+    original = loaded.run_batch
+    loaded.run_batch = lambda batch: calls.append(batch.copy()) or original(batch)
+    converters.compare_latency({"b": loaded}, x, repeats=2, rounds=2)
+    assert len(calls) == 2 * 3 * 3
+    np.testing.assert_array_equal(calls[3][0], x[1])
+    with pytest.raises(ValueError, match="`rounds` must be an integer >= 1; received 0"):
+        converters.compare_latency({"a": loaded}, x, rounds=0)
+    with pytest.raises(ValueError, match=r"samples of shape \(5, 4\), but the file takes \(5, 3\)"):
+        converters.compare_latency({"a": loaded}, np.zeros((2, 5, 4)))
+
+
 _BLOCKER = '''
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -154,6 +173,22 @@ def test_tf_vib_convert_command(tmp_path, capsys):
         np.savez(tmp_path / "wrong.npz", inputs=data.x_train[:10])
         main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
               "--quantization", "int8", "--calibration", str(tmp_path / "wrong.npz")])
+
+
+@pytest.mark.parametrize("option, gather", [([], False), (["--feature-selection", "gather"], True)])
+def test_tf_vib_convert_feature_selection(tmp_path, capsys, option, gather):
+    inputs = keras.Input((6, 8))
+    selected = tf_vib.layers.SelectFeatures([0, 1, 2, 3, 5, 6, 7])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(10)(selected)))
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).normal(size=(20, 6, 8)).astype("float32"))
+    from tf_vib.cli import main
+
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
+                 "--quantization", "float32", "--verify", str(tmp_path / "x.npz"), *option])
+    printed = capsys.readouterr().out
+    assert code == 0 and "max |diff| <= 0.0001: passed" in printed
+    assert ("GATHER" in printed) is gather
 
 
 class _FixedOutputs(runtime.TFLiteModel):
