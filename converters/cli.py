@@ -9,6 +9,7 @@ __all__ = ["add_convert_command", "run_convert", "load_npz"]
 
 def add_convert_command(commands):
     from converters.describe import RUNTIME_TARGETS
+    from converters.plan import FEATURE_SELECTIONS
     from converters.tflite import QUANTIZATIONS
 
     parser = commands.add_parser(
@@ -29,6 +30,9 @@ def add_convert_command(commands):
     parser.add_argument("--batch-size", type=int, default=1, help="the file's batch size (default 1)")
     parser.add_argument("--runtime", choices=RUNTIME_TARGETS, default="ai-edge-litert",
                         help="the runtime the file must load in (default ai-edge-litert)")
+    parser.add_argument("--feature-selection", choices=FEATURE_SELECTIONS, default="auto",
+                        help="the kept input features of a stripped model: auto (default: zero kernel "
+                        "rows when they add few weights, else a GATHER), gather, or zero_rows")
     parser.add_argument("--c-header", help="also write the file as a C array to this .h path")
     parser.set_defaults(run=run_convert)
     return parser
@@ -62,6 +66,7 @@ def run_convert(args):
     flat = converters.to_tflite(
         model, quantization=args.quantization, representative_data=calibration[0],
         batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
+        feature_selection=args.feature_selection,
     )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -118,8 +118,11 @@ class _Job:
 
 
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
-          representative_data, calibration_samples):
+          representative_data, calibration_samples, feature_selection):
     require_tf_keras_model(model, "model")
+    if feature_selection not in planning.FEATURE_SELECTIONS:
+        raise ValueError(f"`feature_selection` must be one of {list(planning.FEATURE_SELECTIONS)}; "
+                         f"received {feature_selection!r}")
     batch_size = _positive_int("batch_size", batch_size)
     time_steps = _positive_int("time_steps", time_steps, allow_none=True)
     calibration_samples = _positive_int("calibration_samples", calibration_samples)
@@ -139,7 +142,8 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
         key = mode == "int8"
         if key not in prepared:
             prepared[key] = planning.prepare(model, quantization=mode, batch_size=batch_size,
-                                             time_steps=time_steps, recurrent_plan=recurrent_plan)
+                                             time_steps=time_steps, recurrent_plan=recurrent_plan,
+                                             feature_selection=feature_selection)
         jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key]))
     spec = jobs[0].spec
     sample_shape = tuple(spec.shape[1:])
@@ -187,19 +191,20 @@ def _crash_error(job, returncode, log):
         name = signal.Signals(-returncode).name
     except ValueError:
         name = f"signal {-returncode}"
-    loops = [p for p in job.plans if p.becomes.startswith("WHILE")]
+    recurrent = [p for p in job.plans if p.kind != "SelectFeatures"]
+    loops = [p for p in recurrent if p.becomes.startswith("WHILE")]
     hint = ""
     if job.quantization == "int8" and loops:
         hint = (" Full-int8 conversion of WHILE loops is known to crash TFLite (TF 2.21): "
                 f"{', '.join(str(p) for p in loops)}. Use recurrent_plan='auto' (unrolls them) "
                 "or a float mode.")
     tail = _log_tail(log)
-    plans = "; ".join(str(p) for p in job.plans) or "none"
+    plans = "; ".join(str(p) for p in recurrent) or "none"
     return ConversionCrash(
         f"TFLite crashed ({name}) converting model {job.model.name!r} ({job.describe_layers()}) to "
         f"{job.mode_text()}. It ran in a child process, so this process is unaffected. "
         f"Recurrent layers: {plans}.{hint}" + (f"\n  last converter output:\n    {tail}" if tail else ""),
-        signal_name=name, quantization=job.quantization, layers=[p.kind for p in job.plans],
+        signal_name=name, quantization=job.quantization, layers=[p.kind for p in recurrent],
     )
 
 
@@ -283,19 +288,20 @@ def _convert(jobs, representative, isolate, timeout):
 
 def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=None, batch_size=1,
                    int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
-                   calibration_samples=500, isolate=True, timeout=3600):
+                   feature_selection="auto", calibration_samples=500, isolate=True, timeout=3600):
     """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``."""
     jobs, representative = _jobs(
         model, list(quantizations), int8_io=int8_io, runtime=runtime, batch_size=batch_size,
         time_steps=time_steps, recurrent_plan=recurrent_plan,
         representative_data=representative_data, calibration_samples=calibration_samples,
+        feature_selection=feature_selection,
     )
     return _convert(jobs, representative, isolate, timeout)
 
 
 def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_size=1,
               int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
-              calibration_samples=500, isolate=True, timeout=3600):
+              feature_selection="auto", calibration_samples=500, isolate=True, timeout=3600):
     """Convert a tf_keras model (plain, or with VIB layers) to TFLite bytes.
 
     A model with VIB layers is stripped first (``tf_vib.strip_masks``). Each ``LSTM``
@@ -318,6 +324,10 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         raises before it is returned.
       time_steps: int, the number of steps for a model whose input has no fixed length.
       recurrent_plan: ``"auto"`` (default) or ``"loop"``; see `RECURRENT_PLANS`.
+      feature_selection: what the ``SelectFeatures`` gather of a stripped model (its kept
+        input features) becomes: ``"auto"`` (default) zero rows in the next layer's kernel
+        when they add few weights, else a ``GATHER``; ``"gather"`` or ``"zero_rows"`` force
+        one (see `converters.plan.fold_feature_selection`).
       calibration_samples: int, at most this many representative samples are used.
       isolate: bool, default True: convert in a child process. False converts in this
         process (faster; a TFLite crash then ends it).
@@ -339,7 +349,8 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
     return to_tflite_many(
         model, [quantization], representative_data=representative_data, batch_size=batch_size,
         int8_io=int8_io, runtime=runtime, time_steps=time_steps, recurrent_plan=recurrent_plan,
-        calibration_samples=calibration_samples, isolate=isolate, timeout=timeout,
+        feature_selection=feature_selection, calibration_samples=calibration_samples,
+        isolate=isolate, timeout=timeout,
     )[quantization]
 
 

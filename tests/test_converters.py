@@ -161,6 +161,58 @@ def test_rnn_lstm_cell_becomes_the_fused_op_and_the_model_is_untouched(rng):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+def _selected(total, kept, make_layer, rng):
+    inputs = keras.Input((7, total))
+    selected = tf_vib.layers.SelectFeatures(kept)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(make_layer()(selected)))
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.4, size=w.shape))
+    return model
+
+
+@pytest.mark.parametrize("feature_selection, gather", [("auto", False), ("gather", True), ("zero_rows", False)])
+def test_a_cheap_gather_folds_into_zero_kernel_rows(rng, feature_selection, gather):
+    # One of 12 features removed before an LSTM(12): the zero row adds 48 weights.
+    model = _selected(12, [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11], lambda: keras.layers.LSTM(12), rng)
+    select, lstm = model.layers[1], model.layers[2]
+    x = rng.normal(size=(16, 7, 12)).astype("float32")
+    flat = converters.to_tflite(model, quantization="float32", feature_selection=feature_selection, isolate=False)
+    ops = converters.describe_tflite(flat).op_counts
+    assert ("GATHER" in ops) is gather and ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
+    assert converters.verify(model, flat, x).max_abs_diff <= 1e-5
+    # The user's model is untouched: same layers, called once each, same kernel.
+    assert model.layers[1] is select and len(select._inbound_nodes) == 1 and len(lstm._inbound_nodes) == 1
+    assert lstm.get_weights()[0].shape == (11, 48)
+
+
+@pytest.mark.parametrize("make", [lambda: keras.layers.GRU(6), lambda: keras.layers.SimpleRNN(6),
+                                  lambda: keras.layers.Dense(6)], ids=["gru", "simple_rnn", "dense"])
+def test_zero_rows_equal_the_gather_for_every_kernel_layer(rng, make):
+    model = _selected(20, [1, 4, 8, 15], make, rng)
+    if len(model.outputs[0].shape) == 3:  # Dense on every step: flatten for a 2-D output
+        model = keras.Model(model.inputs, keras.layers.Flatten()(model.outputs[0]))
+    x = rng.normal(size=(6, 7, 20)).astype("float32")
+    auto, _, auto_plans = planning.prepare(model, quantization="float32", batch_size=1)
+    folded, _, plans = planning.prepare(model, quantization="float32", batch_size=1,
+                                        feature_selection="zero_rows")
+    # 16 removed features x 6+ columns is more than 1/4 of the kernel: auto keeps the gather.
+    assert auto is model and auto_plans[-1].becomes.startswith("GATHER (zero rows would add")
+    assert "zero rows in" in plans[-1].becomes
+    assert not any(isinstance(layer, tf_vib.layers.SelectFeatures) for layer in folded.layers)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_a_gather_feeding_two_layers_is_kept(rng):
+    inputs = keras.Input((5, 6))
+    selected = tf_vib.layers.SelectFeatures([0, 2, 3, 4, 5])(inputs)
+    merged = keras.layers.Concatenate()([keras.layers.LSTM(4)(selected), keras.layers.GRU(4)(selected)])
+    model = keras.Model(inputs, keras.layers.Dense(2)(merged))
+    prepared, _, plans = planning.prepare(model, quantization="float32", batch_size=1,
+                                          feature_selection="zero_rows")
+    assert prepared is model
+    assert plans[-1].becomes == "GATHER (its output feeds 2 layers)"
+
+
 def test_batch_size_and_time_steps(rng):
     model = keras.Sequential([keras.Input((None, 4)), keras.layers.LSTM(6), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="time_steps=N"):
@@ -253,6 +305,8 @@ class PythonCallback(keras.layers.Layer):
     ({"batch_size": 0}, ValueError, "`batch_size` must be an integer >= 1; received 0"),
     ({"runtime": "tflite-runtime"}, ValueError, r"`runtime` must be one of .*received 'tflite-runtime'"),
     ({"recurrent_plan": "unroll"}, ValueError, "`recurrent_plan` must be one of"),
+    ({"feature_selection": "fold"}, ValueError,
+     r"`feature_selection` must be one of \['auto', 'gather', 'zero_rows'\]; received 'fold'"),
     ({"quantization": "int8", "representative_data": np.zeros((2, 5, 3)), "batch_size": 4}, ValueError,
      "fewer than one batch"),
 ])

@@ -11,7 +11,9 @@ class SelectFeatures(keras.layers.Layer):
 
     ``strip_masks`` puts it where a FeatureMask sat on the model's own input, so the
     stripped model keeps the user's input signature while its first layer only sees
-    the kept features. It has no weights and converts to a TFLite ``GATHER``.
+    the kept features. It has no weights; the converter turns it into a TFLite ``GATHER``
+    or, when that is cheaper, into zero rows of the next layer's kernel
+    (``converters.to_tflite(feature_selection=...)``).
 
     Args:
       indices: list of int, the kept positions on the last axis (sorted, distinct).
