@@ -57,11 +57,15 @@ def test_search_falls_back_to_the_largest_when_the_known_pass_fails(monkeypatch)
     assert chosen == 3 and accuracy == 0.95
 
 
-def test_search_without_any_pass_returns_the_best_tried(monkeypatch):
-    masked = [(3, 0.1), (2, 0.2), (1, 0.3)]
-    passes = [0.5, 0.7, 0.6]
-    chosen, accuracy, _ = _search(monkeypatch, masked, passes)
-    assert chosen == 2 and accuracy == 0.6  # only the largest was tried
+def test_search_without_any_pass_returns_the_smallest_as_good_as_the_best_tried(monkeypatch):
+    masked = [(5, 0.1), (4, 0.2), (3, 0.2), (2, 0.2), (1, 0.3)]
+    passes = [0.5, 0.5, 0.7, 0.6, 0.6]  # the floor, 0.9, is out of reach
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    assert tried[0] == 4, "the largest is tried first"
+    assert chosen == 2 and accuracy == 0.7  # smaller than the largest, and better
+    assert tried == [4, 2, 1, 0]
+    chosen, accuracy, _ = _search(monkeypatch, masked, [0.5, 0.5, 0.5, 0.5, 0.6])
+    assert chosen == 4 and accuracy == 0.6  # nothing smaller does as well
 
 
 def test_scan_below_the_bisection_finds_a_pass_under_one_unlucky_failure(monkeypatch):

@@ -78,8 +78,11 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
 
     Returns:
       ``(candidate, plain_model, accuracy, trials)`` where trials lists
-      ``(params, masked accuracy, tuned accuracy)`` per tried candidate. When none reaches
-      the floor, the best-scoring tried candidate is returned.
+      ``(params, masked accuracy, tuned accuracy)`` per tried candidate. When neither the
+      first candidate tried nor the largest reaches the floor, the floor is out of reach:
+      the best accuracy they reached becomes the target, and the same search returns the
+      smallest candidate that fine-tunes to it (on a validation set of 54 samples, one
+      sample is 1.9 points: the alternative was to keep the largest candidate tried).
     """
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise ValueError(f"`patience` must be an integer >= 1; received {patience!r}")
@@ -88,6 +91,8 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
         by_size.setdefault(candidate.params, candidate)
     ordered = list(by_size.values())
     tried = {}
+
+    target = floor
 
     def passes(index):
         if index not in tried:
@@ -100,30 +105,31 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
                 log(f"candidate {index + 1}/{len(ordered)}: {candidate.params:,} parameters (epoch "
                     f"{candidate.epoch + 1}, threshold {candidate.threshold:g}), validation accuracy "
                     f"{candidate.masked_accuracy:.4f} masked, {tuned:.4f} fine-tuned")
-        return tried[index][1] >= floor
+        return tried[index][1] >= target
 
     known = [i for i, c in enumerate(ordered) if c.masked_accuracy >= floor]
     last = len(ordered) - 1
     start = known[0] if known else last
     best = start if passes(start) else last if start < last and passes(last) else None
-    if best is None:
+    if best is None:  # the floor is out of reach: aim for the best accuracy reached
         best = max(tried, key=lambda i: (tried[i][1], -ordered[i].params))
+        target, low = tried[best][1], 0
     else:
         low = start + 1 if best != start else 0
-        while low < best:
-            middle = (low + best) // 2
-            if passes(middle):
-                best = middle
-            else:
-                low = middle + 1
-        failures = 0
-        for index in range(best - 1, -1, -1):
-            if failures >= patience:
-                break
-            if passes(index):
-                best, failures = index, 0
-            else:
-                failures += 1
+    while low < best:
+        middle = (low + best) // 2
+        if passes(middle):
+            best = middle
+        else:
+            low = middle + 1
+    failures = 0
+    for index in range(best - 1, -1, -1):
+        if failures >= patience:
+            break
+        if passes(index):
+            best, failures = index, 0
+        else:
+            failures += 1
     trials = [(ordered[i].params, ordered[i].masked_accuracy, tried[i][1]) for i in sorted(tried)]
     return ordered[best], tried[best][0], tried[best][1], trials
 
