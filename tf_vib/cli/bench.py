@@ -21,6 +21,8 @@ import numpy as np
 __all__ = ["add_command", "run", "METHODS", "DATASETS", "run_one", "vib_epoch_time"]
 
 MODES = ("float32", "dynamic", "float16", "int8")
+#: How the files of a run were timed (recorded in each result, quoted by the report).
+LATENCY_TIMING = "interleaved per sample"
 ISS_STRENGTH = 1e-3
 
 #: method name -> keyword arguments of ``tf_vib.compress`` (None: trained from scratch).
@@ -150,7 +152,8 @@ def run_one(dataset, seed, methods, *, quick=False, log=_line):
                                      latency_samples=30, log=log)
     _add_files(runs, figures)
     return {"dataset": dataset, "seed": seed, "quick": quick, "input_shape": list(data.input_shape),
-            "n_train": len(train[0]), "n_val": len(val[0]), "n_test": len(test[0]), "runs": runs}
+            "n_train": len(train[0]), "n_val": len(val[0]), "n_test": len(test[0]), "runs": runs,
+            "latency_timing": LATENCY_TIMING}
 
 
 def vib_epoch_time(dataset, *, epochs=4, quick=False):

@@ -125,7 +125,7 @@ def paper_features(results, *, seed=0, quick=False, log=print):
 def run_paper(results, *, seed=0, quick=False, log=print):
     """Baseline LSTM(2048), tf-vib, and the LSTM(8) floor on the encoder's features: a JSON dict."""
     from tf_vib import compress
-    from tf_vib.cli.bench import _add_files, _record, _scratch
+    from tf_vib.cli.bench import LATENCY_TIMING, _add_files, _record, _scratch
     from tf_vib.cli.demo import train_baseline
     from tf_vib.cli.deploy import convert_and_measure
 
@@ -152,4 +152,4 @@ def run_paper(results, *, seed=0, quick=False, log=print):
     _add_files(runs, figures)
     return {"dataset": "paper_size", "seed": seed, "quick": quick, "encoder": {**ENCODER, **info},
             "input_shape": list(data.input_shape), "n_train": len(train[0]), "n_val": len(val[0]),
-            "n_test": len(test[0]), "runs": runs}
+            "n_test": len(test[0]), "runs": runs, "latency_timing": LATENCY_TIMING}

@@ -233,6 +233,19 @@ def _shown(path):
         return str(path)
 
 
+def _timing_text(runs):
+    """How the files were timed, naming the data sets timed the earlier way."""
+    older = sorted(d for d, records in runs.items() if any("latency_timing" not in r for r in records))
+    text = ("Files are timed interleaved sample by sample (`converters.compare_latency`: for each "
+            "sample, every file in a shuffled order runs one untimed and 5 timed invokes; 3 rounds), "
+            "so that a drift of the machine's speed, which on this 2-core VM reached 1.7x within a "
+            "second, falls on all files alike.")
+    if older:
+        text += (f" {', '.join(older)}: timed before that change, file after file in 3 rounds of "
+                 "30 samples x 5 invokes, so a drift could fall on some files and not others.")
+    return [text]
+
+
 def write_report(results, docs, *, command):
     """Write ``docs/benchmarks.md`` and ``docs/img/bench_<dataset>.png``; return the paths."""
     runs, timing = load_results(results)
@@ -256,6 +269,7 @@ def write_report(results, docs, *, command):
         "LSTM op over the same number of steps. Figures are means over seeds (± standard deviation);",
         "speed-ups are each file's batch-1, one-thread median latency against the baseline file of",
         "the same mode, all files of a seed timed side by side in one process.",
+        *_timing_text(runs),
         "",
     ]
     checks = check_targets(runs, timing)
