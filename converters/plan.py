@@ -120,8 +120,13 @@ def _kernel_rows_are_features(layer):
         keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 
-def _foldable(select_node, users, model):
-    """Why the gather of ``select_node`` cannot become zero rows, or None if it can."""
+def _foldable(select_node, users, model, calls):
+    """Why the gather of ``select_node`` cannot become zero rows, or None if it can.
+
+    ``calls`` counts the nodes of each layer in this model's graph (a stripped Sequential
+    reuses layers that were called once more to build it, so the layers' own node lists
+    are longer than one).
+    """
     output = select_node.outputs
     if any(output is t for t in model.outputs):
         return "its output is a model output"
@@ -132,7 +137,7 @@ def _foldable(select_node, users, model):
         return f"it feeds a {type(consumer).__name__}"
     if len(users[0].keras_inputs) != 1 or set(users[0].call_kwargs) - {"training", "mask"}:
         return f"{consumer.name!r} is called with more than one input"
-    if len(select_node.layer._inbound_nodes) != 1 or len(consumer._inbound_nodes) != 1:
+    if calls[id(select_node.layer)] != 1 or calls[id(consumer)] != 1:
         return "a layer is shared"
     return None
 
@@ -168,8 +173,9 @@ def fold_feature_selection(model, feature_selection="auto"):
         raise ValueError(f"`feature_selection` must be one of {list(FEATURE_SELECTIONS)}; "
                          f"received {feature_selection!r}")
     nodes = list(graph_nodes(model))
-    users = {}
+    users, calls = {}, {}
     for node in nodes:
+        calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
         for tensor in node.keras_inputs:
             users.setdefault(id(tensor), []).append(node)
     plans, replacements = [], {}
@@ -178,7 +184,7 @@ def fold_feature_selection(model, feature_selection="auto"):
         if not isinstance(layer, SelectFeatures):
             continue
         consumers = users.get(id(node.outputs), [])
-        why = _foldable(node, consumers, model)
+        why = _foldable(node, consumers, model, calls)
         total = node.keras_inputs[0].shape[-1] if node.keras_inputs else None
         if why is None and total is None:
             why = "its input's feature count is unknown"

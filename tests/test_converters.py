@@ -6,7 +6,7 @@ mean something; each model's four files come from one child process.
 
 import numpy as np
 import pytest
-from helpers import randomize_masks
+from helpers import randomize_masks, set_mask
 
 import converters
 import tf_vib
@@ -183,6 +183,25 @@ def test_a_cheap_gather_folds_into_zero_kernel_rows(rng, feature_selection, gath
     # The user's model is untouched: same layers, called once each, same kernel.
     assert model.layers[1] is select and len(select._inbound_nodes) == 1 and len(lstm._inbound_nodes) == 1
     assert lstm.get_weights()[0].shape == (11, 48)
+
+
+def test_the_gather_of_a_stripped_sequential_folds(rng):
+    # compress() returns strip_masks' output; for a Sequential it reuses the layers of the
+    # functional model it first built, so each layer has two nodes but one in this model.
+    model = keras.Sequential([keras.Input((7, 12)), FeatureMask(), keras.layers.RNN(VIBLSTMCell(10)),
+                              keras.layers.Dense(3)])
+    randomize_masks(model, rng, prune_fraction=0.0)
+    feature_mask = model.layers[0].mask
+    set_mask(feature_mask, np.ones(12), np.where(np.arange(12) == 4, 6.0, -6.0))
+    stripped = tf_vib.strip_masks(model)
+    assert isinstance(stripped, keras.Sequential)
+    assert isinstance(stripped.layers[0], tf_vib.layers.SelectFeatures)
+    _, _, plans = planning.prepare(stripped, quantization="float32", batch_size=1)
+    assert plans[-1].becomes == "zero rows in 'rnn' (+40 weights, no GATHER)"
+    x = rng.normal(size=(10, 7, 12)).astype("float32")
+    flat = converters.to_tflite(stripped, quantization="float32", isolate=False)
+    assert "GATHER" not in converters.describe_tflite(flat).op_counts
+    assert converters.verify(stripped, flat, x).max_abs_diff <= 1e-5
 
 
 @pytest.mark.parametrize("make", [lambda: keras.layers.GRU(6), lambda: keras.layers.SimpleRNN(6),
