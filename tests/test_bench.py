@@ -62,6 +62,9 @@ def test_report_is_written_from_the_json(tmp_path):
         (results / f"JapaneseVowels_seed{seed}.json").write_text(json.dumps(_record(seed, 1200 + seed, 0.96)))
     (results / "JapaneseVowels_epoch_time.json").write_text(
         json.dumps({"plain_epoch_s": 0.2, "vib_epoch_s": 0.28, "ratio": 1.4}))
+    (results / "JapaneseVowels_latency_curve.json").write_text(json.dumps(
+        {"units": [4, 8, 16], "input_shape": [29, 12], "float32_us": [18.0, 20.0, 27.0],
+         "int8_us": [60.0, 70.0, 110.0]}))
     written = bench_report.write_report(results, tmp_path / "docs", command="tf-vib bench")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "`tf-vib bench`" in text and "## JapaneseVowels" in text
@@ -69,7 +72,20 @@ def test_report_is_written_from_the_json(tmp_path):
     assert "| JapaneseVowels: a VIB training epoch <= 1.5x a plain LSTM epoch | 1.40x | yes |" in text
     assert "img/bench_JapaneseVowels.png" in text
     assert (tmp_path / "docs" / "img" / "bench_JapaneseVowels.png").stat().st_size > 1000
-    assert len(written) == 2
+    # The floor section: each seed's compressed file against its LSTM(8), and the size curve.
+    assert "| JapaneseVowels | 1 | ? | 45.0 | 40.0 | 1.12x | no |" in text
+    assert "| 16 | 27.0 | 1.35x | 110.0 | 1.57x |" in text
+    assert "JapaneseVowels: timed before that change" in text  # the records carry no latency_timing
+    assert (tmp_path / "docs" / "img" / "latency_curve.png").stat().st_size > 1000
+    assert len(written) == 3
+
+
+def test_latency_curve_times_one_file_per_size_and_mode():
+    curve = bench.latency_curve("digits_rows", units=(4, 8), quick=True)
+    assert curve["units"] == [4, 8] and curve["input_shape"] == [8, 8]
+    assert len(curve["float32_us"]) == len(curve["int8_us"]) == 2
+    assert all(0 < t < 1e5 for t in curve["float32_us"] + curve["int8_us"])
+    assert curve["latency_timing"] == bench.LATENCY_TIMING
 
 
 def test_bench_rejects_unknown_names(tmp_path):

@@ -23,6 +23,8 @@ __all__ = ["add_command", "run", "METHODS", "DATASETS", "run_one", "vib_epoch_ti
 MODES = ("float32", "dynamic", "float16", "int8")
 #: How the files of a run were timed (recorded in each result, quoted by the report).
 LATENCY_TIMING = "interleaved per sample"
+#: The LSTM sizes whose latency `latency_curve` measures on each data set's input shape.
+CURVE_UNITS = (4, 8, 12, 16, 20, 24, 32, 64, 128)
 ISS_STRENGTH = 1e-3
 
 #: method name -> keyword arguments of ``tf_vib.compress`` (None: trained from scratch).
@@ -202,6 +204,29 @@ def vib_epoch_time(dataset, *, epochs=4, quick=False):
             "ratio": results["vib"] / plain_time}
 
 
+def latency_curve(dataset, *, units=CURVE_UNITS, quick=False):
+    """Latency of ``LSTM(u) -> Dense`` files against ``u`` on the data set's input shape.
+
+    Weights are random (the fused op's time does not depend on their values); every
+    float32 and int8 file is timed side by side on the same test samples. Shows what a
+    compressed model of a given size can cost, next to the LSTM(8) floor.
+    """
+    import converters
+    from tf_vib._keras import keras
+
+    data = _load(dataset)
+    keras.utils.set_random_seed(0)
+    files = {}
+    for size in units:
+        model = keras.Sequential([keras.Input(data.input_shape), keras.layers.LSTM(size),
+                                  keras.layers.Dense(data.n_classes)])
+        converted = converters.to_tflite_many(model, ("float32", "int8"), representative_data=data.x_train[:200])
+        files.update({(size, mode): flat for mode, flat in converted.items()})
+    latency = converters.compare_latency(files, data.x_test[: 10 if quick else 30], repeats=5, rounds=3)
+    return {"units": list(units), "input_shape": list(data.input_shape), "latency_timing": LATENCY_TIMING,
+            **{f"{mode}_us": [latency[(size, mode)].median_us for size in units] for mode in ("float32", "int8")}}
+
+
 def _environment():
     import tensorflow as tf
 
@@ -233,6 +258,10 @@ def run(args):
             if not timing.exists():
                 _line(f"{dataset}: VIB epoch time against plain LSTM epochs")
                 timing.write_text(json.dumps(vib_epoch_time(dataset, quick=args.quick), indent=1))
+            curve = results / f"{dataset}_latency_curve.json"
+            if not curve.exists():
+                _line(f"{dataset}: latency of LSTM(u) files for u in {list(CURVE_UNITS)}")
+                curve.write_text(json.dumps(latency_curve(dataset, quick=args.quick), indent=1))
             for seed in args.seeds:
                 path = results / f"{dataset}_seed{seed}.json"
                 if path.exists():

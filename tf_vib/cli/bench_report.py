@@ -7,13 +7,14 @@ import numpy as np
 
 from tf_vib.report import format_table
 
-__all__ = ["load_results", "aggregate", "write_report", "check_targets"]
+__all__ = ["load_results", "load_curves", "aggregate", "write_report", "check_targets"]
 
 FLOOR = "lstm8 (scratch)"
 TARGET_RATIOS = {"JapaneseVowels": 50.0, "digits_rows": 15.0}
 MAX_DROP_POINTS = 0.5
 MAX_EPOCH_RATIO = 1.5
 PAPER = "paper_size"
+CURVE_SUFFIX = "_latency_curve.json"
 
 
 def load_results(folder):
@@ -23,9 +24,17 @@ def load_results(folder):
         record = json.loads(path.read_text())
         if path.name.endswith("_epoch_time.json"):
             timing[path.name[: -len("_epoch_time.json")]] = record
+        elif path.name.endswith(CURVE_SUFFIX):
+            continue  # see load_curves
         else:
             runs.setdefault(record["dataset"], []).append(record)
     return runs, timing
+
+
+def load_curves(folder):
+    """``{dataset: latency_curve record}`` (``tf_vib.cli.bench.latency_curve``) from a results folder."""
+    return {path.name[: -len(CURVE_SUFFIX)]: json.loads(path.read_text())
+            for path in sorted(pathlib.Path(folder).glob(f"*{CURVE_SUFFIX}"))}
 
 
 def _stat(values):
@@ -224,6 +233,75 @@ def _paper_text(record):
     ]
 
 
+def _recurrent_layer(run):
+    """``(units, inputs kept)`` of the compressed model's recurrent layer, or None."""
+    layers = [layer for layer in run.get("layers") or [] if layer["kind"] in ("LSTM", "GRU")]
+    return (layers[0]["units_kept"], layers[0]["inputs_kept"]) if len(layers) == 1 else None
+
+
+def _floor_lines(runs, curves):
+    """The latency floor section: each seed's compressed file against its LSTM(8), and the
+    latency of LSTM(u) files against u."""
+    lines = ["## Latency against the LSTM(8) floor", "",
+             "Each seed's compressed (`vib`) float32 file against the `LSTM(8)` trained in the same run",
+             "(timed side by side; `GATHER` in the ops means the kept input features are selected by",
+             "a gather rather than zero kernel rows):", "",
+             "| data set | seed | compressed layer | compressed us | LSTM(8) us | ratio | gather |",
+             "|---|---|---|---|---|---|---|"]
+    for dataset, records in runs.items():
+        for record in sorted(records, key=lambda r: r["seed"]):
+            vib, floor = record["runs"].get("vib"), record["runs"].get(FLOOR)
+            if not vib or not floor:
+                continue
+            shape = _recurrent_layer(vib)
+            layer = f"LSTM({shape[0]}) on {shape[1]} of {record['input_shape'][-1]} inputs" if shape else "?"
+            mine, base = vib["files"]["float32"], floor["files"]["float32"]
+            lines.append(f"| {dataset} | {record['seed']} | {layer} | {mine['latency_us']:.1f} | "
+                         f"{base['latency_us']:.1f} | {mine['latency_us'] / base['latency_us']:.2f}x | "
+                         f"{'yes' if 'GATHER' in mine['ops'] else 'no'} |")
+    lines.append("")
+    if curves:
+        lines += ["What an LSTM of each size costs on each data set's input shape (`LSTM(u) -> Dense`,",
+                  "random weights, every file timed side by side; ratios to `LSTM(8)`): the fused op's time",
+                  "grows with the units at these sizes, so the 1.2x target asks for about 12 units or fewer.", "",
+                  "![latency against units](img/latency_curve.png)", ""]
+        for dataset, curve in curves.items():
+            f32, i8 = curve["float32_us"], curve["int8_us"]
+            eight = curve["units"].index(8) if 8 in curve["units"] else None
+            lines += [f"{dataset}, inputs {tuple(curve['input_shape'])}:", "",
+                      "| units | float32 us | / LSTM(8) | int8 us | / LSTM(8) |", "|---|---|---|---|---|"]
+            for index, units in enumerate(curve["units"]):
+                ratios = [f"{v[index] / v[eight]:.2f}x" if eight is not None else "-" for v in (f32, i8)]
+                lines.append(f"| {units} | {f32[index]:.1f} | {ratios[0]} | {i8[index]:.1f} | {ratios[1]} |")
+            lines.append("")
+    return lines
+
+
+def plot_curves(curves, path):
+    """Latency of LSTM(u) files against u, one line per data set and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    for dataset, curve in curves.items():
+        for mode, style in (("float32", "-o"), ("int8", "--s")):
+            ax.plot(curve["units"], curve[f"{mode}_us"], style, label=f"{dataset} {mode}", ms=4)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.axvline(8, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("LSTM units")
+    ax.set_ylabel("latency per invoke, us (batch 1, one thread)")
+    ax.set_title("TFLite fused LSTM: latency against size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _shown(path):
     """``path`` relative to the working directory when it lies below it."""
     path = pathlib.Path(path).resolve()
@@ -283,6 +361,9 @@ def write_report(results, docs, *, command):
         lines += [f"| {d} | {t['plain_epoch_s']:.2f} | {t['vib_epoch_s']:.2f} | {t['ratio']:.2f}x |"
                   for d, t in timing.items()]
         lines.append("")
+    curves = load_curves(results)
+    lines += _floor_lines({d: r for d, r in runs.items() if d != PAPER}, curves)
+    extra_plots = [plot_curves(curves, docs / "img" / "latency_curve.png")] if curves else []
     if PAPER not in runs:
         lines += ["## paper_size", "", "Not measured in this run: see [paper_size.md](paper_size.md) and",
                   "`tf-vib bench --paper-size`.", ""]
@@ -306,4 +387,4 @@ def write_report(results, docs, *, command):
         ]
     path = docs / "benchmarks.md"
     path.write_text("\n".join(lines) + "\n")
-    return [path, *written]
+    return [path, *written, *extra_plots]
