@@ -9,7 +9,7 @@ from helpers import cell_factory, set_mask, vib_masks
 
 import tf_vib
 from tf_vib._keras import keras, tf
-from tf_vib.layers import FeatureMask, GaussianMask, VIBGRUCell, VIBLSTMCell
+from tf_vib.layers import VIBRNN, FeatureMask, GaussianMask, VIBGRUCell, VIBLSTMCell
 
 CELLS = [
     ("lstm", VIBLSTMCell, keras.layers.LSTMCell, {}),
@@ -18,9 +18,12 @@ CELLS = [
 ]
 
 
-def _pair(vib_cls, keras_cls, kwargs, return_sequences):
+RNNS = [keras.layers.RNN, VIBRNN]
+
+
+def _pair(vib_cls, keras_cls, kwargs, return_sequences, rnn=keras.layers.RNN):
     inputs = keras.Input((5, 3))
-    vib = keras.Model(inputs, keras.layers.RNN(vib_cls(4, **kwargs), return_sequences=return_sequences)(inputs))
+    vib = keras.Model(inputs, rnn(vib_cls(4, **kwargs), return_sequences=return_sequences)(inputs))
     ref = keras.Model(inputs, keras.layers.RNN(keras_cls(4, **kwargs), return_sequences=return_sequences)(inputs))
     vib_cell, ref_cell = vib.layers[1].cell, ref.layers[1].cell
     for name in ("kernel", "recurrent_kernel", "bias"):
@@ -30,10 +33,11 @@ def _pair(vib_cls, keras_cls, kwargs, return_sequences):
     return vib, ref
 
 
+@pytest.mark.parametrize("rnn", RNNS, ids=["RNN", "VIBRNN"])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("kind,vib_cls,keras_cls,kwargs", CELLS, ids=[c[0] for c in CELLS])
-def test_cell_with_unit_masks_equals_keras_cell(kind, vib_cls, keras_cls, kwargs, return_sequences):
-    vib, ref = _pair(vib_cls, keras_cls, kwargs, return_sequences)
+def test_cell_with_unit_masks_equals_keras_cell(kind, vib_cls, keras_cls, kwargs, return_sequences, rnn):
+    vib, ref = _pair(vib_cls, keras_cls, kwargs, return_sequences, rnn)
     for _, _, mask in vib_masks(vib):
         set_mask(mask, 1.0, -60.0)  # mu = 1, sigma ~ 1e-13: noise cannot show
     x = np.random.default_rng(2).normal(size=(6, 5, 3)).astype("float32")
@@ -42,12 +46,13 @@ def test_cell_with_unit_masks_equals_keras_cell(kind, vib_cls, keras_cls, kwargs
     np.testing.assert_allclose(vib(x, training=True).numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("rnn", RNNS, ids=["RNN", "VIBRNN"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_noise_is_drawn_once_per_sequence(kind):
+def test_noise_is_drawn_once_per_sequence(kind, rnn):
     # Constant inputs and zero kernels make every step's activation identical: any change
     # along time could only come from noise redrawn per step.
     cell = cell_factory(kind)(3, masked_gates="o" if kind == "lstm" else "h")
-    layer = keras.layers.RNN(cell, return_sequences=True)
+    layer = rnn(cell, return_sequences=True)
     x = np.ones((4, 6, 2), "float32")
     layer(x)
     cell.kernel.assign(np.zeros_like(cell.kernel))
@@ -85,6 +90,32 @@ def test_training_steps_do_not_compute_the_inference_masks(kind, monkeypatch):
     assert layer(x, training=True).shape == (2, 3)
     with pytest.raises(AssertionError, match="deterministic"):
         layer(x, training=False)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_vibrnn_multiplies_the_inputs_by_the_kernel_once_per_sequence(kind, monkeypatch):
+    layer = VIBRNN(cell_factory(kind)(4), return_sequences=True)
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
+    layer(x)
+    shapes = []
+    real = type(layer.cell).project_inputs
+
+    def spy(self, inputs):
+        shapes.append(tuple(inputs.shape))
+        return real(self, inputs)
+
+    monkeypatch.setattr(type(layer.cell), "project_inputs", spy)
+    reference = keras.layers.RNN(layer.cell, return_sequences=True)
+    with tf.GradientTape(persistent=True) as tape:
+        hoisted, looped = layer(x, training=False), reference(x, training=False)
+    assert shapes[0] == (3, 7, 5), "VIBRNN projects the whole sequence at once"
+    assert all(s == (3, 5) for s in shapes[1:]), "RNN projects step by step"
+    assert not layer.cell._inputs_projected
+    np.testing.assert_allclose(hoisted.numpy(), looped.numpy(), atol=1e-6)
+    for a, b in zip(tape.gradient(hoisted, layer.cell.trainable_weights),
+                    tape.gradient(looped, layer.cell.trainable_weights), strict=True):
+        if a is not None:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
 def test_feature_mask_noise_shared_across_time_and_deterministic_at_inference():
@@ -150,7 +181,7 @@ def test_model_with_every_layer_saves_and_loads(tmp_path):
     inputs = keras.Input((6, 5))
     x = tf_vib.layers.SelectFeatures([0, 1, 3, 4])(inputs)
     x = FeatureMask()(x)
-    x = keras.layers.RNN(VIBLSTMCell(6), return_sequences=True)(x)
+    x = VIBRNN(VIBLSTMCell(6), return_sequences=True)(x)
     x = keras.layers.RNN(VIBGRUCell(5))(x)
     x = keras.layers.Dense(4, activation="relu")(x)
     x = FeatureMask()(x)
@@ -163,11 +194,12 @@ def test_model_with_every_layer_saves_and_loads(tmp_path):
     assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
 
 
-def test_tfmot_prunes_rnn_of_vib_lstm_cell():
+@pytest.mark.parametrize("rnn", RNNS, ids=["RNN", "VIBRNN"])
+def test_tfmot_prunes_rnn_of_vib_lstm_cell(rnn):
     x = np.random.default_rng(0).normal(size=(32, 5, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 2, 32)
     model = keras.Sequential([
-        keras.Input((5, 3)), keras.layers.RNN(VIBLSTMCell(8)), keras.layers.Dense(2),
+        keras.Input((5, 3)), rnn(VIBLSTMCell(8)), keras.layers.Dense(2),
     ])
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.75, begin_step=0, frequency=1)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
@@ -175,6 +207,7 @@ def test_tfmot_prunes_rnn_of_vib_lstm_cell():
     pruned.fit(x, y, epochs=1, batch_size=16, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    assert type(stripped.layers[0]) is rnn
     cell = stripped.layers[0].cell
     assert isinstance(cell, VIBLSTMCell)
     for weight in (cell.kernel, cell.recurrent_kernel):

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from tf_vib._keras import keras, require_tf_keras_model, tf
+from tf_vib.layers.recurrent import VIBRNN
 
 __all__ = [
     "ClusterInfo",
@@ -179,6 +180,8 @@ def _is_prunable(layer):
     if type(layer) in _PRUNABLE:
         return True
     cell = getattr(layer, "cell", None)
+    if isinstance(layer, VIBRNN):  # a PrunableLayer itself
+        return True
     return type(layer) is keras.layers.RNN and (
         type(cell) in _BUILTIN_CELLS or isinstance(cell, tfmot.sparsity.keras.PrunableLayer)
     )

@@ -20,6 +20,7 @@ from tf_vib._graph import as_list, graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
+from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -298,10 +299,10 @@ class _Stripper:
         return output, out_channels or _full_like(output)
 
     def strip_recurrent(self, layer, source):
-        if not isinstance(layer, keras.layers.RNN) or type(layer) is not keras.layers.RNN:
+        if type(layer) not in (keras.layers.RNN, VIBRNN):
             raise ValueError(
-                f"strip_masks can strip a VIB cell only inside a plain keras.layers.RNN; layer "
-                f"{layer.name!r} is a {type(layer).__name__}"
+                f"strip_masks can strip a VIB cell only inside a plain keras.layers.RNN or a "
+                f"VIBRNN; layer {layer.name!r} is a {type(layer).__name__}"
             )
         if layer.return_state or layer.stateful:
             raise ValueError(

@@ -9,6 +9,7 @@ means at exactly 1 (the warm start), the copy reproduces the original's predicti
 from tf_vib._graph import as_list, graph_nodes, node_outputs
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.feature_mask import FeatureMask
+from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 
@@ -55,7 +56,7 @@ def _vib_recurrent(layer, kind, mask_kwargs, masked_gates):
         new_cell = VIBLSTMCell(cell.units, masked_gates=gates, **common)
     else:
         new_cell = VIBGRUCell(cell.units, masked_gates=gates, reset_after=cell.reset_after, **common)
-    return keras.layers.RNN(
+    return VIBRNN(
         new_cell,
         return_sequences=layer.return_sequences,
         go_backwards=layer.go_backwards,

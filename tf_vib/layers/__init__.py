@@ -2,6 +2,7 @@
 
 from tf_vib.layers.base import VIBLayerMixin, is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
+from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -15,5 +16,6 @@ __all__ = [
     "VIBGRUCell",
     "VIBLSTMCell",
     "VIBLayerMixin",
+    "VIBRNN",
     "is_vib_layer",
 ]

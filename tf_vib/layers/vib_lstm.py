@@ -81,7 +81,7 @@ class VIBLSTMCell(VIBRecurrentCell):
 
     def call(self, inputs, states, training=None):
         h_tm1, c_tm1 = states[0], states[1]
-        z = keras.backend.dot(inputs, self.kernel) + keras.backend.dot(h_tm1, self.recurrent_kernel)
+        z = self._input_projection(inputs) + keras.backend.dot(h_tm1, self.recurrent_kernel)
         if self.use_bias:
             z = keras.backend.bias_add(z, self.bias)
         z_i, z_f, z_c, z_o = tf.split(z, num_or_size_splits=4, axis=1)
