@@ -140,31 +140,21 @@ class CompressionReport:
 
     def plot(self, path, *, title=None):
         """Draw validation accuracy against parameters (threshold curve and stages) to a PNG."""
-        import matplotlib
+        from tf_vib._plots import figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        if self.candidates:
-            ax.scatter([c["params"] for c in self.candidates],
-                       [100 * c["masked_accuracy"] for c in self.candidates],
-                       s=14, color="tab:blue", alpha=0.5, label="VIB candidates (masked)")
-        if self.trials:
-            ax.scatter([t[0] for t in self.trials], [100 * t[2] for t in self.trials], marker="x",
-                       color="tab:orange", label="candidates, fine-tuned")
-        for s in self.stages:
-            ax.scatter([s.params], [100 * s.val_accuracy], s=60, zorder=3, label=s.stage)
-        base = self.baseline
-        ax.axhline(100 * (base.val_accuracy - self.max_accuracy_drop), color="grey", ls="--", lw=1,
-                   label="accepted accuracy")
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters (whole model)")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(title or "tf-vib: accuracy against size")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        with figure(path, xlabel="parameters (whole model)", ylabel="validation accuracy (%)",
+                    title=title or "tf-vib: accuracy against size") as (_, ax):
+            if self.candidates:
+                ax.scatter([c["params"] for c in self.candidates],
+                           [100 * c["masked_accuracy"] for c in self.candidates],
+                           s=14, color="tab:blue", alpha=0.5, label="VIB candidates (masked)")
+            if self.trials:
+                ax.scatter([t[0] for t in self.trials], [100 * t[2] for t in self.trials], marker="x",
+                           color="tab:orange", label="candidates, fine-tuned")
+            for s in self.stages:
+                ax.scatter([s.params], [100 * s.val_accuracy], s=60, zorder=3, label=s.stage)
+            base = self.baseline
+            ax.axhline(100 * (base.val_accuracy - self.max_accuracy_drop), color="grey", ls="--", lw=1,
+                       label="accepted accuracy")
+            ax.set_xscale("log")
         return path

@@ -179,36 +179,27 @@ def _file_table(table):
 
 def plot_dataset(dataset, table, path):
     """Test accuracy against nonzero LSTM parameters, with the Pareto front."""
-    import matplotlib
+    from tf_vib._plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    points = []
-    colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
-    for index, (method, e) in enumerate(table.items()):
-        x, y, err = e["lstm_nonzero"][0], 100 * e["keras_accuracy"][0], 100 * e["keras_accuracy"][1]
-        points.append((x, y, method))
-        style = {"marker": "*", "s": 160} if method.startswith("vib") else {"marker": "o", "s": 50}
-        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", alpha=0.6)
-        ax.scatter(x, y, label=method, zorder=3, color=colors[(2 * index) % 20 + (index >= 10)], **style)
-    front, best = [], -np.inf
-    for x, y, _ in sorted(points):
-        if y > best:
-            front.append((x, y))
-            best = y
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1, ls="--",
-            label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("nonzero LSTM parameters (mean over seeds)")
-    ax.set_ylabel("test accuracy % (Keras, mean ± std)")
-    ax.set_title(f"{dataset}: accuracy against LSTM size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(7.2, 4.6), xlabel="nonzero LSTM parameters (mean over seeds)",
+                ylabel="test accuracy % (Keras, mean ± std)", title=f"{dataset}: accuracy against LSTM size",
+                legend={"fontsize": 7, "ncol": 2}) as (plt, ax):
+        points = []
+        colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
+        for index, (method, e) in enumerate(table.items()):
+            x, y, err = e["lstm_nonzero"][0], 100 * e["keras_accuracy"][0], 100 * e["keras_accuracy"][1]
+            points.append((x, y, method))
+            style = {"marker": "*", "s": 160} if method.startswith("vib") else {"marker": "o", "s": 50}
+            ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", alpha=0.6)
+            ax.scatter(x, y, label=method, zorder=3, color=colors[(2 * index) % 20 + (index >= 10)], **style)
+        front, best = [], -np.inf
+        for x, y, _ in sorted(points):
+            if y > best:
+                front.append((x, y))
+                best = y
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1, ls="--",
+                label="Pareto front")
+        ax.set_xscale("log")
     return path
 
 
@@ -279,26 +270,16 @@ def _floor_lines(runs, curves):
 
 def plot_curves(curves, path):
     """Latency of LSTM(u) files against u, one line per data set and mode."""
-    import matplotlib
+    from tf_vib._plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
-    for dataset, curve in curves.items():
-        for mode, style in (("float32", "-o"), ("int8", "--s")):
-            ax.plot(curve["units"], curve[f"{mode}_us"], style, label=f"{dataset} {mode}", ms=4)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.axvline(8, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("LSTM units")
-    ax.set_ylabel("latency per invoke, us (batch 1, one thread)")
-    ax.set_title("TFLite fused LSTM: latency against size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(7.2, 4.2), xlabel="LSTM units", ylabel="latency per invoke, us (batch 1, one thread)",
+                title="TFLite fused LSTM: latency against size", legend={"fontsize": 7}) as (_, ax):
+        for dataset, curve in curves.items():
+            for mode, style in (("float32", "-o"), ("int8", "--s")):
+                ax.plot(curve["units"], curve[f"{mode}_us"], style, label=f"{dataset} {mode}", ms=4)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.axvline(8, color="grey", lw=0.8, ls=":")
     return path
 
 

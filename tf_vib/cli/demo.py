@@ -151,22 +151,12 @@ def _table(figures, ratios, format_table):
 
 
 def _plot_files(figures, path, dataset):
-    import matplotlib
+    from tf_vib._plots import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for f in figures:
-        marker = "o" if f.model == "baseline" else "*"
-        ax.scatter(f.file_bytes, 100 * f.tflite_accuracy, s=90, marker=marker, label=f"{f.model} {f.mode}")
-    ax.set_xscale("log")
-    ax.set_xlabel("TFLite file size (bytes)")
-    ax.set_ylabel("test accuracy of the file (%)")
-    ax.set_title(f"{dataset}: TFLite files, baseline vs compressed")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, xlabel="TFLite file size (bytes)", ylabel="test accuracy of the file (%)",
+                title=f"{dataset}: TFLite files, baseline vs compressed") as (_, ax):
+        for f in figures:
+            marker = "o" if f.model == "baseline" else "*"
+            ax.scatter(f.file_bytes, 100 * f.tflite_accuracy, s=90, marker=marker, label=f"{f.model} {f.mode}")
+        ax.set_xscale("log")
     return path
