@@ -75,6 +75,7 @@ def test_report_is_written_from_the_json(tmp_path):
     # The floor section: each seed's compressed file against its LSTM(8), and the size curve.
     assert "| JapaneseVowels | 1 | ? | 45.0 | 40.0 | 1.12x | no |" in text
     assert "| 16 | 27.0 | 1.35x | 110.0 | 1.57x |" in text
+    assert "within 1.2x of `LSTM(8)`: JapaneseVowels: 8 units in float32, 8 in int8." in text
     assert "JapaneseVowels: timed before that change" in text  # the records carry no latency_timing
     assert (tmp_path / "docs" / "img" / "latency_curve.png").stat().st_size > 1000
     assert len(written) == 3
