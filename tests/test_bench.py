@@ -89,6 +89,13 @@ def test_latency_curve_times_one_file_per_size_and_mode():
     assert curve["latency_timing"] == bench.LATENCY_TIMING
 
 
+def test_vib_epoch_time_alternates_the_two_models():
+    timing = bench.vib_epoch_time("JapaneseVowels", quick=True)
+    assert timing["turns"] == 2
+    assert 0 < timing["plain_epoch_s"] < 60 and 0 < timing["vib_epoch_s"] < 60
+    assert 0.2 < timing["ratio"] < 20
+
+
 def test_bench_rejects_unknown_names(tmp_path):
     with pytest.raises(SystemExit, match="unknown name"):
         main(["bench", "--datasets", "MNIST", "--results", str(tmp_path)])

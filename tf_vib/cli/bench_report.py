@@ -349,7 +349,10 @@ def write_report(results, docs, *, command):
         lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
         lines.append("")
     if timing:
-        lines += ["## VIB training time per epoch", "", "| data set | plain LSTM(128) s/epoch | VIB s/epoch | ratio |",
+        lines += ["## VIB training time per epoch", "",
+                  "The plain LSTM(128) and its VIB copy (compress()'s defaults) train in turns, one epoch each",
+                  "(`tf_vib.cli.bench.vib_epoch_time`); times are medians, the ratio is the median of the turns'",
+                  "ratios.", "", "| data set | plain LSTM(128) s/epoch | VIB s/epoch | ratio |",
                   "|---|---|---|---|"]
         lines += [f"| {d} | {t['plain_epoch_s']:.2f} | {t['vib_epoch_s']:.2f} | {t['ratio']:.2f}x |"
                   for d, t in timing.items()]
