@@ -32,7 +32,8 @@ def add_convert_command(commands):
                         help="the runtime the file must load in (default ai-edge-litert)")
     parser.add_argument("--feature-selection", choices=FEATURE_SELECTIONS, default="auto",
                         help="the kept input features of a stripped model: auto (default: zero kernel "
-                        "rows when they add few weights, else a GATHER), gather, or zero_rows")
+                        "rows when they add few weights, else a GATHER), gather, or zero_rows; zero rows "
+                        "need finite values in the removed inputs (use gather if they may be NaN)")
     parser.add_argument("--c-header", help="also write the file as a C array to this .h path")
     parser.set_defaults(run=run_convert)
     return parser

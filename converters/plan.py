@@ -42,7 +42,8 @@ __all__ = [
 
 #: What a ``SelectFeatures`` gather (the kept input features of a stripped model) becomes:
 #: ``auto`` folds it into zero rows of the next layer's kernel when that is cheap (see
-#: `fold_feature_selection`), ``gather`` always keeps the GATHER op, ``zero_rows`` always folds.
+#: `fold_feature_selection`), ``gather`` always keeps the GATHER op, ``zero_rows`` always folds
+#: (and raises where it cannot).
 FEATURE_SELECTIONS = ("auto", "gather", "zero_rows")
 #: ``auto`` folds when the zero rows add at most this many weights ...
 FOLD_MAX_EXTRA_WEIGHTS = 256
@@ -135,8 +136,10 @@ def _foldable(select_node, users, model, calls):
     consumer = users[0].layer
     if not _kernel_rows_are_features(consumer):
         return f"it feeds a {type(consumer).__name__}"
-    if len(users[0].keras_inputs) != 1 or set(users[0].call_kwargs) - {"training", "mask"}:
+    if len(users[0].keras_inputs) != 1:
         return f"{consumer.name!r} is called with more than one input"
+    if set(users[0].call_kwargs) - {"training", "mask"}:
+        return f"{consumer.name!r} is called with {sorted(set(users[0].call_kwargs) - {'training', 'mask'})}"
     if calls[id(select_node.layer)] != 1 or calls[id(consumer)] != 1:
         return "a layer is shared"
     return None
@@ -148,8 +151,9 @@ def fold_feature_selection(model, feature_selection="auto"):
     ``strip_masks`` keeps a model's input signature by putting a ``SelectFeatures``
     (a TFLite ``GATHER``) before the first layer when a FeatureMask removed input
     features. The same model without the gather, its next layer's kernel holding a zero
-    row for each removed feature, computes the same outputs (a removed feature's value
-    must then be finite: zero times infinity is not zero). Which one is faster is a
+    row for each removed feature, computes the same outputs as long as the removed
+    features hold finite values: zero times NaN or infinity is NaN, where the gather
+    ignored them. Use ``"gather"`` if removed inputs may carry NaN (an unplugged sensor). Which one is faster is a
     trade: the GATHER costs about 1.5-2 us per invoke with ai-edge-litert 2.3 on x86 (29
     steps, measured side by side: LSTM(12) on 11 of 12 features 23.8 us with the gather,
     22.1 us with a zero row; the LSTM(8) floor 19.9 us), while the zero rows add
@@ -198,6 +202,9 @@ def fold_feature_selection(model, feature_selection="auto"):
                 why = (f"zero rows would add {extra:,} weights to {consumer.name!r}"
                        if feature_selection == "auto" else "feature_selection='gather'")
         if why is not None:
+            if feature_selection == "zero_rows":
+                raise ValueError(f"feature_selection='zero_rows' cannot fold {layer.name!r}: {why}; "
+                                 "use 'auto' or 'gather'")
             plans.append(LayerPlan(layer.name, "SelectFeatures", f"GATHER ({why})"))
             continue
         full = np.zeros((int(total), kernel.shape[1]), kernel.dtype)

@@ -268,9 +268,15 @@ def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=N
         raise ValueError(f"`rounds` must be an integer >= 1; received {rounds!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats` must be an integer >= 1; received {repeats!r}")
+    if not models:
+        return {}
     loaded = {name: model if isinstance(model, TFLiteModel)
               else load_interpreter(model, num_threads=num_threads, runtime=runtime)
               for name, model in models.items()}
+    sizes = {name: model.batch_size for name, model in loaded.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"compare_latency times files of one batch size on the same samples; "
+                         f"received batch sizes {sizes}")
     names = list(loaded)
     batches = {}
     for name, model in loaded.items():

@@ -327,7 +327,8 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
       feature_selection: what the ``SelectFeatures`` gather of a stripped model (its kept
         input features) becomes: ``"auto"`` (default) zero rows in the next layer's kernel
         when they add few weights, else a ``GATHER``; ``"gather"`` or ``"zero_rows"`` force
-        one (see `converters.plan.fold_feature_selection`).
+        one (see `converters.plan.fold_feature_selection`). Zero rows need finite values in
+        the removed features (NaN times zero is NaN): pass ``"gather"`` if they may hold NaN.
       calibration_samples: int, at most this many representative samples are used.
       isolate: bool, default True: convert in a child process. False converts in this
         process (faster; a TFLite crash then ends it).

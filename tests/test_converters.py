@@ -180,8 +180,8 @@ def test_a_cheap_gather_folds_into_zero_kernel_rows(rng, feature_selection, gath
     ops = converters.describe_tflite(flat).op_counts
     assert ("GATHER" in ops) is gather and ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1
     assert converters.verify(model, flat, x).max_abs_diff <= 1e-5
-    # The user's model is untouched: same layers, called once each, same kernel.
-    assert model.layers[1] is select and len(select._inbound_nodes) == 1 and len(lstm._inbound_nodes) == 1
+    # The user's model is untouched: its layers are called once each, the kernel keeps 11 rows.
+    assert len(select._inbound_nodes) == 1 and len(lstm._inbound_nodes) == 1
     assert lstm.get_weights()[0].shape == (11, 48)
 
 
@@ -221,15 +221,26 @@ def test_zero_rows_equal_the_gather_for_every_kernel_layer(rng, make):
     np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
+def test_zero_rows_need_finite_removed_features_and_the_gather_does_not(rng):
+    model = _selected(6, [0, 1, 2, 4, 5], lambda: keras.layers.LSTM(4), rng)
+    x = rng.normal(size=(2, 7, 6)).astype("float32")
+    x[:, :, 3] = np.nan  # the removed feature
+    folded, _, _ = planning.prepare(model, quantization="float32", batch_size=1, feature_selection="zero_rows")
+    kept, _, _ = planning.prepare(model, quantization="float32", batch_size=1, feature_selection="gather")
+    assert np.isfinite(model(x).numpy()).all() and np.isfinite(kept(x).numpy()).all()
+    assert np.isnan(folded(x).numpy()).all()
+
+
 def test_a_gather_feeding_two_layers_is_kept(rng):
     inputs = keras.Input((5, 6))
     selected = tf_vib.layers.SelectFeatures([0, 2, 3, 4, 5])(inputs)
     merged = keras.layers.Concatenate()([keras.layers.LSTM(4)(selected), keras.layers.GRU(4)(selected)])
     model = keras.Model(inputs, keras.layers.Dense(2)(merged))
-    prepared, _, plans = planning.prepare(model, quantization="float32", batch_size=1,
-                                          feature_selection="zero_rows")
+    prepared, _, plans = planning.prepare(model, quantization="float32", batch_size=1)
     assert prepared is model
     assert plans[-1].becomes == "GATHER (its output feeds 2 layers)"
+    with pytest.raises(ValueError, match="'zero_rows' cannot fold 'select_features.*': its output feeds 2 layers"):
+        planning.prepare(model, quantization="float32", batch_size=1, feature_selection="zero_rows")
 
 
 def test_batch_size_and_time_steps(rng):

@@ -113,6 +113,10 @@ def test_compare_latency_times_every_file_on_every_sample(lstm_file, rng):
     np.testing.assert_array_equal(calls[3][0], x[1])
     with pytest.raises(ValueError, match="`rounds` must be an integer >= 1; received 0"):
         converters.compare_latency({"a": loaded}, x, rounds=0)
+    assert converters.compare_latency({}, x) == {}
+    batch_of_two = converters.to_tflite(lstm_file[0], quantization="float32", batch_size=2, isolate=False)
+    with pytest.raises(ValueError, match=r"one batch size.*'a': 1, 'b': 2"):
+        converters.compare_latency({"a": loaded, "b": batch_of_two}, x)
     with pytest.raises(ValueError, match=r"samples of shape \(5, 4\), but the file takes \(5, 3\)"):
         converters.compare_latency({"a": loaded}, np.zeros((2, 5, 4)))
 

@@ -31,7 +31,7 @@ def _search(monkeypatch, masked, passes, floor=0.9):
     monkeypatch.setattr(selection, "strip_masks", lambda model, **kwargs: model.current)
     tried = []
 
-    def tune(plain):
+    def tune(plain, target):
         tried.append(plain[0])
         return passes[plain[0]]
 
@@ -79,7 +79,7 @@ def test_scan_stops_after_patience_failures_in_a_row(monkeypatch):
     chosen, _, tried = _search(monkeypatch, masked, [0.95, 0.5, 0.5, 0.95, 0.95, 0.95])
     assert chosen == 3 and 0 not in tried
     with pytest.raises(ValueError, match="`patience` must be an integer >= 1; received 0"):
-        choose_smallest(_FakeVIB(), [], 0.9, lambda plain: 1.0, patience=0)
+        choose_smallest(_FakeVIB(), [], 0.9, lambda plain, target: 1.0, patience=0)
 
 
 def test_stop_at_accuracy_ends_training_at_the_first_epoch_that_reaches_the_floor():

@@ -390,13 +390,13 @@ class _Run:
                                             smallest.weights))
         epochs_run = {}
 
-        def trial(plain):
-            """Fine-tune until the candidate reaches the floor, at most ``finetune_epochs``."""
+        def trial(plain, target):
+            """Fine-tune until the candidate reaches ``target``, at most ``finetune_epochs``."""
             epochs_run[id(plain)] = 0
             start = accuracy(plain, self.data.val[0], self.data.labels_val)
-            if start >= self.floor:
+            if start >= target:
                 return start
-            stop = StopAtAccuracy(self.floor)
+            stop = StopAtAccuracy(target)
             _, tuned = self.tune(plain, s["finetune_epochs"], callbacks=[stop])
             epochs_run[id(plain)] = stop.epochs
             return tuned

@@ -72,7 +72,8 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
       vib_model: the VIB model; candidates' weights are loaded into it to strip them.
       candidates: ``Candidate`` list.
       floor: the accepted validation accuracy.
-      tune: ``tune(plain_model) -> validation accuracy`` after a fine-tune (in place).
+      tune: ``tune(plain_model, target) -> validation accuracy`` after a fine-tune (in
+        place), which may stop once it reaches ``target`` (the floor, or the fallback target).
       patience: int >= 1, default 2. Consecutive failures (by size) that end the scan.
       log: optional callable for one line per trial.
 
@@ -99,7 +100,7 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
             candidate = ordered[index]
             vib_model.set_weights(candidate.weights)
             plain = strip_masks(vib_model, threshold=candidate.threshold, min_units=1)
-            tuned = tune(plain)
+            tuned = tune(plain, target)
             tried[index] = (plain, tuned)
             if log:
                 log(f"candidate {index + 1}/{len(ordered)}: {candidate.params:,} parameters (epoch "
@@ -114,6 +115,9 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
     if best is None:  # the floor is out of reach: aim for the best accuracy reached
         best = max(tried, key=lambda i: (tried[i][1], -ordered[i].params))
         target, low = tried[best][1], 0
+        if log:
+            log(f"no candidate tried reaches the accepted accuracy {floor:.4f}; looking for the "
+                f"smallest that reaches the best one seen, {target:.4f}")
     else:
         low = start + 1 if best != start else 0
     while low < best:

@@ -225,9 +225,9 @@ def _paper_text(record):
 
 
 def _recurrent_layer(run):
-    """``(units, inputs kept)`` of the compressed model's recurrent layer, or None."""
+    """``(kind, units, inputs kept)`` of the compressed model's recurrent layer, or None."""
     layers = [layer for layer in run.get("layers") or [] if layer["kind"] in ("LSTM", "GRU")]
-    return (layers[0]["units_kept"], layers[0]["inputs_kept"]) if len(layers) == 1 else None
+    return (layers[0]["kind"], layers[0]["units_kept"], layers[0]["inputs_kept"]) if len(layers) == 1 else None
 
 
 def _floor_lines(runs, curves):
@@ -245,7 +245,7 @@ def _floor_lines(runs, curves):
             if not vib or not floor:
                 continue
             shape = _recurrent_layer(vib)
-            layer = f"LSTM({shape[0]}) on {shape[1]} of {record['input_shape'][-1]} inputs" if shape else "?"
+            layer = f"{shape[0]}({shape[1]}) on {shape[2]} of {record['input_shape'][-1]} inputs" if shape else "?"
             mine, base = vib["files"]["float32"], floor["files"]["float32"]
             lines.append(f"| {dataset} | {record['seed']} | {layer} | {mine['latency_us']:.1f} | "
                          f"{base['latency_us']:.1f} | {mine['latency_us'] / base['latency_us']:.2f}x | "
@@ -272,12 +272,17 @@ def _floor_lines(runs, curves):
 
 
 def _largest_within(curve, mode, ratio=1.2):
-    """The most units of ``curve`` whose ``mode`` latency is within ``ratio`` of LSTM(8)'s."""
+    """The most units of ``curve``, counting up from 8, before a latency above ``ratio`` x LSTM(8)'s."""
     if 8 not in curve["units"]:
         return "?"
     times = curve[f"{mode}_us"]
-    floor = times[curve["units"].index(8)]
-    return max(u for u, t in zip(curve["units"], times, strict=True) if t <= ratio * floor or u == 8)
+    start = curve["units"].index(8)
+    largest = 8
+    for units, seconds in zip(curve["units"][start:], times[start:], strict=True):
+        if seconds > ratio * times[start]:
+            break
+        largest = units
+    return largest
 
 
 def plot_curves(curves, path):

@@ -40,6 +40,9 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
 
     GATES = ()
     FOLDING_GATES = frozenset()
+    #: Cells whose ``call`` takes its input product from ``_input_projection`` (so that
+    #: ``VIBRNN`` may do that product before the time loop) set this.
+    HOISTS_INPUT_PRODUCT = False
     #: Set by ``VIBRNN`` while it runs the time loop on inputs it projected already.
     _inputs_projected = False
 
@@ -211,7 +214,7 @@ class VIBRNN(keras.layers.RNN, PrunableLayer):
 
     def call(self, inputs, mask=None, training=None, initial_state=None, constants=None):
         kwargs = {"mask": mask, "training": training, "initial_state": initial_state, "constants": constants}
-        if (not isinstance(self.cell, VIBRecurrentCell) or tf.nest.is_nested(inputs)
+        if (not getattr(self.cell, "HOISTS_INPUT_PRODUCT", False) or tf.nest.is_nested(inputs)
                 or isinstance(inputs, tf.RaggedTensor)):
             return super().call(inputs, **kwargs)
         projected = self.cell.project_inputs(inputs)

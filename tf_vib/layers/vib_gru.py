@@ -49,6 +49,7 @@ class VIBGRUCell(VIBRecurrentCell):
     """
 
     GATES = ("z", "r", "h")
+    HOISTS_INPUT_PRODUCT = True
     FOLDING_GATES = frozenset("rh")
 
     def __init__(self, units, *, reset_after=True, **kwargs):

@@ -51,6 +51,7 @@ class VIBLSTMCell(VIBRecurrentCell):
     """
 
     GATES = ("i", "f", "c", "o")
+    HOISTS_INPUT_PRODUCT = True
     FOLDING_GATES = frozenset("o")
 
     def __init__(self, units, *, unit_forget_bias=True, **kwargs):
