@@ -21,11 +21,12 @@ it still grows by a few kilobytes of graph per time step (tensors and their quan
 parameters), which is why the float modes keep the loop.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
 
-from tf_vib._graph import graph_nodes
+from tf_vib._graph import graph_nodes, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.layers.base import is_vib_layer
 
@@ -177,11 +178,8 @@ def fold_feature_selection(model, feature_selection="auto"):
         raise ValueError(f"`feature_selection` must be one of {list(FEATURE_SELECTIONS)}; "
                          f"received {feature_selection!r}")
     nodes = list(graph_nodes(model))
-    users, calls = {}, {}
-    for node in nodes:
-        calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
-        for tensor in node.keras_inputs:
-            users.setdefault(id(tensor), []).append(node)
+    users = tensor_users(model)
+    calls = collections.Counter(id(node.layer) for node in nodes)
     plans, replacements = [], {}
     for node in nodes:
         layer = node.layer

@@ -229,10 +229,7 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
         raise ValueError(f"`warmup` must be an integer >= 0; received {warmup!r}")
     if not isinstance(model, TFLiteModel):
         model = load_interpreter(model, num_threads=num_threads, runtime=runtime)
-    x = model._check(x)
-    if len(x) < model.batch_size:
-        raise ValueError(f"`x` holds {len(x)} samples; the file's batch is {model.batch_size}")
-    batches = [x[i : i + model.batch_size] for i in range(0, len(x) - model.batch_size + 1, model.batch_size)]
+    batches = _whole_batches(model, x)
     for _ in range(warmup):
         model.run_batch(batches[0])
     per_sample = []
@@ -244,6 +241,15 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
             times.append(time.perf_counter() - started)
         per_sample.append(float(np.median(times)))
     return Latency(per_sample)
+
+
+def _whole_batches(model, x, name=None):
+    """``x`` checked against the file's sample shape, cut into its batches (the rest dropped)."""
+    x, size = model._check(x), model.batch_size
+    if len(x) < size:
+        raise ValueError(f"`x` holds {len(x)} samples; the{'' if name is None else f' {name!r}'} file's "
+                         f"batch is {size}")
+    return [x[i : i + size] for i in range(0, len(x) - size + 1, size)]
 
 
 def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None, seed=0):
@@ -278,22 +284,15 @@ def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=N
         raise ValueError(f"compare_latency times files of one batch size on the same samples; "
                          f"received batch sizes {sizes}")
     names = list(loaded)
-    batches = {}
-    for name, model in loaded.items():
-        checked = model._check(x)
-        if len(checked) < model.batch_size:
-            raise ValueError(f"`x` holds {len(checked)} samples; file {name!r} takes batches of "
-                             f"{model.batch_size}")
-        size = model.batch_size
-        batches[name] = [checked[i : i + size] for i in range(0, len(checked) - size + 1, size)]
-    count = min(len(b) for b in batches.values())
-    times = {name: np.empty((count, rounds * repeats)) for name in names}
+    checked = [_whole_batches(model, x, name) for name, model in loaded.items()]  # each file's shape
+    batches = checked[0]  # one batch size, so the same batches for every file
+    times = {name: np.empty((len(batches), rounds * repeats)) for name in names}
     order = np.random.default_rng(seed)
     for turn in range(rounds):
-        for sample in range(count):
+        for sample, batch in enumerate(batches):
             for index in order.permutation(len(names)):
                 name = names[index]
-                model, batch = loaded[name], batches[name][sample]
+                model = loaded[name]
                 model.run_batch(batch)  # untimed: the file's weights back into the cache
                 for repeat in range(repeats):
                     started = time.perf_counter()

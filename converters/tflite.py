@@ -120,9 +120,6 @@ class _Job:
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
           representative_data, calibration_samples, feature_selection):
     require_tf_keras_model(model, "model")
-    if feature_selection not in planning.FEATURE_SELECTIONS:
-        raise ValueError(f"`feature_selection` must be one of {list(planning.FEATURE_SELECTIONS)}; "
-                         f"received {feature_selection!r}")
     batch_size = _positive_int("batch_size", batch_size)
     time_steps = _positive_int("time_steps", time_steps, allow_none=True)
     calibration_samples = _positive_int("calibration_samples", calibration_samples)

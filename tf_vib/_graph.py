@@ -1,6 +1,6 @@
 """Walking a tf_keras functional graph: shared by wrapping and stripping."""
 
-__all__ = ["graph_nodes", "as_list", "node_outputs"]
+__all__ = ["graph_nodes", "as_list", "node_outputs", "tensor_users"]
 
 
 def graph_nodes(model):
@@ -15,3 +15,12 @@ def as_list(value):
 
 def node_outputs(node):
     return as_list(node.outputs)
+
+
+def tensor_users(model):
+    """``{id(tensor): [node, ...]}``: the call nodes of ``model`` that take each tensor."""
+    users = {}
+    for node in graph_nodes(model):
+        for tensor in node.keras_inputs:
+            users.setdefault(id(tensor), []).append(node)
+    return users

@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._graph import tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -66,14 +67,10 @@ def _input_kernel(layer):
 
 
 def _consumer_kernels(model, layer):
-    users = {}
-    for depth in model._nodes_by_depth.values():
-        for node in depth:
-            for tensor in tf.nest.flatten(node.keras_inputs):
-                users.setdefault(id(tensor), []).append(node.layer)
+    users = tensor_users(model)
     kernels, frontier = [], [t for node in layer._inbound_nodes for t in tf.nest.flatten(node.outputs)]
     while frontier:
-        for user in users.get(id(frontier.pop()), []):
+        for user in (node.layer for node in users.get(id(frontier.pop()), [])):
             if isinstance(user, _PASS_THROUGH):
                 frontier.extend(t for node in user._inbound_nodes for t in tf.nest.flatten(node.outputs))
             elif _input_kernel(user) is not None and all(k is not _input_kernel(user) for k in kernels):

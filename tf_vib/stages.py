@@ -179,9 +179,9 @@ def _fit(model, train_ds, *, validation_ds, epochs, learning_rate, loss, metrics
 def _is_prunable(layer):
     if type(layer) in _PRUNABLE:
         return True
-    cell = getattr(layer, "cell", None)
     if isinstance(layer, VIBRNN):  # a PrunableLayer itself
         return True
+    cell = getattr(layer, "cell", None)
     return type(layer) is keras.layers.RNN and (
         type(cell) in _BUILTIN_CELLS or isinstance(cell, tfmot.sparsity.keras.PrunableLayer)
     )

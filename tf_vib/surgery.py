@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_vib._graph import as_list, graph_nodes
+from tf_vib._graph import as_list, graph_nodes, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
@@ -135,10 +135,7 @@ class _Stripper:
         self.input_features = input_features
         self.records = []
         self.kept_inputs = {}
-        self.consumers = {}
-        for node in graph_nodes(self.model):
-            for tensor in node.keras_inputs:
-                self.consumers.setdefault(id(tensor), []).append(node)
+        self.consumers = tensor_users(self.model)
 
     # -- masks ------------------------------------------------------------------------
 
