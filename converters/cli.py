@@ -34,9 +34,27 @@ def add_convert_command(commands):
                         help="the kept input features of a stripped model: auto (default: zero kernel "
                         "rows when they add few weights, else a GATHER), gather, or zero_rows; zero rows "
                         "need finite values in the removed inputs (use gather if they may be NaN)")
+    parser.add_argument("--unit-multiple", type=_unit_multiple, default="auto",
+                        help="pad each fused LSTM with zero units to a multiple of this (same outputs, "
+                        "faster float kernels): auto (default: 4 in the float modes, none in int8), "
+                        "or an integer (1: no padding)")
     parser.add_argument("--c-header", help="also write the file as a C array to this .h path")
     parser.set_defaults(run=run_convert)
     return parser
+
+
+def _unit_multiple(text):
+    import argparse
+
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1; received {text!r}")
+    return value
 
 
 def load_npz(path, argument):
@@ -67,7 +85,7 @@ def run_convert(args):
     flat = converters.to_tflite(
         model, quantization=args.quantization, representative_data=calibration[0],
         batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
-        feature_selection=args.feature_selection,
+        feature_selection=args.feature_selection, unit_multiple=args.unit_multiple,
     )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -124,10 +124,12 @@ def test_a_vib_model_is_stripped_and_converted_exactly(rng):
     stripped = tf_vib.strip_masks(model)
     kept_units = stripped.layers[-2].units
     assert kept_units < 12
-    # The fused LSTM's recurrent weights in the file have the stripped size.
-    interpreter = converters.load_interpreter(flat).interpreter
-    shapes = [tuple(t["shape"]) for t in interpreter.get_tensor_details()]
-    assert (kept_units, kept_units) in shapes and (12, 12) not in shapes
+    # The fused LSTM's recurrent weights in the file have the stripped size (padded with
+    # zero units to a multiple of 4 by default).
+    padded = -(-kept_units // 4) * 4
+    assert (padded, padded) in _weight_shapes(flat) and (12, 12) not in _weight_shapes(flat)
+    exact = converters.to_tflite(model, quantization="float32", unit_multiple=1)
+    assert (kept_units, kept_units) in _weight_shapes(exact) and (12, 12) not in _weight_shapes(exact)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
@@ -197,7 +199,7 @@ def test_the_gather_of_a_stripped_sequential_folds(rng):
     assert isinstance(stripped, keras.Sequential)
     assert isinstance(stripped.layers[0], tf_vib.layers.SelectFeatures)
     _, _, plans = planning.prepare(stripped, quantization="float32", batch_size=1)
-    assert plans[-1].becomes == "zero rows in 'rnn' (+40 weights, no GATHER)"
+    assert [p.becomes for p in plans if p.kind == "SelectFeatures"] == ["zero rows in 'rnn' (+40 weights, no GATHER)"]
     x = rng.normal(size=(10, 7, 12)).astype("float32")
     flat = converters.to_tflite(stripped, quantization="float32", isolate=False)
     assert "GATHER" not in converters.describe_tflite(flat).op_counts
@@ -241,6 +243,63 @@ def test_a_gather_feeding_two_layers_is_kept(rng):
     assert plans[-1].becomes == "GATHER (its output feeds 2 layers)"
     with pytest.raises(ValueError, match="'zero_rows' cannot fold 'select_features.*': its output feeds 2 layers"):
         planning.prepare(model, quantization="float32", batch_size=1, feature_selection="zero_rows")
+
+
+def _weight_shapes(flat):
+    interpreter = converters.load_interpreter(flat).interpreter
+    return {tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
+
+
+def test_fused_lstms_get_zero_units_up_to_a_multiple_of_4_in_float_modes(rng):
+    # LSTM(11) -> LSTM(13) -> Dense: 12 and 16 units in float32, as they are in int8.
+    inputs = keras.Input((7, 5))
+    hidden = keras.layers.LSTM(13)(keras.layers.LSTM(11, return_sequences=True)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape))
+    before = [w.copy() for w in model.get_weights()]
+    x = rng.normal(size=(20, 7, 5)).astype("float32")
+    padded, _, plans = planning.prepare(model, quantization="float32", batch_size=1)
+    assert [p.becomes for p in plans[2:]] == [
+        "12 units: 1 zero unit added (a multiple of 4 runs faster)",
+        "16 units: 3 zero units added (a multiple of 4 runs faster)"]
+    assert [layer.get_weights()[0].shape for layer in padded.layers[1:]] == [(5, 48), (12, 64), (16, 3)]
+    np.testing.assert_allclose(padded(x).numpy(), model(x).numpy(), rtol=0, atol=1e-6)
+    files = converters.to_tflite_many(model, ("float32", "int8"), representative_data=x)
+    # The fused op keeps one (units, inputs) kernel per gate.
+    assert (12, 5) in _weight_shapes(files["float32"]) and (11, 5) in _weight_shapes(files["int8"])
+    assert (16, 12) in _weight_shapes(files["float32"]) and (13, 11) in _weight_shapes(files["int8"])
+    assert converters.verify(model, files["float32"], x).max_abs_diff <= 1e-5
+    unpadded = converters.to_tflite(model, quantization="float32", unit_multiple=1, isolate=False)
+    assert (11, 5) in _weight_shapes(unpadded) and (12, 5) not in _weight_shapes(unpadded)
+    eight = converters.to_tflite(model, quantization="int8", representative_data=x, unit_multiple=8)
+    assert (16, 5) in _weight_shapes(eight) and (16, 16) in _weight_shapes(eight)  # 11 -> 16, 13 -> 16
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert [layer.units for layer in model.layers[1:3]] == [11, 13]
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda x: keras.layers.LSTM(5)(x), "its output is a model output"),
+    (lambda x: keras.layers.Concatenate()([keras.layers.LSTM(5)(x), x[:, -1]]), "it feeds a Concatenate"),
+    (lambda x: keras.layers.Dense(2)(keras.layers.LSTM(5, activation="sigmoid")(x)),
+     "its activation sigmoid is not zero at zero"),
+], ids=["output", "concatenate", "sigmoid"])
+def test_lstms_whose_zero_units_would_show_are_not_padded(rng, make, why):
+    inputs = keras.Input((4, 3))
+    model = keras.Model(inputs, make(inputs))
+    prepared, _, plans = planning.prepare(model, quantization="float32", batch_size=1)
+    assert prepared is model
+    assert plans[-1].becomes == f"5 units, not padded ({why})"
+
+
+def test_a_relu_lstm_pads_exactly(rng):
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(6, activation="relu"), keras.layers.Dense(2)])
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape))
+    padded, _, plans = planning.prepare(model, quantization="float16", batch_size=1)
+    assert plans[-1].becomes.startswith("8 units: 2 zero units added")
+    x = rng.normal(size=(9, 6, 3)).astype("float32")
+    np.testing.assert_allclose(padded(x).numpy(), model(x).numpy(), rtol=0, atol=1e-6)
 
 
 def test_batch_size_and_time_steps(rng):
@@ -337,6 +396,9 @@ class PythonCallback(keras.layers.Layer):
     ({"recurrent_plan": "unroll"}, ValueError, "`recurrent_plan` must be one of"),
     ({"feature_selection": "fold"}, ValueError,
      r"`feature_selection` must be one of \['auto', 'gather', 'zero_rows'\]; received 'fold'"),
+    ({"unit_multiple": 0}, ValueError, r"`unit_multiple` must be 'auto' or an integer >= 1 \(1: no padding\); received 0"),
+    ({"unit_multiple": "4"}, ValueError, r"`unit_multiple` must be 'auto' or an integer >= 1.*received '4'"),
+    ({"unit_multiple": True}, ValueError, r"`unit_multiple` must be.*received True"),
     ({"quantization": "int8", "representative_data": np.zeros((2, 5, 3)), "batch_size": 4}, ValueError,
      "fewer than one batch"),
 ])

@@ -195,6 +195,23 @@ def test_tf_vib_convert_feature_selection(tmp_path, capsys, option, gather):
     assert ("GATHER" in printed) is gather
 
 
+@pytest.mark.parametrize("option, rows", [([], 12), (["--unit-multiple", "1"], 9)])
+def test_tf_vib_convert_unit_multiple(tmp_path, capsys, option, rows):
+    model = keras.Sequential([keras.Input((6, 8)), keras.layers.LSTM(9), keras.layers.Dense(3)])
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).normal(size=(20, 6, 8)).astype("float32"))
+    from tf_vib.cli import main
+
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"),
+                 "--quantization", "float32", "--verify", str(tmp_path / "x.npz"), *option])
+    assert code == 0 and "max |diff| <= 0.0001: passed" in capsys.readouterr().out
+    interpreter = converters.load_interpreter(tmp_path / "m.tflite").interpreter
+    assert (rows, 8) in {tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
+    with pytest.raises(SystemExit):
+        main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "m.tflite"), "--unit-multiple", "0"])
+    assert "--unit-multiple: must be 'auto' or an integer >= 1; received '0'" in capsys.readouterr().err
+
+
 class _FixedOutputs(runtime.TFLiteModel):
     """A loaded file that returns given outputs: the verification rule alone is tested."""
 
