@@ -75,11 +75,23 @@ def test_scan_below_the_bisection_finds_a_pass_under_one_unlucky_failure(monkeyp
 
 
 def test_scan_stops_after_patience_failures_in_a_row(monkeypatch):
-    masked = [(6, 0.5), (5, 0.5), (4, 0.5), (3, 0.5), (2, 0.5), (1, 0.95)]
-    chosen, _, tried = _search(monkeypatch, masked, [0.95, 0.5, 0.5, 0.95, 0.95, 0.95])
-    assert chosen == 3 and 0 not in tried
+    masked = [(i, 0.5) for i in range(7)] + [(7, 0.95)]
+    passes = [0.95, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.95]
+    chosen, _, tried = _search(monkeypatch, masked, passes)
+    # bisection: 3, 5, 6 fail; the scan skips 6 and 5, fails at 4, skips 3, fails at 2: stop
+    assert chosen == 7 and tried == [7, 3, 5, 6, 4, 2]
     with pytest.raises(ValueError, match="`patience` must be an integer >= 1; received 0"):
         choose_smallest(_FakeVIB(), [], 0.9, lambda plain, target: 1.0, patience=0)
+
+
+def test_the_scan_skips_the_bisections_failures_instead_of_stopping_on_them(monkeypatch):
+    # From the known pass (6) the bisection passes at 3 and fails at 1 and 2. Counting those
+    # two as the scan's failures would stop at 3; skipping them, the scan tries 0, which passes.
+    masked = [(1, 0.5), (2, 0.5), (3, 0.5), (4, 0.5), (5, 0.5), (6, 0.5), (7, 0.95)]
+    passes = [0.95, 0.5, 0.5, 0.95, 0.5, 0.95, 0.95]
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    assert chosen == 0 and accuracy == 0.95
+    assert tried == [6, 3, 1, 2, 0]
 
 
 def test_stop_at_accuracy_ends_training_at_the_first_epoch_that_reaches_the_floor():

@@ -64,9 +64,12 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
 
     Candidates are sorted by size (one per size). The search starts from the smallest
     candidate that reaches the floor before any fine-tuning (else from the largest), bisects
-    below it, then scans the smaller candidates downwards until ``patience`` of them in a row
-    fail: on a small validation set one unlucky sample fails a candidate whose smaller
-    neighbours pass, and bisection alone would never look below it.
+    below it, then scans the smaller candidates it has not tried, downwards, until
+    ``patience`` of them in a row fail: on a small validation set one unlucky sample fails a
+    candidate whose smaller neighbours pass, and bisection alone would never look below it.
+    The bisection's own failures are skipped by the scan, not counted: snapshots of different
+    epochs are not monotonic in size, and counting them once ended a JapaneseVowels search at
+    an LSTM(19) of epoch 40 without trying the LSTM(12) and LSTM(13) snapshots below it.
 
     Args:
       vib_model: the VIB model; candidates' weights are loaded into it to strip them.
@@ -130,6 +133,8 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
     for index in range(best - 1, -1, -1):
         if failures >= patience:
             break
+        if index in tried:  # a failure of the bisection: known, and no reason to stop here
+            continue
         if passes(index):
             best, failures = index, 0
         else:
