@@ -128,15 +128,15 @@ def _kernel_rows_are_features(layer):
         keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 
-def _foldable(select_node, users, model, calls):
-    """Why the gather of ``select_node`` cannot become zero rows, or None if it can.
+def _one_kernel_consumer(node, users, model, calls):
+    """Why the output of ``node`` is not the sole input of one kernel layer (Dense, LSTM,
+    GRU, SimpleRNN) whose kernel rows can change, or None if it is.
 
     ``calls`` counts the nodes of each layer in this model's graph (a stripped Sequential
     reuses layers that were called once more to build it, so the layers' own node lists
     are longer than one).
     """
-    output = select_node.outputs
-    if any(output is t for t in model.outputs):
+    if any(node.outputs is t for t in model.outputs):
         return "its output is a model output"
     if len(users) != 1:
         return f"its output feeds {len(users)} layers"
@@ -147,7 +147,7 @@ def _foldable(select_node, users, model, calls):
         return f"{consumer.name!r} is called with more than one input"
     if set(users[0].call_kwargs) - {"training", "mask"}:
         return f"{consumer.name!r} is called with {sorted(set(users[0].call_kwargs) - {'training', 'mask'})}"
-    if calls[id(select_node.layer)] != 1 or calls[id(consumer)] != 1:
+    if calls[id(node.layer)] != 1 or calls[id(consumer)] != 1:
         return "a layer is shared"
     return None
 
@@ -192,7 +192,7 @@ def fold_feature_selection(model, feature_selection="auto"):
         if not isinstance(layer, SelectFeatures):
             continue
         consumers = users.get(id(node.outputs), [])
-        why = _foldable(node, consumers, model, calls)
+        why = _one_kernel_consumer(node, consumers, model, calls)
         total = node.keras_inputs[0].shape[-1] if node.keras_inputs else None
         if why is None and total is None:
             why = "its input's feature count is unknown"
@@ -246,18 +246,9 @@ def _paddable(node, users, model, calls):
         return "it is masked, stateful or returns its state"
     if not _zero_preserving(layer.activation):
         return f"its activation {layer.activation.__name__} is not zero at zero"
-    if len(node.keras_inputs) != 1 or calls[id(layer)] != 1:
-        return "it is shared or takes an initial state"
-    if any(node.outputs is t for t in model.outputs):
-        return "its output is a model output"
-    if len(users) != 1:
-        return f"its output feeds {len(users)} layers"
-    consumer = users[0].layer
-    if not _kernel_rows_are_features(consumer):
-        return f"it feeds a {type(consumer).__name__}"
-    if len(users[0].keras_inputs) != 1 or calls[id(consumer)] != 1:
-        return f"{consumer.name!r} is shared or takes more than one input"
-    return None
+    if len(node.keras_inputs) != 1:
+        return "it takes an initial state"
+    return _one_kernel_consumer(node, users, model, calls)
 
 
 def _pad_gates(array, units, padded, axis):
