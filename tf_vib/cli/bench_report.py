@@ -7,12 +7,15 @@ import numpy as np
 
 from tf_vib.report import format_table
 
-__all__ = ["load_results", "load_curves", "aggregate", "write_report", "check_targets"]
+__all__ = ["load_results", "load_curves", "aggregate", "write_report", "check_targets", "further_checks"]
 
 FLOOR = "lstm8 (scratch)"
 TARGET_RATIOS = {"JapaneseVowels": 50.0, "digits_rows": 15.0}
 MAX_DROP_POINTS = 0.5
 MAX_EPOCH_RATIO = 1.5
+#: Data sets whose compressed float32 file has a latency target: within 1.2x of an LSTM(8)
+#: over the same steps (issue 5 sets it on JapaneseVowels, from float32 timings).
+FLOOR_TARGETS = ("JapaneseVowels",)
 PAPER = "paper_size"
 CURVE_SUFFIX = "_latency_curve.json"
 
@@ -115,13 +118,27 @@ def check_targets(runs, timing=None):
             smaller = int8["smaller_than_float32_baseline"][0]
             checks.append((f"{dataset}: compressed int8 file >= 30x smaller than the baseline float32 file",
                            f"{smaller:.1f}x", smaller >= 30))
-        for mode in ("float32", "int8"):
-            floor = _floor_ratio(records, "vib", mode)
-            if floor is not None:
-                checks.append((f"{dataset}: compressed {mode} latency within 1.2x of the LSTM(8) floor",
-                               f"{floor[0]:.2f}x the floor", floor[0] <= 1.2))
+        floor = _floor_ratio(records, "vib", "float32") if dataset in FLOOR_TARGETS else None
+        if floor is not None:
+            checks.append((f"{dataset}: compressed float32 latency within 1.2x of the LSTM(8) floor",
+                           f"{floor[0]:.2f}x the floor", floor[0] <= 1.2))
     checks += [(f"{d}: a VIB training epoch <= {MAX_EPOCH_RATIO:g}x a plain LSTM epoch", f"{t['ratio']:.2f}x",
                 t["ratio"] <= MAX_EPOCH_RATIO) for d, t in (timing or {}).items()]
+    return checks
+
+
+def further_checks(runs):
+    """``[(check, measured, met)]``: the 1.2x latency floor where the issues set no target
+    (int8 files everywhere, float32 on the data sets not in `FLOOR_TARGETS`)."""
+    checks = []
+    for dataset, records in runs.items():
+        if dataset == PAPER:
+            continue
+        for mode in ("float32", "int8"):
+            floor = _floor_ratio(records, "vib", mode)
+            if floor is not None and (mode == "int8" or dataset not in FLOOR_TARGETS):
+                checks.append((f"{dataset}: compressed {mode} latency within 1.2x of the LSTM(8) floor",
+                               f"{floor[0]:.2f}x the floor", floor[0] <= 1.2))
     return checks
 
 
@@ -365,6 +382,13 @@ def write_report(results, docs, *, command):
     if checks:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
+        lines.append("")
+    further = further_checks(runs)
+    if further:
+        lines += ["The same 1.2x latency floor where no target was set: full-int8 files (whose kernel costs",
+                  "more per unit, see the curves below) and the float32 files of the other data sets.", "",
+                  "| check | measured | within |", "|---|---|---|"]
+        lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in further]
         lines.append("")
     if timing:
         lines += ["## VIB training time per epoch", "",
