@@ -35,6 +35,7 @@ __all__ = [
     "LayerPlan",
     "fold_feature_selection",
     "pad_units",
+    "padded_units",
     "resolve_unit_multiple",
     "prepare",
     "UnrolledGRU",
@@ -232,16 +233,19 @@ def resolve_unit_multiple(unit_multiple, quantization):
     return int(unit_multiple)
 
 
+def padded_units(units, multiple):
+    """``units`` rounded up to a multiple of ``multiple``: the size `pad_units` gives an LSTM."""
+    return -(-units // multiple) * multiple
+
+
 def _zero_preserving(activation):
     """True if ``activation(0) == 0``: a unit whose inputs are all zero then stays at zero."""
     return float(tf.reshape(activation(tf.zeros([1])), [-1])[0]) == 0.0
 
 
 def _paddable(node, users, model, calls):
-    """Why the LSTM of ``node`` cannot get zero units, or None if it can."""
+    """Why the ``keras.layers.LSTM`` of ``node`` cannot get zero units, or None if it can."""
     layer = node.layer
-    if type(layer) is not keras.layers.LSTM:
-        return "it is not a fused LSTM"
     if _has_input_mask(node) or layer.stateful or layer.return_state:
         return "it is masked, stateful or returns its state"
     if not _zero_preserving(layer.activation):
@@ -300,7 +304,7 @@ def pad_units(model, multiple):
         if why is not None:
             plans.append(LayerPlan(layer.name, "LSTM", f"{units} units, not padded ({why})"))
             continue
-        padded = -(-units // multiple) * multiple
+        padded = padded_units(units, multiple)
         own = weights.setdefault(id(layer), layer.get_weights())
         own[0] = _pad_gates(own[0], units, padded, axis=1)
         own[1] = _pad_gates(np.pad(own[1], ((0, padded - units), (0, 0))), units, padded, axis=1)
