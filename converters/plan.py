@@ -28,6 +28,7 @@ import numpy as np
 
 from tf_vib._graph import graph_nodes, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
+from tf_vib.compress import UNIT_MULTIPLE
 from tf_vib.layers.base import is_vib_layer
 
 __all__ = [
@@ -56,7 +57,8 @@ FOLD_MAX_GROWTH = 0.25
 
 #: ``unit_multiple="auto"``: the fused LSTM's units are padded to a multiple of this in the
 #: float modes (float32, dynamic, float16), and left as they are in int8 (see `pad_units`).
-AUTO_UNIT_MULTIPLE = 4
+#: It is the multiple compress() trims its LSTMs to when accuracy allows.
+AUTO_UNIT_MULTIPLE = UNIT_MULTIPLE
 
 #: TensorFlow ops that TFLite cannot run at all (they call back into Python).
 _PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})

@@ -1,6 +1,7 @@
 """compress(): warm start, a plain smaller model, a report that matches it, bad input."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -162,6 +163,8 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"thresholds": [-1.0]}, r"`thresholds` must be a non-empty list of numbers >= 0; received \[-1.0\]"),
     ({"validation_fraction": 1.5}, "`validation_fraction` must be a finite number > 0 and < 1; received 1.5"),
     ({"masked_gates": "oz"}, "masked_gates"),
+    ({"unit_multiple": 0}, "`unit_multiple` must be an integer >= 1; received 0"),
+    ({"unit_multiple": 4.0}, "`unit_multiple` must be an integer >= 1; received 4.0"),
 ])
 def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -191,6 +194,75 @@ def test_model_without_layers_to_compress_and_uncompiled_model(no_training):
 def test_bad_stage_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
     with pytest.raises(ValueError, match=match):
         tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def _six_units_two_silent(silent):
+    """A trained LSTM(6) classifier whose units ``silent`` reach neither the Dense layer nor
+    the other units (zero Dense and recurrent rows): removing them changes no output."""
+    keras.utils.set_random_seed(1)
+    model = _trained(keras.layers.LSTM(6), epochs=25)
+    lstm, dense = model.layers
+    kernel, recurrent, bias = lstm.get_weights()
+    recurrent[silent] = 0.0
+    lstm.set_weights([kernel, recurrent, bias])
+    weights, dense_bias = dense.get_weights()
+    weights[silent] = 0.0
+    dense.set_weights([weights, dense_bias])
+    return model
+
+
+def _noisiest(units, monkeypatch):
+    """compress() ranks the LSTM's units as if ``units`` were the least informative."""
+    module = sys.modules["tf_vib.compress"]  # tf_vib.compress is the function
+    real = module.alive_units
+
+    def ranked(cell, threshold):
+        alive, _ = real(cell, threshold)
+        return alive, np.isin(np.arange(cell.units), units).astype(float)
+
+    monkeypatch.setattr(module, "alive_units", ranked)
+
+
+TRIM = dict(epochs=0, finetune_epochs=0, max_accuracy_drop=0.0, verbose=0)
+
+
+def test_trim_to_a_multiple_of_four_drops_the_least_informative_units(monkeypatch):
+    model = _six_units_two_silent([4, 5])
+    _noisiest([4, 5], monkeypatch)
+    x, y = _data(150, seed=1)
+    result = tf_vib.compress(model, (x, y), **TRIM)
+    lstm = result.model.layers[-2]
+    assert lstm.units == 4
+    np.testing.assert_allclose(result.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    kernel = model.layers[0].get_weights()[0]
+    kept_columns = np.concatenate([g * 6 + np.arange(4) for g in range(4)])
+    np.testing.assert_array_equal(lstm.get_weights()[0], kernel[:, kept_columns])
+    trim = result.report.trim
+    assert trim["kept"] and trim["layers"] == {"lstm": {"units": 6, "trimmed_units": 4}}
+    assert trim["params"] == result.model.count_params() == result.report.final.params
+    assert [r["units_kept"] for r in result.report.layers if r["kind"] == "LSTM"] == [4]
+    assert result.report.to_dict()["trim"] == trim
+    assert model.layers[0].units == 6  # the user's model is untouched
+
+
+def test_a_trim_that_loses_accuracy_is_not_kept(monkeypatch):
+    model = _six_units_two_silent([2, 3, 4, 5])  # units 0 and 1 carry everything
+    _noisiest([0, 1], monkeypatch)
+    x, y = _data(150, seed=1)
+    result = tf_vib.compress(model, (x, y), **TRIM)
+    assert result.model.layers[-2].units == 6
+    np.testing.assert_allclose(result.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    trim = result.report.trim
+    assert not trim["kept"] and trim["layers"] == {"lstm": {"units": 6, "trimmed_units": 4}}
+    assert trim["fine_tuned_accuracy"] < result.report.accuracy_floor
+
+
+@pytest.mark.parametrize("unit_multiple", [1, 8])
+def test_no_trim_when_off_or_below_one_multiple(monkeypatch, unit_multiple):
+    model = _six_units_two_silent([4, 5])
+    _noisiest([4, 5], monkeypatch)
+    result = tf_vib.compress(model, _data(150, seed=1), unit_multiple=unit_multiple, **TRIM)
+    assert result.model.layers[-2].units == 6 and result.report.trim is None
 
 
 @pytest.mark.slow

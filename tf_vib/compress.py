@@ -8,18 +8,19 @@ import numpy as np
 from tf_vib._compress_args import check_float, check_int, optional, prepare_data, rank_or_energy
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
+from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.lowrank import low_rank as factorise
 from tf_vib.regularizers import ISSPenalty, zero_small_groups
 from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
 from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smallest, fine_tune
 from tf_vib.stages import cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
-from tf_vib.surgery import strip_masks
+from tf_vib.surgery import alive_units, strip_masks
 from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
 __all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
-           "KL_REFERENCE_WIDTH", "default_kl_factor", "masked_width"]
+           "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width"]
 
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
@@ -28,6 +29,13 @@ STATE_GATES = {"lstm": "o", "gru": "h"}
 
 #: log_alpha thresholds tried when choosing the model: 0 prunes the most.
 DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+#: compress()'s default ``unit_multiple``: TFLite's fused LSTM kernel runs a layer whose units
+#: are a multiple of 4 faster than one a unit or more above it (docs/deployment.md: on x86,
+#: LSTM(11) takes 1.25x the time of LSTM(8) where LSTM(12) takes 1.13x), so a chosen LSTM of
+#: 13 units is worth trimming to 12 when accuracy allows. The converter pads to the same
+#: multiple (``converters.plan.AUTO_UNIT_MULTIPLE``) what is not trimmed.
+UNIT_MULTIPLE = 4
 
 #: The training-set size above which the default KL weight stops shrinking.
 KL_SAMPLES_CAP = 256
@@ -118,6 +126,7 @@ def compress(
     warmup_epochs=5,
     max_accuracy_drop=0.005,
     thresholds=DEFAULT_THRESHOLDS,
+    unit_multiple=UNIT_MULTIPLE,
     iss=None,
     iss_threshold=None,
     low_rank=None,
@@ -169,6 +178,12 @@ def compress(
         (1.85 points), since zero errors more would be the only finer criterion
         (``report.accuracy_floor`` records the floor used).
       thresholds: log_alpha keep thresholds (>= 0) among which the model is chosen.
+      unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off. After the
+        choice, every VIB LSTM layer whose kept units are a few above a multiple of this
+        (13 for 4) is trimmed to that multiple (12), dropping the units its masks rank least
+        informative (highest log_alpha); the trimmed model replaces the chosen one if it
+        fine-tunes back to the accepted accuracy. TFLite's fused LSTM runs a multiple of 4
+        units faster (see ``UNIT_MULTIPLE``); the report's ``trim`` says what was tried.
       iss: float > 0 or None. ISS group-lasso strength (Wen et al. 2018) on each recurrent
         layer's unit groups; groups whose L2 norm ends below ``iss_threshold`` (default three
         times ``learning_rate``: Adam leaves collapsed groups near its step size) are zeroed
@@ -197,6 +212,7 @@ def compress(
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
         finetune_learning_rate=check_float("finetune_learning_rate", finetune_learning_rate),
         max_accuracy_drop=check_float("max_accuracy_drop", max_accuracy_drop, allow_low=True),
+        unit_multiple=check_int("unit_multiple", unit_multiple, 1),
         kl_factor=(default_kl_factor(len(data.train[0]), masked_width(model)) if kl_factor is None
                    else check_float("kl_factor", kl_factor)),
         iss=optional("iss", iss, check_float),
@@ -406,6 +422,10 @@ class _Run:
         self.report.candidates = [{k: v for k, v in dataclasses.asdict(c).items() if k != "weights"}
                                   for c in candidates]
         self.report.trials = trials
+        if self.vib and s["unit_multiple"] > 1:
+            trimmed = self.trim(chosen, trial)
+            if trimmed is not None:
+                chosen, small = trimmed
         vib_model.set_weights(chosen.weights)
         self.threshold = chosen.threshold
         self.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1), seconds,
@@ -415,8 +435,50 @@ class _Run:
         return small, epochs_run.get(id(small), 0)
 
 
+    def trim(self, chosen, trial):
+        """Try the chosen candidate with its LSTMs trimmed to a multiple of ``unit_multiple``.
+
+        Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches the
+        accepted accuracy, else None; either way ``report.trim`` says what was tried.
+        """
+        multiple = self.s["unit_multiple"]
+        self.vib_model.set_weights(chosen.weights)
+        dead, sizes = {}, {}
+        for layer in self.vib_model.layers:
+            cell = getattr(layer, "cell", None)
+            if not isinstance(cell, VIBLSTMCell):
+                continue
+            alive, score = alive_units(cell, chosen.threshold)
+            kept = int(alive.sum())
+            extra = kept % multiple
+            if extra == 0 or kept - extra < multiple:
+                continue
+            worst = np.flatnonzero(alive)[np.argsort(-score[alive], kind="stable")[:extra]]
+            dead[layer.name] = np.isin(np.arange(cell.units), worst)
+            sizes[layer.name] = (kept, kept - extra)
+        if not dead:
+            return None
+        _mark_dead(self.vib_model, dead)
+        weights = [w.copy() for w in self.vib_model.get_weights()]
+        plain = strip_masks(self.vib_model, threshold=chosen.threshold, min_units=1)
+        masked = accuracy(plain, self.data.val[0], self.data.labels_val)
+        tuned = trial(plain, self.floor)
+        kept = tuned >= self.floor
+        what = ", ".join(f"{name} {a} -> {b} units" for name, (a, b) in sizes.items())
+        self.log(f"trimmed to a multiple of {multiple} ({what}): validation accuracy {masked:.4f} before, "
+                 f"{tuned:.4f} fine-tuned: {'kept' if kept else 'not kept, below the accepted accuracy'}")
+        candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights)
+        self.report.candidates.append({k: v for k, v in dataclasses.asdict(candidate).items() if k != "weights"})
+        self.report.trials.append((candidate.params, masked, tuned))
+        self.report.trim = {"layers": {name: {"units": a, "trimmed_units": b} for name, (a, b) in sizes.items()},
+                            "params": candidate.params, "accuracy_before_tuning": masked,
+                            "fine_tuned_accuracy": tuned, "kept": bool(kept)}
+        return (candidate, plain) if kept else None
+
+
 def _mark_dead(vib_model, zeroed):
-    """Prune the masks of ISS-zeroed units so that strip_masks removes them (their h is 0)."""
+    """Prune the masks of the units marked in ``zeroed`` ({layer name: bool vector}) so that
+    strip_masks removes them: ISS-zeroed units (their h is 0) and trimmed ones."""
     for layer in vib_model.layers:
         dead = zeroed.get(layer.name)
         if dead is None or not dead.any():

@@ -73,6 +73,9 @@ class CompressionReport:
       accuracy_floor: the validation accuracy a candidate had to reach: the original's minus
         ``max_accuracy_drop``, or minus one validation sample when that is coarser (a smaller
         drop cannot be measured on that validation set).
+      trim: None, or the trim of the chosen LSTMs to a multiple of ``unit_multiple`` that
+        compress() tried: ``{"layers": {name: {"units", "trimmed_units"}}, "params",
+        "accuracy_before_tuning", "fine_tuned_accuracy", "kept"}``.
     """
 
     max_accuracy_drop: float
@@ -81,6 +84,7 @@ class CompressionReport:
     layers: list = dataclasses.field(default_factory=list)
     candidates: list = dataclasses.field(default_factory=list)
     trials: list = dataclasses.field(default_factory=list)
+    trim: dict | None = None
 
     @property
     def baseline(self):
@@ -100,6 +104,7 @@ class CompressionReport:
             "trials": [
                 {"params": p, "masked_accuracy": m, "fine_tuned_accuracy": a} for p, m, a in self.trials
             ],
+            "trim": self.trim,
             "compression": {
                 "params": self.baseline.params / max(self.final.params, 1),
                 "recurrent_params": self.baseline.recurrent_params / max(self.final.recurrent_params, 1),

@@ -26,7 +26,7 @@ from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.layers.vib_mask import GaussianMask
 
-__all__ = ["strip_masks", "kept_input_features", "LayerRecord", "MEMORYLESS_BIAS"]
+__all__ = ["strip_masks", "kept_input_features", "alive_units", "LayerRecord", "MEMORYLESS_BIAS"]
 
 #: Gate bias given to a unit whose forget (LSTM) or update (GRU) mask is pruned: the gate
 #: is then sigmoid(-30) ~ 1e-13, i.e. zero, and the unit keeps no memory, as in the masked cell.
@@ -102,6 +102,28 @@ def _kept(mask: GaussianMask, threshold):
     return log_alpha < threshold, log_alpha
 
 
+def _killing(cell):
+    """The gates whose mask can remove a unit."""
+    return "ico" if isinstance(cell, VIBLSTMCell) else "h"
+
+
+def alive_units(cell, threshold):
+    """Which units of a VIB cell survive ``threshold``, and each unit's score.
+
+    A unit survives while every mask that can remove it keeps it (an LSTM's input, candidate
+    and output gates; a GRU's candidate); its score is the largest log_alpha among those
+    masks (large means noise). Returns ``(alive, score)``, NumPy vectors of ``cell.units``.
+    """
+    alive = np.ones(cell.units, bool)
+    score = np.full(cell.units, -np.inf)
+    for gate in _killing(cell):
+        if gate in cell.vib_masks:
+            kept, log_alpha = _kept(cell.vib_masks[gate], threshold)
+            alive &= kept
+            score = np.maximum(score, log_alpha)
+    return alive, score
+
+
 def _deterministic(mask, kept):
     mu = np.asarray(mask.mu, dtype=np.float64)
     return mu * kept if mask.folds else kept.astype(np.float64)
@@ -147,18 +169,10 @@ class _Stripper:
     def cell_mask_values(self, layer):
         """Deterministic value of every gate mask, and which units are alive."""
         cell = layer.cell
-        killing = "ico" if isinstance(cell, VIBLSTMCell) else "h"
-        kept, log_alpha = {}, {}
-        for gate, mask in cell.vib_masks.items():
-            kept[gate], log_alpha[gate] = _kept(mask, self.threshold)
-        alive = np.ones(cell.units, bool)
-        score = np.full(cell.units, -np.inf)
-        for gate in killing:
-            if gate in kept:
-                alive &= kept[gate]
-                score = np.maximum(score, log_alpha[gate])
+        kept = {gate: _kept(mask, self.threshold)[0] for gate, mask in cell.vib_masks.items()}
+        alive, score = alive_units(cell, self.threshold)
         forced = _force_min(alive, score, self.min_units, layer.name, "units")
-        for gate in killing:
+        for gate in _killing(cell):
             if gate in kept:
                 kept[gate] = kept[gate] | (forced & ~alive)
         values = {g: np.ones(cell.units) for g in cell.GATES}
