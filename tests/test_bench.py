@@ -66,8 +66,16 @@ def test_targets_are_checked_against_the_numbers():
 def test_report_is_written_from_the_json(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    for seed in (0, 1):
-        (results / f"JapaneseVowels_seed{seed}.json").write_text(json.dumps(_record(seed, 1200 + seed, 0.96)))
+    for seed in (0, 1, 2):
+        record = _record(seed, 1200 + seed, 0.96)
+        if seed:  # seed 1: compress() trimmed LSTM(13) to 12; seed 2: the trim to 8 was refused
+            units = 12 if seed == 1 else 9
+            record["runs"]["vib"]["layers"].append({"kind": "LSTM", "units_kept": units, "inputs_kept": 9})
+            record["runs"]["vib"]["trim"] = {"layers": {"lstm": {"units": 13 if seed == 1 else 9,
+                                                                 "trimmed_units": 12 if seed == 1 else 8}},
+                                             "params": 900, "accuracy_before_tuning": 0.9,
+                                             "fine_tuned_accuracy": 0.95, "kept": seed == 1}
+        (results / f"JapaneseVowels_seed{seed}.json").write_text(json.dumps(record))
     (results / "JapaneseVowels_epoch_time.json").write_text(
         json.dumps({"plain_epoch_s": 0.2, "vib_epoch_s": 0.28, "ratio": 1.4}))
     (results / "JapaneseVowels_latency_curve.json").write_text(json.dumps(
@@ -81,7 +89,10 @@ def test_report_is_written_from_the_json(tmp_path):
     assert "img/bench_JapaneseVowels.png" in text
     assert (tmp_path / "docs" / "img" / "bench_JapaneseVowels.png").stat().st_size > 1000
     # The floor section: each seed's compressed file against its LSTM(8), and the size curve.
-    assert "| JapaneseVowels | 1 | ? | 45.0 | 40.0 | 1.12x | 45.0 | 40.0 | 1.12x | no |" in text
+    assert "| JapaneseVowels | 0 | ? | 45.0 | 40.0 | 1.12x | 45.0 | 40.0 | 1.12x | no |" in text
+    assert "| JapaneseVowels | 1 | LSTM(12) on 9 of 12 inputs, trimmed from 13 | 45.0 |" in text
+    assert ("| JapaneseVowels | 2 | LSTM(9) on 9 of 12 inputs, trim to 8 refused (95.00% validation), "
+            "12 units in float files | 45.0 |") in text
     assert "| JapaneseVowels: compressed int8 latency within 1.2x of the LSTM(8) floor | 1.12x the floor | yes |" in text
     assert "| 16 | 27.0 | 1.35x | 110.0 | 1.57x |" in text
     assert "within 1.2x of `LSTM(8)`: JapaneseVowels: 8 units in float32, 8 in int8." in text

@@ -145,7 +145,8 @@ def run_one(dataset, seed, methods, *, quick=False, log=_line):
                               **METHODS[method], **epochs["compress"])
             model = result.model
             extra = {"threshold": result.threshold, "layers": result.report.layers,
-                     "stages": [dataclasses.asdict(s) for s in result.report.stages]}
+                     "stages": [dataclasses.asdict(s) for s in result.report.stages],
+                     "trim": result.report.trim}
         models[method] = model
         runs[method] = _record(model, test, time.perf_counter() - started, **extra)
         log(f"  {runs[method]['lstm_params']:,} LSTM parameters ({runs[method]['lstm_nonzero']:,} nonzero), "

@@ -253,6 +253,17 @@ def _recurrent_layer(run):
     return (layers[0]["kind"], layers[0]["units_kept"], layers[0]["inputs_kept"]) if len(layers) == 1 else None
 
 
+def _trim_note(trim):
+    """What compress()'s trim to a multiple of 4 did to the run's LSTMs, in a few words."""
+    if not trim:
+        return ""
+    sizes = trim["layers"].values()
+    if trim["kept"]:
+        return ", trimmed from " + "/".join(str(s["units"]) for s in sizes)
+    return (", trim to " + "/".join(str(s["trimmed_units"]) for s in sizes)
+            + f" refused ({100 * trim['fine_tuned_accuracy']:.2f}% validation)")
+
+
 def _floor_lines(runs, curves):
     """The latency floor section: each seed's compressed file against its LSTM(8), and the
     latency of LSTM(u) files against u."""
@@ -263,7 +274,9 @@ def _floor_lines(runs, curves):
              "side by side. The float files hold the LSTM padded with zero units to a multiple of 4",
              "(the converter's `unit_multiple='auto'`: same outputs, faster float kernels); int8 files",
              "keep the compressed size. `GATHER` says the kept input features are selected by a gather",
-             "rather than zero kernel rows.", "",
+             "rather than zero kernel rows. \"Trimmed from 13\": compress() chose 13 units and its trim to",
+             "a multiple of 4 (`unit_multiple`, the noisiest units dropped, then fine-tuned) held the",
+             "accepted validation accuracy; \"refused\": it did not, and the chosen size stayed.", "",
              "| data set | seed | compressed layer | float32 us | LSTM(8) us | ratio | int8 us | LSTM(8) us | ratio "
              "| gather |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -276,6 +289,7 @@ def _floor_lines(runs, curves):
             layer = "?"
             if shape:
                 layer = f"{shape[0]}({shape[1]}) on {shape[2]} of {record['input_shape'][-1]} inputs"
+                layer += _trim_note(vib.get("trim"))
                 padded = planning.padded_units(shape[1], planning.resolve_unit_multiple("auto", "float32"))
                 if shape[0] == "LSTM" and padded != shape[1]:
                     layer += f", {padded} units in float files"
