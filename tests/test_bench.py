@@ -74,7 +74,8 @@ def test_report_is_written_from_the_json(tmp_path):
             record["runs"]["vib"]["trim"] = {"layers": {"lstm": {"units": 13 if seed == 1 else 9,
                                                                  "trimmed_units": 12 if seed == 1 else 8}},
                                              "params": 900, "accuracy_before_tuning": 0.9,
-                                             "fine_tuned_accuracy": 0.95, "kept": seed == 1}
+                                             "fine_tuned_accuracy": 0.95, "target": 0.96,
+                                             "accepted": seed == 1}
         (results / f"JapaneseVowels_seed{seed}.json").write_text(json.dumps(record))
     (results / "JapaneseVowels_epoch_time.json").write_text(
         json.dumps({"plain_epoch_s": 0.2, "vib_epoch_s": 0.28, "ratio": 1.4}))

@@ -417,13 +417,13 @@ class _Run:
             epochs_run[id(plain)] = stop.epochs
             return tuned
 
-        chosen, small, _, trials = choose_smallest(vib_model, candidates, self.floor, trial,
+        chosen, small, reached, trials = choose_smallest(vib_model, candidates, self.floor, trial,
                                                    log=self.log if s["verbose"] else None)
         self.report.candidates = [{k: v for k, v in dataclasses.asdict(c).items() if k != "weights"}
                                   for c in candidates]
         self.report.trials = trials
         if self.vib and s["unit_multiple"] > 1:
-            trimmed = self.trim(chosen, trial)
+            trimmed = self.trim(chosen, trial, min(self.floor, reached))
             if trimmed is not None:
                 chosen, small = trimmed
         vib_model.set_weights(chosen.weights)
@@ -435,11 +435,13 @@ class _Run:
         return small, epochs_run.get(id(small), 0)
 
 
-    def trim(self, chosen, trial):
+    def trim(self, chosen, trial, target):
         """Try the chosen candidate with its LSTMs trimmed to a multiple of ``unit_multiple``.
 
-        Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches the
-        accepted accuracy, else None; either way ``report.trim`` says what was tried.
+        Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches
+        ``target`` (the accepted accuracy, or the lower one the choice fell back to when no
+        candidate reached it), else None; if a layer could be trimmed, ``report.trim`` says
+        what was tried.
         """
         multiple = self.s["unit_multiple"]
         self.vib_model.set_weights(chosen.weights)
@@ -462,18 +464,18 @@ class _Run:
         weights = [w.copy() for w in self.vib_model.get_weights()]
         plain = strip_masks(self.vib_model, threshold=chosen.threshold, min_units=1)
         masked = accuracy(plain, self.data.val[0], self.data.labels_val)
-        tuned = trial(plain, self.floor)
-        kept = tuned >= self.floor
+        tuned = trial(plain, target)
+        accepted = tuned >= target
         what = ", ".join(f"{name} {a} -> {b} units" for name, (a, b) in sizes.items())
         self.log(f"trimmed to a multiple of {multiple} ({what}): validation accuracy {masked:.4f} before, "
-                 f"{tuned:.4f} fine-tuned: {'kept' if kept else 'not kept, below the accepted accuracy'}")
+                 f"{tuned:.4f} fine-tuned: {'accepted' if accepted else f'refused, below {target:.4f}'}")
         candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights)
         self.report.candidates.append({k: v for k, v in dataclasses.asdict(candidate).items() if k != "weights"})
         self.report.trials.append((candidate.params, masked, tuned))
         self.report.trim = {"layers": {name: {"units": a, "trimmed_units": b} for name, (a, b) in sizes.items()},
                             "params": candidate.params, "accuracy_before_tuning": masked,
-                            "fine_tuned_accuracy": tuned, "kept": bool(kept)}
-        return (candidate, plain) if kept else None
+                            "fine_tuned_accuracy": tuned, "target": target, "accepted": bool(accepted)}
+        return (candidate, plain) if accepted else None
 
 
 def _mark_dead(vib_model, zeroed):

@@ -75,7 +75,8 @@ class CompressionReport:
         drop cannot be measured on that validation set).
       trim: None, or the trim of the chosen LSTMs to a multiple of ``unit_multiple`` that
         compress() tried: ``{"layers": {name: {"units", "trimmed_units"}}, "params",
-        "accuracy_before_tuning", "fine_tuned_accuracy", "kept"}``.
+        "accuracy_before_tuning", "fine_tuned_accuracy", "target", "accepted"}`` (validation
+        accuracies; accepted when the fine-tuned one reached the target).
     """
 
     max_accuracy_drop: float

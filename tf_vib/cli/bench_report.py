@@ -258,7 +258,7 @@ def _trim_note(trim):
     if not trim:
         return ""
     sizes = trim["layers"].values()
-    if trim["kept"]:
+    if trim["accepted"]:
         return ", trimmed from " + "/".join(str(s["units"]) for s in sizes)
     return (", trim to " + "/".join(str(s["trimmed_units"]) for s in sizes)
             + f" refused ({100 * trim['fine_tuned_accuracy']:.2f}% validation)")
