@@ -9,6 +9,7 @@ from helpers import all_weights
 
 import tf_vib
 from tf_vib._keras import keras, tf
+from tf_vib.compress import trim_plan
 from tf_vib.training import TwoRateTrainer
 from tf_vib.wrap import add_vib_masks
 
@@ -250,19 +251,42 @@ def test_a_trim_that_loses_accuracy_is_not_kept(monkeypatch):
     _noisiest([0, 1], monkeypatch)
     x, y = _data(150, seed=1)
     result = tf_vib.compress(model, (x, y), **TRIM)
+    assert result.report.baseline.val_accuracy > 0.6  # units 0 and 1 do carry the classes
     assert result.model.layers[-2].units == 6
     np.testing.assert_allclose(result.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    # the VIB model and the report describe the chosen model, not the refused trim
+    assert [r["units_kept"] for r in result.report.layers if r["kind"] == "LSTM"] == [6]
+    assert tf_vib.strip_masks(result.vib_model, threshold=result.threshold, min_units=1).layers[-2].units == 6
     trim = result.report.trim
     assert not trim["accepted"] and trim["layers"] == {"lstm": {"units": 6, "trimmed_units": 4}}
     assert trim["fine_tuned_accuracy"] < trim["target"] == pytest.approx(result.report.accuracy_floor)
 
 
-@pytest.mark.parametrize("unit_multiple", [1, 8])
-def test_no_trim_when_off_or_below_one_multiple(monkeypatch, unit_multiple):
+@pytest.mark.parametrize("settings", [{"unit_multiple": 1}, {"unit_multiple": 8},
+                                      {"masked_gates": {"lstm": "f", "gru": "h"}}],
+                         ids=["off", "below_one_multiple", "no_mask_removes_units"])
+def test_no_trim_when_off_or_not_possible(monkeypatch, settings):
     model = _six_units_two_silent([4, 5])
     _noisiest([4, 5], monkeypatch)
-    result = tf_vib.compress(model, _data(150, seed=1), unit_multiple=unit_multiple, **TRIM)
+    result = tf_vib.compress(model, _data(150, seed=1), **settings, **TRIM)
     assert result.model.layers[-2].units == 6 and result.report.trim is None
+
+
+@pytest.mark.parametrize("alive,score,multiple,kept", [
+    # 5 alive of 8 (units 1, 4 and 6 already gone, 1 and 6 the noisiest): unit 3 goes
+    ([1, 0, 1, 1, 0, 1, 0, 1], [0, 9, 1, 5, 2, 3, 9, 4], 4, [1, 0, 1, 0, 0, 1, 0, 1]),
+    # ties: the later unit goes first
+    ([1, 1, 1, 1, 1, 1], [2, 2, 2, 2, 1, 1], 4, [1, 1, 0, 0, 1, 1]),
+    ([1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0], 4, None),  # already a multiple
+    ([1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], 4, None),  # below one multiple
+    ([1] * 15, list(range(15)), 8, [1] * 8 + [0] * 7),  # 15 -> 8
+])
+def test_trim_plan_drops_the_noisiest_alive_units(alive, score, multiple, kept):
+    result = trim_plan(np.array(alive, bool), np.array(score, float), multiple)
+    if kept is None:
+        assert result is None
+    else:
+        np.testing.assert_array_equal(result, np.array(kept, bool))
 
 
 @pytest.mark.slow

@@ -15,12 +15,12 @@ from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
 from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smallest, fine_tune
 from tf_vib.stages import cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
-from tf_vib.surgery import alive_units, strip_masks
+from tf_vib.surgery import alive_units, strip_masks, unit_gates
 from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
 __all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
-           "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width"]
+           "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width", "trim_plan"]
 
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
@@ -32,8 +32,8 @@ DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 #: compress()'s default ``unit_multiple``: TFLite's fused LSTM kernel runs a layer whose units
 #: are a multiple of 4 faster than one a unit or more above it (docs/deployment.md: on x86,
-#: LSTM(11) takes 1.25x the time of LSTM(8) where LSTM(12) takes 1.13x), so a chosen LSTM of
-#: 13 units is worth trimming to 12 when accuracy allows. The converter pads to the same
+#: LSTM(13) takes 1.25-1.28x the time of LSTM(8) where LSTM(12) takes 1.13-1.15x), so a
+#: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. The converter pads to the same
 #: multiple (``converters.plan.AUTO_UNIT_MULTIPLE``) what is not trimmed.
 UNIT_MULTIPLE = 4
 
@@ -178,12 +178,14 @@ def compress(
         (1.85 points), since zero errors more would be the only finer criterion
         (``report.accuracy_floor`` records the floor used).
       thresholds: log_alpha keep thresholds (>= 0) among which the model is chosen.
-      unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off. After the
-        choice, every VIB LSTM layer whose kept units are a few above a multiple of this
-        (13 for 4) is trimmed to that multiple (12), dropping the units its masks rank least
-        informative (highest log_alpha); the trimmed model replaces the chosen one if it
-        fine-tunes back to the accepted accuracy. TFLite's fused LSTM runs a multiple of 4
-        units faster (see ``UNIT_MULTIPLE``); the report's ``trim`` says what was tried.
+      unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off, and so does
+        ``vib=False``. After the choice, every VIB LSTM layer whose kept units are 1 to
+        ``unit_multiple - 1`` above a multiple of it, and at least ``unit_multiple``, is
+        trimmed to that multiple (13 to 12), dropping the units its masks rank least
+        informative (highest log_alpha). All such layers are trimmed together, in one trial:
+        the trimmed model replaces the chosen one if it fine-tunes back to the accuracy the
+        choice accepted. TFLite's fused LSTM runs a multiple of 4 units faster (see
+        ``UNIT_MULTIPLE``); ``report.trim`` says what was tried.
       iss: float > 0 or None. ISS group-lasso strength (Wen et al. 2018) on each recurrent
         layer's unit groups; groups whose L2 norm ends below ``iss_threshold`` (default three
         times ``learning_rate``: Adam leaves collapsed groups near its step size) are zeroed
@@ -417,13 +419,12 @@ class _Run:
             epochs_run[id(plain)] = stop.epochs
             return tuned
 
-        chosen, small, reached, trials = choose_smallest(vib_model, candidates, self.floor, trial,
+        chosen, small, _, target, trials = choose_smallest(vib_model, candidates, self.floor, trial,
                                                    log=self.log if s["verbose"] else None)
-        self.report.candidates = [{k: v for k, v in dataclasses.asdict(c).items() if k != "weights"}
-                                  for c in candidates]
+        self.report.candidates = [_candidate_row(c) for c in candidates]
         self.report.trials = trials
         if self.vib and s["unit_multiple"] > 1:
-            trimmed = self.trim(chosen, trial, min(self.floor, reached))
+            trimmed = self.trim(chosen, trial, target)
             if trimmed is not None:
                 chosen, small = trimmed
         vib_model.set_weights(chosen.weights)
@@ -448,16 +449,13 @@ class _Run:
         dead, sizes = {}, {}
         for layer in self.vib_model.layers:
             cell = getattr(layer, "cell", None)
-            if not isinstance(cell, VIBLSTMCell):
-                continue
+            if not isinstance(cell, VIBLSTMCell) or not set(unit_gates(cell)) & set(cell.vib_masks):
+                continue  # only masks on the forget gate: no mask can remove a unit
             alive, score = alive_units(cell, chosen.threshold)
-            kept = int(alive.sum())
-            extra = kept % multiple
-            if extra == 0 or kept - extra < multiple:
-                continue
-            worst = np.flatnonzero(alive)[np.argsort(-score[alive], kind="stable")[:extra]]
-            dead[layer.name] = np.isin(np.arange(cell.units), worst)
-            sizes[layer.name] = (kept, kept - extra)
+            trimmed = trim_plan(alive, score, multiple)
+            if trimmed is not None:
+                dead[layer.name] = alive & ~trimmed
+                sizes[layer.name] = (int(alive.sum()), int(trimmed.sum()))
         if not dead:
             return None
         _mark_dead(self.vib_model, dead)
@@ -470,12 +468,35 @@ class _Run:
         self.log(f"trimmed to a multiple of {multiple} ({what}): validation accuracy {masked:.4f} before, "
                  f"{tuned:.4f} fine-tuned: {'accepted' if accepted else f'refused, below {target:.4f}'}")
         candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights)
-        self.report.candidates.append({k: v for k, v in dataclasses.asdict(candidate).items() if k != "weights"})
+        self.report.candidates.append(_candidate_row(candidate))
         self.report.trials.append((candidate.params, masked, tuned))
         self.report.trim = {"layers": {name: {"units": a, "trimmed_units": b} for name, (a, b) in sizes.items()},
                             "params": candidate.params, "accuracy_before_tuning": masked,
                             "fine_tuned_accuracy": tuned, "target": target, "accepted": bool(accepted)}
         return (candidate, plain) if accepted else None
+
+
+def trim_plan(alive, score, multiple):
+    """The units to keep when trimming a layer to a multiple of ``multiple``, or None.
+
+    ``alive`` (bool) marks the layer's kept units and ``score`` their log_alpha (large means
+    noise). When ``alive`` holds 1 to ``multiple - 1`` units above a multiple of ``multiple``,
+    and at least ``multiple``, the noisiest of them are dropped (ties: the later unit first);
+    otherwise there is nothing to trim.
+    """
+    alive = np.asarray(alive, bool)
+    kept = int(alive.sum())
+    extra = kept % multiple
+    if extra == 0 or kept - extra < multiple:
+        return None
+    units = np.flatnonzero(alive)
+    noisiest = units[np.lexsort((-units, -np.asarray(score, float)[units]))[:extra]]
+    return alive & ~np.isin(np.arange(len(alive)), noisiest)
+
+
+def _candidate_row(candidate):
+    """A candidate as the report holds it: everything but its weights."""
+    return {k: v for k, v in dataclasses.asdict(candidate).items() if k != "weights"}
 
 
 def _mark_dead(vib_model, zeroed):
@@ -486,8 +507,8 @@ def _mark_dead(vib_model, zeroed):
         if dead is None or not dead.any():
             continue
         masks = layer.cell.vib_masks
-        gate = "o" if "o" in masks else "c" if "c" in masks else "i" if "i" in masks else "h"
-        if gate not in masks:
+        gate = next((g for g in unit_gates(layer.cell) if g in masks), None)
+        if gate is None:
             raise ValueError(f"layer {layer.name!r} has no mask on a gate that can remove a unit")
         mask = masks[gate]
         mask.mu.assign(np.where(dead, 0.0, mask.mu.numpy()).astype("float32"))

@@ -66,9 +66,10 @@ class CompressionReport:
     Attributes:
       stages: ``StageResult`` per stage, the baseline first.
       layers: per-layer rows of the chosen stripping (units/inputs kept, parameters).
-      candidates: every candidate model (epoch, threshold, params, masked validation accuracy).
+      candidates: every candidate model (epoch, threshold, params, masked validation accuracy),
+        the trimmed one (see ``trim``) last.
       trials: ``(params, masked accuracy, fine-tuned accuracy)`` of the candidates fine-tuned
-        while choosing.
+        while choosing, the trimmed one last.
       max_accuracy_drop: the accepted validation-accuracy loss the caller asked for.
       accuracy_floor: the validation accuracy a candidate had to reach: the original's minus
         ``max_accuracy_drop``, or minus one validation sample when that is coarser (a smaller

@@ -26,7 +26,7 @@ from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.layers.vib_mask import GaussianMask
 
-__all__ = ["strip_masks", "kept_input_features", "alive_units", "LayerRecord", "MEMORYLESS_BIAS"]
+__all__ = ["strip_masks", "kept_input_features", "alive_units", "unit_gates", "LayerRecord", "MEMORYLESS_BIAS"]
 
 #: Gate bias given to a unit whose forget (LSTM) or update (GRU) mask is pruned: the gate
 #: is then sigmoid(-30) ~ 1e-13, i.e. zero, and the unit keeps no memory, as in the masked cell.
@@ -102,9 +102,10 @@ def _kept(mask: GaussianMask, threshold):
     return log_alpha < threshold, log_alpha
 
 
-def _killing(cell):
-    """The gates whose mask can remove a unit."""
-    return "ico" if isinstance(cell, VIBLSTMCell) else "h"
+def unit_gates(cell):
+    """The gates of a VIB cell whose mask can remove a unit, the state's own first: an
+    LSTM's output, candidate and input gates (``"oci"``); a GRU's candidate (``"h"``)."""
+    return "oci" if isinstance(cell, VIBLSTMCell) else "h"
 
 
 def alive_units(cell, threshold):
@@ -116,7 +117,7 @@ def alive_units(cell, threshold):
     """
     alive = np.ones(cell.units, bool)
     score = np.full(cell.units, -np.inf)
-    for gate in _killing(cell):
+    for gate in unit_gates(cell):
         if gate in cell.vib_masks:
             kept, log_alpha = _kept(cell.vib_masks[gate], threshold)
             alive &= kept
@@ -172,7 +173,7 @@ class _Stripper:
         kept = {gate: _kept(mask, self.threshold)[0] for gate, mask in cell.vib_masks.items()}
         alive, score = alive_units(cell, self.threshold)
         forced = _force_min(alive, score, self.min_units, layer.name, "units")
-        for gate in _killing(cell):
+        for gate in unit_gates(cell):
             if gate in kept:
                 kept[gate] = kept[gate] | (forced & ~alive)
         values = {g: np.ones(cell.units) for g in cell.GATES}
