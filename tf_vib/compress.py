@@ -180,12 +180,13 @@ def compress(
       thresholds: log_alpha keep thresholds (>= 0) among which the model is chosen.
       unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off, and so does
         ``vib=False``. After the choice, every VIB LSTM layer whose kept units are 1 to
-        ``unit_multiple - 1`` above a multiple of it, and at least ``unit_multiple``, is
-        trimmed to that multiple (13 to 12), dropping the units its masks rank least
-        informative (highest log_alpha). All such layers are trimmed together, in one trial:
-        the trimmed model replaces the chosen one if it fine-tunes back to the accuracy the
-        choice accepted. TFLite's fused LSTM runs a multiple of 4 units faster (see
-        ``UNIT_MULTIPLE``); ``report.trim`` says what was tried.
+        ``unit_multiple // 2`` above a multiple of it, and at least ``unit_multiple``, is
+        trimmed to that multiple (13 or 14 to 12; 15 is left to the converter's padding to
+        16), dropping the units its masks rank least informative (highest log_alpha). All
+        such layers are trimmed together, in one trial: the trimmed model replaces the
+        chosen one if it fine-tunes to at least the chosen one's validation accuracy.
+        TFLite's fused LSTM runs a multiple of 4 units faster (see ``UNIT_MULTIPLE``);
+        ``report.trim`` says what was tried (`trim_plan` picks the units).
       iss: float > 0 or None. ISS group-lasso strength (Wen et al. 2018) on each recurrent
         layer's unit groups; groups whose L2 norm ends below ``iss_threshold`` (default three
         times ``learning_rate``: Adam leaves collapsed groups near its step size) are zeroed
@@ -419,12 +420,12 @@ class _Run:
             epochs_run[id(plain)] = stop.epochs
             return tuned
 
-        chosen, small, _, target, trials = choose_smallest(vib_model, candidates, self.floor, trial,
+        chosen, small, reached, target, trials = choose_smallest(vib_model, candidates, self.floor, trial,
                                                    log=self.log if s["verbose"] else None)
         self.report.candidates = [_candidate_row(c) for c in candidates]
         self.report.trials = trials
         if self.vib and s["unit_multiple"] > 1:
-            trimmed = self.trim(chosen, trial, target)
+            trimmed = self.trim(chosen, trial, max(target, reached))
             if trimmed is not None:
                 chosen, small = trimmed
         vib_model.set_weights(chosen.weights)
@@ -440,8 +441,8 @@ class _Run:
         """Try the chosen candidate with its LSTMs trimmed to a multiple of ``unit_multiple``.
 
         Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches
-        ``target`` (the accepted accuracy, or the lower one the choice fell back to when no
-        candidate reached it), else None; if a layer could be trimmed, ``report.trim`` says
+        ``target``, the chosen model's fine-tuned validation accuracy (a trim buys speed, not
+        a loss of accuracy), else None; if a layer could be trimmed, ``report.trim`` says
         what was tried.
         """
         multiple = self.s["unit_multiple"]
@@ -480,14 +481,15 @@ def trim_plan(alive, score, multiple):
     """The units to keep when trimming a layer to a multiple of ``multiple``, or None.
 
     ``alive`` (bool) marks the layer's kept units and ``score`` their log_alpha (large means
-    noise). When ``alive`` holds 1 to ``multiple - 1`` units above a multiple of ``multiple``,
-    and at least ``multiple``, the noisiest of them are dropped (ties: the later unit first);
-    otherwise there is nothing to trim.
+    noise). When ``alive`` holds 1 to ``multiple // 2`` units above a multiple of
+    ``multiple``, and at least ``multiple``, the noisiest of them are dropped (ties: the
+    later unit first); otherwise there is nothing to trim: a layer nearer the multiple above
+    is left to the converter, whose zero-unit padding reaches it at no accuracy cost.
     """
     alive = np.asarray(alive, bool)
     kept = int(alive.sum())
     extra = kept % multiple
-    if extra == 0 or kept - extra < multiple:
+    if extra == 0 or extra > multiple // 2 or kept - extra < multiple:
         return None
     units = np.flatnonzero(alive)
     noisiest = units[np.lexsort((-units, -np.asarray(score, float)[units]))[:extra]]
