@@ -261,7 +261,8 @@ def _trim_note(trim):
     if trim["accepted"]:
         return ", trimmed from " + "/".join(str(s["units"]) for s in sizes)
     return (", trim to " + "/".join(str(s["trimmed_units"]) for s in sizes)
-            + f" refused ({100 * trim['fine_tuned_accuracy']:.2f}% validation)")
+            + f" refused ({100 * trim['fine_tuned_accuracy']:.2f}% validation, "
+            f"{100 * trim['target']:.2f}% needed)")
 
 
 def _floor_lines(runs, curves):
@@ -275,8 +276,8 @@ def _floor_lines(runs, curves):
              "(the converter's `unit_multiple='auto'`: same outputs, faster float kernels); int8 files",
              "keep the compressed size. `GATHER` says the kept input features are selected by a gather",
              "rather than zero kernel rows. \"Trimmed from 13\": compress() chose 13 units and its trim to",
-             "a multiple of 4 (`unit_multiple`, the noisiest units dropped, then fine-tuned) held the",
-             "accepted validation accuracy; \"refused\": it did not, and the chosen size stayed.", "",
+             "a multiple of 4 (`unit_multiple`: the noisiest units dropped, then fine-tuned) reached the",
+             "chosen model's validation accuracy; \"refused\": it did not, and the chosen size stayed.", "",
              "| data set | seed | compressed layer | float32 us | LSTM(8) us | ratio | int8 us | LSTM(8) us | ratio "
              "| gather |",
              "|---|---|---|---|---|---|---|---|---|---|"]
