@@ -25,8 +25,7 @@ class _FakeVIB:
 
 def _search(monkeypatch, masked, passes, floor=0.9):
     """choose_smallest over candidates of growing size, with masked accuracies ``masked``,
-    whose fine-tune reaches ``passes[i]``; returns (chosen index, accuracy, trial order, the
-    accuracy the search aimed for)."""
+    whose fine-tune reaches ``passes[i]``; returns (chosen index, accuracy, trial order)."""
     candidates = [Candidate(epoch, 0.0, 100 * (i + 1), accuracy, [i])
                   for i, (epoch, accuracy) in enumerate(masked)]
     monkeypatch.setattr(selection, "strip_masks", lambda model, **kwargs: model.current)
@@ -36,16 +35,16 @@ def _search(monkeypatch, masked, passes, floor=0.9):
         tried.append(plain[0])
         return passes[plain[0]]
 
-    chosen, _, accuracy, target, _ = choose_smallest(_FakeVIB(), candidates, floor, tune)
-    return candidates.index(chosen), accuracy, tried, target
+    chosen, _, accuracy, _ = choose_smallest(_FakeVIB(), candidates, floor, tune)
+    return candidates.index(chosen), accuracy, tried
 
 
 def test_search_starts_from_the_smallest_candidate_that_already_passes(monkeypatch):
     # candidate 5 reaches the floor before fine-tuning; 2..4 pass after it, 0..1 do not
     masked = [(9, 0.5), (8, 0.5), (7, 0.5), (6, 0.5), (5, 0.5), (4, 0.95), (3, 0.5), (2, 0.5)]
     passes = [0.8, 0.8, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
-    chosen, accuracy, tried, target = _search(monkeypatch, masked, passes)
-    assert chosen == 2 and accuracy == 0.95 and target == 0.9
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    assert chosen == 2 and accuracy == 0.95
     assert tried[0] == 5, "the known pass is confirmed first, the largest is never tried"
     assert 7 not in tried and len(tried) <= 4
 
@@ -53,7 +52,7 @@ def test_search_starts_from_the_smallest_candidate_that_already_passes(monkeypat
 def test_search_falls_back_to_the_largest_when_the_known_pass_fails(monkeypatch):
     masked = [(4, 0.5), (3, 0.95), (2, 0.5), (1, 0.5)]
     passes = [0.5, 0.5, 0.5, 0.95]
-    chosen, accuracy, tried, _ = _search(monkeypatch, masked, passes)
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
     assert tried[:2] == [1, 3]
     assert chosen == 3 and accuracy == 0.95
 
@@ -61,25 +60,24 @@ def test_search_falls_back_to_the_largest_when_the_known_pass_fails(monkeypatch)
 def test_search_without_any_pass_returns_the_smallest_as_good_as_the_best_tried(monkeypatch):
     masked = [(5, 0.1), (4, 0.2), (3, 0.2), (2, 0.2), (1, 0.3)]
     passes = [0.5, 0.5, 0.7, 0.6, 0.6]  # the floor, 0.9, is out of reach
-    chosen, accuracy, tried, target = _search(monkeypatch, masked, passes)
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
     assert tried[0] == 4, "the largest is tried first"
     assert chosen == 2 and accuracy == 0.7  # smaller than the largest, and better
     assert tried == [4, 2, 1, 0]
-    assert target == 0.6  # the largest's accuracy: the chosen one had to reach it
-    chosen, accuracy, _, _ = _search(monkeypatch, masked, [0.5, 0.5, 0.5, 0.5, 0.6])
+    chosen, accuracy, _ = _search(monkeypatch, masked, [0.5, 0.5, 0.5, 0.5, 0.6])
     assert chosen == 4 and accuracy == 0.6  # nothing smaller does as well
 
 
 def test_scan_below_the_bisection_finds_a_pass_under_one_unlucky_failure(monkeypatch):
     masked = [(6, 0.5), (5, 0.5), (4, 0.5), (3, 0.5), (2, 0.5), (1, 0.95)]
-    chosen, _, tried, _ = _search(monkeypatch, masked, [0.95, 0.5, 0.95, 0.95, 0.95, 0.95])
+    chosen, _, tried = _search(monkeypatch, masked, [0.95, 0.5, 0.95, 0.95, 0.95, 0.95])
     assert chosen == 0 and tried == [5, 2, 1, 0]
 
 
 def test_scan_stops_after_patience_failures_in_a_row(monkeypatch):
     masked = [(i, 0.5) for i in range(7)] + [(7, 0.95)]
     passes = [0.95, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.95]
-    chosen, _, tried, _ = _search(monkeypatch, masked, passes)
+    chosen, _, tried = _search(monkeypatch, masked, passes)
     # bisection: 3, 5, 6 fail; the scan skips 6 and 5, fails at 4, skips 3, fails at 2: stop
     assert chosen == 7 and tried == [7, 3, 5, 6, 4, 2]
     with pytest.raises(ValueError, match="`patience` must be an integer >= 1; received 0"):
@@ -91,7 +89,7 @@ def test_the_scan_skips_the_bisections_failures_instead_of_stopping_on_them(monk
     # two as the scan's failures would stop at 3; skipping them, the scan tries 0, which passes.
     masked = [(1, 0.5), (2, 0.5), (3, 0.5), (4, 0.5), (5, 0.5), (6, 0.5), (7, 0.95)]
     passes = [0.95, 0.5, 0.5, 0.95, 0.5, 0.95, 0.95]
-    chosen, accuracy, tried, _ = _search(monkeypatch, masked, passes)
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
     assert chosen == 0 and accuracy == 0.95
     assert tried == [6, 3, 1, 2, 0]
 

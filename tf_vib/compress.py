@@ -33,8 +33,8 @@ DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: compress()'s default ``unit_multiple``: TFLite's fused LSTM kernel runs a layer whose units
 #: are a multiple of 4 faster than one a unit or more above it (docs/deployment.md: on x86,
 #: LSTM(13) takes 1.25-1.28x the time of LSTM(8) where LSTM(12) takes 1.13-1.15x), so a
-#: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. The converter pads to the same
-#: multiple (``converters.plan.AUTO_UNIT_MULTIPLE``) what is not trimmed.
+#: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. What is not trimmed,
+#: the converter pads to the same multiple in the float modes (``AUTO_UNIT_MULTIPLE``).
 UNIT_MULTIPLE = 4
 
 #: The training-set size above which the default KL weight stops shrinking.
@@ -181,10 +181,12 @@ def compress(
       unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off, and so does
         ``vib=False``. After the choice, every VIB LSTM layer whose kept units are 1 to
         ``unit_multiple // 2`` above a multiple of it, and at least ``unit_multiple``, is
-        trimmed to that multiple (13 or 14 to 12; 15 is left to the converter's padding to
-        16), dropping the units its masks rank least informative (highest log_alpha). All
-        such layers are trimmed together, in one trial: the trimmed model replaces the
-        chosen one if it fine-tunes to at least the chosen one's validation accuracy.
+        trimmed to that multiple (13 or 14 to 12; 15 is left to the converter, which pads
+        float files to 16), dropping the units its masks rank least informative (highest
+        log_alpha); a layer whose masks cannot remove a unit (forget gate only) is left as
+        it is. All such layers are trimmed together, in one trial: the trimmed model
+        replaces the chosen one if it fine-tunes to at least the chosen one's validation
+        accuracy.
         TFLite's fused LSTM runs a multiple of 4 units faster (see ``UNIT_MULTIPLE``);
         ``report.trim`` says what was tried (`trim_plan` picks the units).
       iss: float > 0 or None. ISS group-lasso strength (Wen et al. 2018) on each recurrent
@@ -420,12 +422,12 @@ class _Run:
             epochs_run[id(plain)] = stop.epochs
             return tuned
 
-        chosen, small, reached, target, trials = choose_smallest(vib_model, candidates, self.floor, trial,
-                                                   log=self.log if s["verbose"] else None)
+        chosen, small, reached, trials = choose_smallest(vib_model, candidates, self.floor, trial,
+                                                         log=self.log if s["verbose"] else None)
         self.report.candidates = [_candidate_row(c) for c in candidates]
         self.report.trials = trials
         if self.vib and s["unit_multiple"] > 1:
-            trimmed = self.trim(chosen, trial, max(target, reached))
+            trimmed = self.trim(chosen, trial, reached)
             if trimmed is not None:
                 chosen, small = trimmed
         vib_model.set_weights(chosen.weights)
@@ -436,14 +438,13 @@ class _Run:
         self.report.layers = [dataclasses.asdict(r) for r in records]
         return small, epochs_run.get(id(small), 0)
 
-
     def trim(self, chosen, trial, target):
         """Try the chosen candidate with its LSTMs trimmed to a multiple of ``unit_multiple``.
 
         Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches
-        ``target``, the chosen model's fine-tuned validation accuracy (a trim buys speed, not
-        a loss of accuracy), else None; if a layer could be trimmed, ``report.trim`` says
-        what was tried.
+        ``target``, the chosen model's fine-tuned validation accuracy (at or above the
+        accepted one: a trim buys speed, not a loss of accuracy), else None; if a layer could
+        be trimmed, ``report.trim`` says what was tried.
         """
         multiple = self.s["unit_multiple"]
         self.vib_model.set_weights(chosen.weights)
@@ -484,7 +485,8 @@ def trim_plan(alive, score, multiple):
     noise). When ``alive`` holds 1 to ``multiple // 2`` units above a multiple of
     ``multiple``, and at least ``multiple``, the noisiest of them are dropped (ties: the
     later unit first); otherwise there is nothing to trim: a layer nearer the multiple above
-    is left to the converter, whose zero-unit padding reaches it at no accuracy cost.
+    is left to the converter, whose zero-unit padding reaches it in the float files at no
+    accuracy cost.
     """
     alive = np.asarray(alive, bool)
     kept = int(alive.sum())

@@ -81,14 +81,12 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
       log: optional callable for one line per trial.
 
     Returns:
-      ``(candidate, plain_model, accuracy, target, trials)``: the chosen candidate, its
-      fine-tuned plain model and validation accuracy, the accuracy it had to reach, and per
-      tried candidate ``(params, masked accuracy, tuned accuracy)``. The target is ``floor``
-      unless neither the first candidate tried nor the largest reaches it: the floor is then
-      out of reach, the best accuracy they reached becomes the target, and the same search
-      returns the smallest candidate that fine-tunes to it (on a validation set of 54
-      samples, one sample is 1.9 points: the alternative was to keep the largest candidate
-      tried).
+      ``(candidate, plain_model, accuracy, trials)`` where trials lists
+      ``(params, masked accuracy, tuned accuracy)`` per tried candidate. When neither the
+      first candidate tried nor the largest reaches the floor, the floor is out of reach:
+      the best accuracy they reached becomes the target, and the same search returns the
+      smallest candidate that fine-tunes to it (on a validation set of 54 samples, one
+      sample is 1.9 points: the alternative was to keep the largest candidate tried).
     """
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise ValueError(f"`patience` must be an integer >= 1; received {patience!r}")
@@ -142,7 +140,7 @@ def choose_smallest(vib_model, candidates, floor, tune, *, patience=2, log=None)
         else:
             failures += 1
     trials = [(ordered[i].params, ordered[i].masked_accuracy, tried[i][1]) for i in sorted(tried)]
-    return ordered[best], tried[best][0], tried[best][1], target, trials
+    return ordered[best], tried[best][0], tried[best][1], trials
 
 
 class StopAtAccuracy(keras.callbacks.Callback):
