@@ -7,11 +7,11 @@ from tf_vib._keras import keras
 
 
 def vib_masks(model):
-    """Every GaussianMask of a model, as (layer name, gate, mask)."""
-    for layer in model.layers:
-        owner = getattr(layer, "cell", layer)
-        for gate, mask in getattr(owner, "vib_masks", {}).items():
-            yield layer.name, gate, mask
+    """Every GaussianMask of a model (Bidirectional and nested layers included), as
+    (owner name, gate, mask)."""
+    for owner in tf_vib.schedules.vib_layers(model):
+        for gate, mask in owner.vib_masks.items():
+            yield owner.name, gate, mask
 
 
 def set_mask(mask, mu, log_sigma2):
@@ -20,12 +20,17 @@ def set_mask(mask, mu, log_sigma2):
 
 
 def randomize_masks(model, rng, prune_fraction=0.4):
-    """Means in +-[0.3, 2] and a random share of units pushed far above log_alpha 0."""
-    for _, _, mask in vib_masks(model):
+    """Means in +-[0.3, 2] and a random share of units pushed far above log_alpha 0.
+
+    One unit of each layer is kept by every one of its masks, so that no layer loses all
+    its units (stripping is exact only where it removes what the masks prune).
+    """
+    keep = {}
+    for owner, _, mask in vib_masks(model):
         units = mask.units
         mu = rng.uniform(0.3, 2.0, units) * rng.choice([-1.0, 1.0], units)
         pruned = rng.random(units) < prune_fraction
-        pruned[rng.integers(units)] = False  # never prune a whole layer by chance
+        pruned[keep.setdefault(owner, int(rng.integers(units)))] = False
         log_sigma2 = np.where(pruned, 6.0, -6.0) + rng.normal(0.0, 0.1, units)
         set_mask(mask, mu, log_sigma2)
 

@@ -47,7 +47,7 @@ def require_tf_keras_model(model, argument="model"):
 
 # The RNN layer resets these caches at the start of each call, outside the time loop; the VIB
 # cells use the same mechanism to draw one noise sample per sequence, shared by every step.
-from tf_keras.src.backend import ContextValueCache  # noqa: E402
+from tf_keras.src.backend import ContextValueCache, RandomGenerator  # noqa: E402
 from tf_keras.src.layers.rnn.dropout_rnn_cell_mixin import DropoutRNNCellMixin  # noqa: E402
 
-__all__ += ["ContextValueCache", "DropoutRNNCellMixin"]
+__all__ += ["ContextValueCache", "DropoutRNNCellMixin", "RandomGenerator"]

@@ -25,7 +25,7 @@ __all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES",
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
 #: trained masked model and the stripped one) and train faster than masks on every gate.
-STATE_GATES = {"lstm": "o", "gru": "h"}
+STATE_GATES = {"lstm": "o", "gru": "h", "simple_rnn": "h"}
 
 #: log_alpha thresholds tried when choosing the model: 0 prunes the most.
 DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -68,19 +68,20 @@ def default_kl_factor(n_train, width=KL_REFERENCE_WIDTH):
 
 
 def masked_width(model):
-    """The widest layer `add_vib_masks` puts masks on: the units and input features of each
-    recurrent layer, the units of each Dense whose output is not a model output."""
-    from tf_vib._graph import graph_nodes, node_outputs
-    from tf_vib.wrap import recurrent_kind
+    """The widest vector `add_vib_masks` puts masks on: the units of each masked recurrent
+    layer, the features in front of each FeatureMask."""
+    from tf_vib._graph import graph_nodes
+    from tf_vib.wrap import mask_plan
 
-    outputs = {id(t) for t in model.outputs}
+    plan = mask_plan(model)
     widths = [1]
     for node in graph_nodes(model):
         layer = node.layer
-        if recurrent_kind(layer):
-            widths += [int(layer.cell.units), int(node.keras_inputs[0].shape[-1])]
-        elif type(layer) is keras.layers.Dense and not any(id(t) in outputs for t in node_outputs(node)):
-            widths.append(int(layer.units))
+        if layer.name in plan.units:
+            inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+            widths.append(int(inner.cell.units))
+        if id(node) in plan.feature_masks:
+            widths.append(int(node.keras_inputs[0].shape[-1]))
     return max(widths)
 
 

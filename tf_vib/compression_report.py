@@ -12,12 +12,12 @@ __all__ = ["CompressionReport", "StageResult", "recurrent_params"]
 
 
 def recurrent_params(model):
-    """Parameters of the model's recurrent layers (LSTM, GRU, SimpleRNN, RNN), nested included."""
+    """Parameters of the model's recurrent layers (LSTM, GRU, SimpleRNN, RNN, Bidirectional), nested included."""
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             total += recurrent_params(layer)
-        elif isinstance(layer, keras.layers.RNN):
+        elif isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
             total += layer.count_params()
     return total
 

@@ -16,7 +16,8 @@ import numbers
 
 import numpy as np
 
-from tf_vib._keras import keras, require_tf_keras_model, tf
+from tf_vib._graph import rebuild
+from tf_vib._keras import keras, require_tf_keras_model
 
 __all__ = ["LowRankInfo", "low_rank"]
 
@@ -103,10 +104,6 @@ def _fresh_config(layer):
     return config
 
 
-def _map(structure, tensors):
-    return tf.nest.map_structure(lambda t: tensors.get(id(t), t), structure)
-
-
 def low_rank(model, *, rank=None, energy=None, layers=None, only_if_smaller=True):
     """Factorise the input kernel of plain LSTM/GRU layers by truncated SVD.
 
@@ -134,43 +131,21 @@ def low_rank(model, *, rank=None, energy=None, layers=None, only_if_smaller=True
     True
     """
     selected = _check_arguments(model, rank, energy, layers, only_if_smaller)
-    work = keras.models.clone_model(model)
-    work.set_weights(model.get_weights())
-    tensors, inputs, info = {}, [], {}
-    for tensor, name in zip(work.inputs, work.input_names, strict=True):
-        new = keras.Input(batch_size=tensor.shape[0], shape=tuple(tensor.shape[1:]),
-                          dtype=tensor.dtype, name=name)
-        tensors[id(tensor)] = new
-        inputs.append(new)
-    for depth in sorted(work._nodes_by_depth, reverse=True):
-        for node in work._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer = node.layer
-            args, kwargs = _map(node.call_args, tensors), _map(node.call_kwargs, tensors)
-            plan = None
-            if layer.name in selected:
-                layer_rank = rank.get(layer.name) if isinstance(rank, dict) else rank
-                info[layer.name], plan = _factorise(layer, layer_rank, energy, only_if_smaller)
-            if plan is None:
-                outputs = layer(*args, **kwargs)
-            else:
-                dense = keras.layers.Dense(info[layer.name].rank, use_bias=False,
-                                           name=f"{layer.name}_low_rank")
-                recurrent = type(layer).from_config(_fresh_config(layer))
-                outputs = recurrent(dense(args[0]), *args[1:], **kwargs)
-                dense.set_weights(plan[0])
-                recurrent.set_weights(plan[1])
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs), strict=True):
-                tensors[id(old)] = new
-    outputs = [tensors[id(t)] for t in work.outputs]
-    functional = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
-    if not isinstance(model, keras.Sequential):
-        return functional, info
-    spec = inputs[0]
-    sequential = keras.Sequential(
-        [keras.Input(batch_size=spec.shape[0], shape=spec.shape[1:], dtype=spec.dtype)]
-        + functional.layers[1:],
-        name=model.name,
-    )
-    return sequential, info
+    info = {}
+
+    def replace(call):
+        layer = call.layer
+        if layer.name not in selected:
+            return None
+        layer_rank = rank.get(layer.name) if isinstance(rank, dict) else rank
+        info[layer.name], plan = _factorise(layer, layer_rank, energy, only_if_smaller)
+        if plan is None:
+            return None
+        dense = keras.layers.Dense(info[layer.name].rank, use_bias=False, name=f"{layer.name}_low_rank")
+        recurrent = type(layer).from_config(_fresh_config(layer))
+        outputs = call.call(recurrent, first=dense(call.args[0]))
+        dense.set_weights(plan[0])
+        recurrent.set_weights(plan[1])
+        return outputs
+
+    return rebuild(model, replace), info

@@ -8,8 +8,8 @@ Wen et al., "Learning intrinsic sparse structures within long short-term memory"
 Group ``k`` of a recurrent layer with ``u`` units and ``n`` gate blocks (LSTM 4, GRU 3)
 holds column ``k`` of every gate block of ``kernel``, ``recurrent_kernel`` and ``bias``,
 row ``k`` of ``recurrent_kernel``, and row ``k`` of the input kernel of every layer that
-reads the layer's output (Dense, Conv1D, LSTM, GRU, RNN of a VIB cell; through Dropout-like
-layers). Each weight counts once in its group (the diagonal of ``recurrent_kernel`` is
+reads the layer's output (Dense, Conv1D, LSTM, GRU, SimpleRNN, RNN of a VIB cell; through the
+registry's carriers). Each weight counts once in its group (the diagonal of ``recurrent_kernel`` is
 both a row and a column). A unit whose whole group is zero outputs h = 0 at every step
 from a zero state: an LSTM's candidate is tanh(0) = 0 so its cell stays 0; a GRU's
 candidate is tanh(0) = 0 so its state stays 0. It can then be removed.
@@ -23,14 +23,15 @@ from tf_vib._graph import tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
+from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
+from tf_vib.registry import CARRIER, rule_of
 
 __all__ = ["ISSPenalty", "FreezeZeros", "add_iss_penalty", "iss_group_norms", "zero_small_groups"]
 
 _GATES = (
     (keras.layers.LSTMCell, 4), (VIBLSTMCell, 4), (keras.layers.GRUCell, 3), (VIBGRUCell, 3),
+    (keras.layers.SimpleRNNCell, 1), (VIBSimpleRNNCell, 1),
 )
-_PASS_THROUGH = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-                 keras.layers.AlphaDropout, keras.layers.ActivityRegularization)
 _TINY = 1e-20  # keeps the gradient of ||w_k|| finite (and zero) at an all-zero group
 
 
@@ -71,7 +72,7 @@ def _consumer_kernels(model, layer):
     kernels, frontier = [], [t for node in layer._inbound_nodes for t in tf.nest.flatten(node.outputs)]
     while frontier:
         for user in (node.layer for node in users.get(id(frontier.pop()), [])):
-            if isinstance(user, _PASS_THROUGH):
+            if rule_of(user).role == CARRIER and not isinstance(user, keras.layers.Concatenate):
                 frontier.extend(t for node in user._inbound_nodes for t in tf.nest.flatten(node.outputs))
             elif _input_kernel(user) is not None and all(k is not _input_kernel(user) for k in kernels):
                 kernels.append(_input_kernel(user))

@@ -1,51 +1,37 @@
 """strip_masks: turn a model with VIB layers into a plain, smaller Keras model.
 
-The walk follows the model's graph once. For every tensor it keeps a ``Channels``
-record that relates the new (stripped) tensor to the masked model's tensor:
+The model is rebuilt once (`tf_vib._graph.rebuild`). For every tensor the walk keeps a
+``Channels`` record that relates the new (stripped) tensor to the masked model's tensor:
 
     masked[..., physical[j]] == scale[j] * stripped[..., j]    for live j
     masked[..., c] == 0                                          for every other c
 
-A mask changes the record and vanishes; a layer that reads the tensor through a
-kernel (Dense, LSTM, GRU...) takes the live rows of its kernel, scaled; a recurrent
-VIB layer keeps only its living units and folds its mask means (see the cells'
-docstrings for which gates fold). Any other layer must receive its input unchanged.
+A mask changes the record and vanishes; a layer that reads the tensor through a kernel
+(Dense, Conv1D, LSTM, GRU, SimpleRNN, Bidirectional) takes the live rows of its kernel,
+scaled; a VIB recurrent layer keeps its living units, and its cell folds its mask means
+(``VIBRecurrentCell.fold``); Dense, Conv1D and Embedding layers whose every reader prunes
+some of their units lose those columns; carriers (`tf_vib.registry`) carry the record
+through; any other layer must receive its input unchanged.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
 
-from tf_vib._graph import as_list, graph_nodes, tensor_users
+from tf_vib._graph import graph_nodes, is_model_output, node_outputs, rebuild, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
-from tf_vib.layers.recurrent import VIBRNN
+from tf_vib.layers.recurrent import MEMORYLESS_BIAS, VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
-from tf_vib.layers.vib_gru import VIBGRUCell
-from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.layers.vib_mask import GaussianMask
+from tf_vib.registry import CARRIER, KERNEL, RECURRENT, activation_values, rule_of
+from tf_vib.wrap import RNN_KEYS
 
 __all__ = ["strip_masks", "kept_input_features", "alive_units", "unit_gates", "LayerRecord", "MEMORYLESS_BIAS"]
 
-#: Gate bias given to a unit whose forget (LSTM) or update (GRU) mask is pruned: the gate
-#: is then sigmoid(-30) ~ 1e-13, i.e. zero, and the unit keeps no memory, as in the masked cell.
-MEMORYLESS_BIAS = -30.0
-
-_ROW_SLICEABLE = (
-    keras.layers.Dense,
-    keras.layers.LSTM,
-    keras.layers.GRU,
-    keras.layers.SimpleRNN,
-    keras.layers.Conv1D,
-)
-_PASS_THROUGH = (
-    keras.layers.Dropout,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.ActivityRegularization,
-)
+_COLUMN_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Embedding)
 
 
 @dataclasses.dataclass
@@ -58,6 +44,11 @@ class Channels:
     @classmethod
     def full(cls, total):
         return cls(np.arange(total), np.ones(total), np.ones(total, bool), total)
+
+    @classmethod
+    def subset(cls, indices, total):
+        indices = np.asarray(indices)
+        return cls(indices, np.ones(len(indices)), np.ones(len(indices), bool), total)
 
     @property
     def is_full(self):
@@ -104,25 +95,23 @@ def _kept(mask: GaussianMask, threshold):
 
 def unit_gates(cell):
     """The gates of a VIB cell whose mask can remove a unit, the state's own first: an
-    LSTM's output, candidate and input gates (``"oci"``); a GRU's candidate (``"h"``)."""
-    return "oci" if isinstance(cell, VIBLSTMCell) else "h"
+    LSTM's output, candidate and input gates (``"oci"``); a GRU's or SimpleRNN's ``"h"``."""
+    return cell.UNIT_GATES
 
 
 def alive_units(cell, threshold):
     """Which units of a VIB cell survive ``threshold``, and each unit's score.
 
-    A unit survives while every mask that can remove it keeps it (an LSTM's input, candidate
-    and output gates; a GRU's candidate); its score is the largest log_alpha among those
-    masks (large means noise). Returns ``(alive, score)``, NumPy vectors of ``cell.units``.
+    A unit survives while every mask that can remove it keeps it (``unit_gates``); its
+    score is the largest log_alpha among those masks (large means noise). Returns
+    ``(alive, score)``, NumPy vectors of ``cell.units``.
     """
-    alive = np.ones(cell.units, bool)
-    score = np.full(cell.units, -np.inf)
+    kept, score = {}, np.full(cell.units, -np.inf)
     for gate in unit_gates(cell):
         if gate in cell.vib_masks:
-            kept, log_alpha = _kept(cell.vib_masks[gate], threshold)
-            alive &= kept
+            kept[gate], log_alpha = _kept(cell.vib_masks[gate], threshold)
             score = np.maximum(score, log_alpha)
-    return alive, score
+    return cell.unit_alive(kept), score
 
 
 def _deterministic(mask, kept):
@@ -150,6 +139,37 @@ def _force_min(kept_unit, score, min_units, layer_name, what):
     return forced
 
 
+def _vib_cell(layer):
+    cell = getattr(layer, "cell", None)
+    return cell if isinstance(cell, VIBRecurrentCell) else None
+
+
+def _vib_recurrent(layer):
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _vib_cell(layer.forward_layer) is not None
+    return _vib_cell(layer) is not None
+
+
+def _plain_recurrent(layer, units):
+    cell = layer.cell
+    config = {**cell.plain_cell_config(), "units": units}
+    config.update({k: v for k, v in layer.get_config().items() if k in RNN_KEYS})
+    if config.get("activity_regularizer") is not None:
+        config["activity_regularizer"] = keras.regularizers.deserialize(config["activity_regularizer"])
+    return cell.PLAIN_LAYER(**config)
+
+
+def _kernel_indices(layer):
+    """Which of ``layer.get_weights()`` are kernels that read the layer's input."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [0, len(layer.forward_layer.get_weights())]
+    return [0]
+
+
+def _call_counts(model):
+    return collections.Counter(id(node.layer) for node in graph_nodes(model))
+
+
 class _Stripper:
     def __init__(self, model, threshold, min_units, input_features):
         self.model = model
@@ -158,14 +178,19 @@ class _Stripper:
         self.input_features = input_features
         self.records = []
         self.kept_inputs = {}
-        self.consumers = tensor_users(self.model)
+        self.users = tensor_users(model)
+        self.channels = {}
+        self._feature_values = {}
+        self.columns = self._droppable_columns()
 
     # -- masks ------------------------------------------------------------------------
 
     def feature_mask_values(self, layer):
-        kept, log_alpha = _kept(layer.mask, self.threshold)
-        kept = _force_min(kept, log_alpha, self.min_units, layer.name, "features")
-        return _deterministic(layer.mask, kept)
+        if layer.name not in self._feature_values:
+            kept, log_alpha = _kept(layer.mask, self.threshold)
+            kept = _force_min(kept, log_alpha, self.min_units, layer.name, "features")
+            self._feature_values[layer.name] = _deterministic(layer.mask, kept)
+        return self._feature_values[layer.name]
 
     def cell_mask_values(self, layer):
         """Deterministic value of every gate mask, and which units are alive."""
@@ -180,81 +205,101 @@ class _Stripper:
         values.update({g: _deterministic(m, kept[g]) for g, m in cell.vib_masks.items()})
         return values, forced
 
+    def _droppable_columns(self):
+        """``{layer name: kept columns}`` for Dense/Conv1D/Embedding layers whose every reader
+        (through carriers) is a FeatureMask that prunes some of their units."""
+        columns, calls = {}, _call_counts(self.model)
+        for node in graph_nodes(self.model):
+            layer = node.layer
+            if type(layer) not in _COLUMN_PRODUCERS or calls[id(layer)] > 1:
+                continue
+            kept = self._kept_downstream(node_outputs(node)[0])
+            if kept is not None and not kept.all():
+                columns[layer.name] = np.flatnonzero(kept)
+        return columns
+
+    def _kept_downstream(self, tensor):
+        readers = self.users.get(id(tensor), [])
+        if is_model_output(self.model, tensor) or not readers:
+            return None
+        kept = None
+        for node in readers:
+            layer = node.layer
+            if isinstance(layer, FeatureMask):
+                here = self.feature_mask_values(layer) != 0
+            elif rule_of(layer).role == CARRIER and len(node.keras_inputs) == 1:
+                here = self._kept_downstream(node_outputs(node)[0])
+            else:
+                return None
+            if here is None:
+                return None
+            kept = here if kept is None else kept | here
+        return kept
+
     # -- the walk -----------------------------------------------------------------------
 
+    def new_input(self, tensor, name):
+        channels = _full_like(tensor)
+        new = None
+        kept = self._kept_model_input(tensor)
+        if kept is not None:
+            channels = Channels.subset(np.flatnonzero(kept), len(kept))
+            shape = tensor.shape[:-1].concatenate([int(kept.sum())])
+            self.kept_inputs[name] = np.flatnonzero(kept)
+            new = keras.Input(batch_size=shape[0], shape=tuple(shape[1:].as_list()), dtype=tensor.dtype, name=name)
+        self.channels[id(tensor)] = channels
+        return new
+
     def run(self):
-        tensors = {}
-        new_inputs = []
-        for tensor, name in zip(self.model.inputs, self.model.input_names, strict=True):
-            channels = Channels.full(tensor.shape[-1]) if tensor.shape.rank else None
-            shape = tensor.shape
-            kept = self._kept_model_input(tensor)
-            if kept is not None:
-                channels = Channels(np.flatnonzero(kept), np.ones(kept.sum()), np.ones(kept.sum(), bool), len(kept))
-                shape = shape[:-1].concatenate([int(kept.sum())])
-                self.kept_inputs[name] = np.flatnonzero(kept)
-            new = keras.Input(
-                batch_size=shape[0], shape=tuple(shape[1:].as_list()), dtype=tensor.dtype, name=name
-            )
-            new_inputs.append(new)
-            tensors[id(tensor)] = (new, channels)
-        for node in graph_nodes(self.model):
-            inputs = [tensors[id(t)] for t in node.keras_inputs]
-            outputs = as_list(node.outputs)
-            result = self.strip_node(node, inputs)
-            for original, new in zip(outputs, result if isinstance(result, list) else [result], strict=True):
-                tensors[id(original)] = new
-        new_outputs = []
+        stripped = rebuild(self.model, self.replace, new_input=self.new_input)
         for tensor in self.model.outputs:
-            new, channels = tensors[id(tensor)]
+            channels = self.channels.get(id(tensor))
             if channels is not None and not channels.is_full:
                 raise ValueError(
                     f"the output of layer {tensor._keras_history.layer.name!r} is a model "
                     "output, so its units cannot be removed or rescaled: put a Dense layer "
                     "after the last VIB layer"
                 )
-            new_outputs.append(new)
-        functional = keras.Model(new_inputs, new_outputs, name=self.model.name)
-        if not isinstance(self.model, keras.Sequential):
-            return functional
-        # A Sequential in, a Sequential out: the layers (already built, weights set) are reused.
-        spec = new_inputs[0]
-        return keras.Sequential(
-            [keras.Input(batch_size=spec.shape[0], shape=spec.shape[1:], dtype=spec.dtype)]
-            + functional.layers[1:],
-            name=self.model.name,
-        )
+        return stripped
 
     def _kept_model_input(self, tensor):
         if self.input_features != "kept":
             return None
-        users = self.consumers.get(id(tensor), [])
+        users = self.users.get(id(tensor), [])
         if len(users) == 1 and isinstance(users[0].layer, FeatureMask):
             return self.feature_mask_values(users[0].layer) != 0
         return None
 
-    def strip_node(self, node, inputs):
-        layer = node.layer
-        if set(node.call_kwargs) - {"training", "mask"}:
-            raise ValueError(
-                f"strip_masks cannot rebuild layer {layer.name!r}: it was called with "
-                f"{sorted(set(node.call_kwargs) - {'training', 'mask'})}"
-            )
+    def _set(self, node, channels):
+        outputs = node_outputs(node)
+        channels = channels if isinstance(channels, list) else [channels] * len(outputs)
+        for tensor, record in zip(outputs, channels, strict=True):
+            self.channels[id(tensor)] = record
+
+    def replace(self, call):
+        node, layer = call.node, call.layer
+        inputs = [self.channels.get(id(t)) for t in node.keras_inputs]
+        main = inputs[0] if inputs and node.call_args and node.call_args[0] is node.keras_inputs[0] else None
         if isinstance(layer, FeatureMask):
-            return self.strip_feature_mask(layer, inputs[0])
-        if is_vib_layer(layer):
-            return self.strip_recurrent(layer, inputs[0])
-        if isinstance(layer, keras.Model) and any(is_vib_layer(sub) for sub in _all_layers(layer)):
+            output, channels = self.strip_feature_mask(layer, call.args[0], inputs[0])
+        elif _vib_recurrent(layer):
+            output, channels = self.strip_recurrent(call, main)
+        elif isinstance(layer, keras.Model) and any(is_vib_layer(sub) for sub in _all_layers(layer)):
             raise ValueError(
                 f"the nested model {layer.name!r} contains VIB layers: strip_masks needs them "
                 "at the top level of the model (call strip_masks on the nested model)"
             )
-        if len(inputs) == 1 and _row_sliceable(layer):
-            return self.strip_consumer(layer, node, inputs[0])
-        return self.copy_other(layer, node, inputs)
+        elif layer.name in self.columns or (rule_of(layer).role in (KERNEL, RECURRENT) and main is not None
+                                            and not main.is_full and len(inputs) == 1):
+            output, channels = self.strip_consumer(call, main)
+        elif rule_of(layer).role == CARRIER and any(c is not None and not c.is_full for c in inputs):
+            output, channels = self.carry(call, inputs)
+        else:
+            output, channels = self.copy_other(call, inputs)
+        self._set(node, channels)
+        return output
 
-    def strip_feature_mask(self, layer, source):
-        tensor, channels = source
+    def strip_feature_mask(self, layer, tensor, channels):
         values = self.feature_mask_values(layer)
         mask_values = values[channels.physical]
         live = channels.live & (mask_values != 0)
@@ -265,133 +310,178 @@ class _Stripper:
 
     def _gathered(self, tensor, channels, name):
         """The tensor with only its live channels, through SelectFeatures if any are dead."""
-        if channels.live.all():
+        if channels is None or channels.live.all():
             return tensor, channels
         keep = np.flatnonzero(channels.live)
         tensor = SelectFeatures(keep.tolist(), name=f"{name}_select")(tensor)
         return tensor, Channels(channels.physical[keep], channels.scale[keep], np.ones(len(keep), bool), channels.total)
 
-    def _output_columns(self, node):
-        """Columns a Dense may drop: those its only consumer, a FeatureMask, prunes."""
-        out = as_list(node.outputs)[0]
-        users = self.consumers.get(id(out), [])
-        is_model_output = any(out is t for t in self.model.outputs)
-        if len(users) == 1 and isinstance(users[0].layer, FeatureMask) and not is_model_output:
-            return np.flatnonzero(self.feature_mask_values(users[0].layer) != 0)
-        return None
-
-    def strip_consumer(self, layer, node, source):
-        tensor, channels = self._gathered(*source, layer.name)
-        weights = layer.get_weights()
-        kernel = weights[0]
-        axis = kernel.ndim - 2  # the input-feature axis (Conv1D kernels have a width axis first)
-        kernel = np.take(kernel, channels.physical, axis=axis)
-        shape = [1] * kernel.ndim
-        shape[axis] = -1
-        weights[0] = (kernel * channels.scale.reshape(shape)).astype(kernel.dtype)
-        config = layer.get_config()
+    def strip_consumer(self, call, source):
+        """A layer that reads its input through kernel rows, and may drop output columns."""
+        layer = call.layer
+        weights, config = layer.get_weights(), layer.get_config()
+        tensor, channels = self._gathered(call.args[0], source, layer.name)
+        if channels is not None and not channels.is_full and not isinstance(layer, keras.layers.Embedding):
+            for i in _kernel_indices(layer):
+                kernel = weights[i]
+                axis = kernel.ndim - 2  # the input-feature axis (Conv1D kernels have a width axis first)
+                kernel = np.take(kernel, channels.physical, axis=axis)
+                shape = [1] * kernel.ndim
+                shape[axis] = -1
+                weights[i] = (kernel * channels.scale.reshape(shape)).astype(kernel.dtype)
         out_channels = None
-        columns = self._output_columns(node) if isinstance(layer, keras.layers.Dense) else None
-        if columns is not None and len(columns) < config["units"]:
-            weights[0] = weights[0][:, columns]
-            if layer.use_bias:
+        columns = self.columns.get(layer.name)
+        if columns is not None:
+            key = {"Dense": "units", "Conv1D": "filters", "Embedding": "output_dim"}[type(layer).__name__]
+            total = config[key]
+            weights[0] = weights[0][..., columns]
+            if len(weights) > 1:
                 weights[1] = weights[1][columns]
-            out_channels = Channels(columns, np.ones(len(columns)), np.ones(len(columns), bool), config["units"])
-            config["units"] = len(columns)
+            config[key] = len(columns)
+            out_channels = Channels.subset(columns, total)
         new_layer = type(layer).from_config(config)
-        output = new_layer(tensor)
+        output = call.call(new_layer, first=tensor)
         new_layer.set_weights(weights)
-        units = config.get("units", config.get("filters"))
         self.records.append(
             LayerRecord(
-                layer.name, type(layer).__name__, _units(layer), units,
-                channels.total, len(channels.physical), layer.count_params(), new_layer.count_params(),
+                layer.name, type(layer).__name__, _units(layer), _units(new_layer),
+                channels.total if channels else None, len(channels.physical) if channels else None,
+                layer.count_params(), new_layer.count_params(),
             )
         )
-        return output, out_channels or _full_like(output)
+        return output, out_channels or [_full_like(t) for t in node_outputs(call.node)]
 
-    def strip_recurrent(self, layer, source):
-        if type(layer) not in (keras.layers.RNN, VIBRNN):
-            raise ValueError(
-                f"strip_masks can strip a VIB cell only inside a plain keras.layers.RNN or a "
-                f"VIBRNN; layer {layer.name!r} is a {type(layer).__name__}"
-            )
-        if layer.return_state or layer.stateful:
+    def strip_recurrent(self, call, source):
+        layer = call.layer
+        inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+        if inner.return_state or inner.stateful:
             raise ValueError(
                 f"strip_masks cannot strip layer {layer.name!r} with return_state=True or "
                 "stateful=True: its exactness needs a zero initial state and one output"
             )
-        tensor, channels = self._gathered(*source, layer.name)
-        cell = layer.cell
-        values, alive = self.cell_mask_values(layer)
-        units = np.flatnonzero(alive)
-        u, n = cell.units, len(units)
-        gates = len(cell.GATES)
-        cols = np.concatenate([g * u + units for g in range(gates)])
-        kernel = cell.kernel.numpy()[channels.physical][:, cols] * channels.scale[:, None]
-        if isinstance(cell, VIBLSTMCell):
-            state_scale = values["o"][units]
-            memory_gate = 1  # f
-            memoryless = values["f"][units] == 0
+        if source is None:
+            source = Channels.full(int(call.node.keras_inputs[0].shape[-1]))
+        tensor, channels = self._gathered(call.args[0], source, layer.name)
+        cell = inner.cell
+        if not isinstance(layer, keras.layers.Bidirectional):
+            values, alive = self.cell_mask_values(layer)
+            units = np.flatnonzero(alive)
+            weights, scale = self._fold(layer, values, units, channels)
+            new_layer = _plain_recurrent(layer, len(units))
+            output = call.call(new_layer, first=tensor)
+            new_layer.set_weights(weights)
+            record = Channels(units, scale, np.ones(len(units), bool), cell.units)
+            kind, total, kept = cell.PLAIN_LAYER.__name__, cell.units, len(units)
         else:
-            state_scale = values["h"][units]
-            memory_gate = 0  # z
-            memoryless = values["z"][units] == 0
-        recurrent = cell.recurrent_kernel.numpy()[units][:, cols] * state_scale[:, None]
-        bias = cell.bias.numpy()[..., cols].copy() if cell.use_bias else None
-        if isinstance(cell, VIBGRUCell):
-            reset = values["r"][units]
-            if cell.reset_after:
-                recurrent[:, 2 * n :] *= reset[None, :]
-                if bias is not None:
-                    bias[1, 2 * n :] *= reset
-            else:
-                recurrent[:, 2 * n :] *= reset[:, None]
-        columns = memory_gate * n + np.flatnonzero(memoryless)
-        kernel[:, columns] = 0.0
-        recurrent[:, columns] = 0.0
-        if len(columns):
-            if bias is None:
-                raise ValueError(
-                    f"layer {layer.name!r} has units whose memory gate is pruned, which needs a "
-                    "bias to express exactly; build the cell with use_bias=True"
-                )
-            if bias.ndim == 2:
-                bias[0, columns], bias[1, columns] = MEMORYLESS_BIAS, 0.0
-            else:
-                bias[columns] = MEMORYLESS_BIAS
-        new_layer = _plain_recurrent(layer, n)
-        output = new_layer(tensor)
-        weights = [kernel, recurrent] + ([bias] if bias is not None else [])
-        new_layer.set_weights([w.astype(np.float32) for w in weights])
-        before = sum(int(np.prod(w.shape)) for w in (cell.kernel, cell.recurrent_kernel))
-        before += int(np.prod(cell.bias.shape)) if cell.use_bias else 0
-        self.records.append(
-            LayerRecord(
-                layer.name, type(cell).__name__.replace("VIB", "").replace("Cell", ""), u, n,
-                channels.total, len(channels.physical), before, new_layer.count_params(),
-            )
-        )
-        return output, Channels(units, state_scale, np.ones(n, bool), u)
+            output, record, new_layer = self._strip_bidirectional(call, tensor, channels)
+            kind, total, kept = f"Bidirectional({cell.PLAIN_LAYER.__name__})", record.total, len(record.physical)
+        self.records.append(LayerRecord(layer.name, kind, total, kept, channels.total, len(channels.physical),
+                                        _params(layer), new_layer.count_params()))
+        return output, record
 
-    def copy_other(self, layer, node, inputs):
-        for tensor, channels in inputs:
+    def _fold(self, layer, values, units, channels):
+        cell = layer.cell
+        rows = cell.kernel.numpy()[channels.physical] * channels.scale[:, None]
+        return cell.fold(values, units, rows)
+
+    def _strip_bidirectional(self, call, tensor, channels):
+        layer = call.layer
+        directions = [layer.forward_layer, layer.backward_layer]
+        masks = [self.cell_mask_values(d) for d in directions]
+        u = directions[0].cell.units
+        if layer.merge_mode == "concat":
+            units = [np.flatnonzero(alive) for _, alive in masks]
+            folded = [self._fold(d, values, k, channels) for d, (values, _), k in zip(directions, masks, units, strict=True)]
+            physical = np.concatenate([units[0], u + units[1]])
+            scale = np.concatenate([folded[0][1], folded[1][1]])
+            sizes = [len(k) for k in units]
+        else:
+            alive = masks[0][1] | masks[1][1]
+            shared = np.flatnonzero(alive)
+            folded = []
+            for direction, (values, own) in zip(directions, masks, strict=True):
+                weights, scale = self._fold(direction, values, shared, channels)
+                live_scale = scale[own[shared]]
+                if not np.all(live_scale == 1.0):
+                    raise ValueError(
+                        f"Bidirectional layer {layer.name!r} merges its directions with "
+                        f"{layer.merge_mode!r}, which needs hard state masks (hard_gates); "
+                        "add_vib_masks builds them so"
+                    )
+                folded.append((direction.cell.silence(weights, np.flatnonzero(~own[shared])), scale))
+            physical, scale, sizes = shared, np.ones(len(shared)), [len(shared)] * 2
+        plain = [_plain_recurrent(d, n) for d, n in zip(directions, sizes, strict=True)]
+        new_layer = keras.layers.Bidirectional(plain[0], backward_layer=plain[1], merge_mode=layer.merge_mode,
+                                               name=layer.name)
+        output = call.call(new_layer, first=tensor)
+        new_layer.set_weights(folded[0][0] + folded[1][0])
+        total = 2 * u if layer.merge_mode == "concat" else u
+        return output, Channels(physical, scale, np.ones(len(physical), bool), total), new_layer
+
+    def carry(self, call, inputs):
+        """A carrier (`tf_vib.registry`) takes the record through."""
+        layer, node = call.layer, call.node
+        if isinstance(layer, keras.layers.Concatenate):
+            return None, self._concatenated(node, inputs)
+        channels = inputs[0]
+        rule = rule_of(layer)
+        inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+        if isinstance(inner, keras.layers.BatchNormalization):
+            return self._batch_norm(call, channels)
+        if not rule.linear:
+            positive = isinstance(inner, (keras.layers.GlobalMaxPooling1D, keras.layers.MaxPooling1D))
+            ok_scale = np.all(channels.scale > 0) if positive else np.all(channels.scale == 1.0)
+            zero_stays = positive or channels.live.all() or np.all(activation_values(inner, [0.0]) == 0)
+            if not (ok_scale and zero_stays):
+                raise ValueError(
+                    f"strip_masks cannot carry rescaled units through layer {layer.name!r} "
+                    f"({type(layer).__name__}): the masks before it must be hard at inference "
+                    "(add_vib_masks makes them so)"
+                )
+        return None, channels
+
+    def _concatenated(self, node, inputs):
+        if any(c is None for c in inputs):
+            raise ValueError(f"strip_masks cannot carry units through {node.layer.name!r}: an input's "
+                             "feature axis is unknown")
+        offsets = np.cumsum([0] + [c.total for c in inputs])
+        return Channels(np.concatenate([c.physical + o for c, o in zip(inputs, offsets[:-1], strict=True)]),
+                        np.concatenate([c.scale for c in inputs]), np.concatenate([c.live for c in inputs]),
+                        int(offsets[-1]))
+
+    def _batch_norm(self, call, channels):
+        """Slice BatchNormalization's four vectors; a unit's scale folds into gamma and the mean."""
+        layer = call.layer
+        if not channels.live.all():
+            raise ValueError(f"strip_masks cannot carry pruned-but-present units through {layer.name!r}: "
+                             "BatchNormalization maps a zero unit to a constant")
+        names = [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
+        weights = dict(zip(names, (w[channels.physical] for w in layer.get_weights()), strict=True))
+        scale = channels.scale
+        if np.any(scale != 1.0):
+            if "gamma" not in weights:
+                raise ValueError(f"BatchNormalization {layer.name!r} has scale=False: a unit's scale cannot fold")
+            weights["gamma"] = weights["gamma"] * scale
+            weights["moving_mean"] = weights["moving_mean"] / scale
+        new_layer = type(layer).from_config(layer.get_config())
+        output = call.call(new_layer)
+        new_layer.set_weights([weights[n].astype(np.float32) for n in names])
+        return output, Channels.subset(channels.physical, channels.total)
+
+    def copy_other(self, call, inputs):
+        layer = call.layer
+        for channels in inputs:
             if channels is not None and not channels.is_full:
-                if isinstance(layer, _PASS_THROUGH) and len(inputs) == 1:
-                    return _call_copy(layer, node, [tensor]), channels
                 raise ValueError(
                     f"strip_masks cannot carry removed or rescaled units through layer "
-                    f"{layer.name!r} ({type(layer).__name__}); put VIB masks only directly "
-                    "before Dense, LSTM, GRU, SimpleRNN or Conv1D layers"
+                    f"{layer.name!r} ({type(layer).__name__}): {rule_of(layer).reason or 'it mixes units'}; "
+                    "put VIB masks only where add_vib_masks puts them"
                 )
-        output = _call_copy(layer, node, [t for t, _ in inputs])
         self.records.append(
             LayerRecord(layer.name, type(layer).__name__, _units(layer), _units(layer), None, None,
                         layer.count_params(), layer.count_params())
         )
-        outputs = as_list(output)
-        result = [(o, _full_like(o)) for o in outputs]
-        return result if isinstance(output, (list, tuple)) else result[0]
+        return None, [_full_like(t) for t in node_outputs(call.node)]
 
 
 def _full_like(tensor):
@@ -400,7 +490,22 @@ def _full_like(tensor):
 
 
 def _units(layer):
-    return getattr(layer, "units", None) or getattr(getattr(layer, "cell", None), "units", None)
+    if isinstance(layer, keras.layers.Bidirectional):
+        return _units(layer.forward_layer)
+    return (getattr(layer, "units", None) or getattr(layer, "filters", None) or getattr(layer, "output_dim", None)
+            or getattr(getattr(layer, "cell", None), "units", None))
+
+
+def _params(layer):
+    """Parameters of a layer without its VIB masks' own variables."""
+    masks = sum(int(np.prod(v.shape)) for owner in _owners(layer) for v in owner.mask_variables)
+    kl = sum(1 for owner in _owners(layer))
+    return layer.count_params() - masks - kl
+
+
+def _owners(layer):
+    inner = [layer.forward_layer, layer.backward_layer] if isinstance(layer, keras.layers.Bidirectional) else [layer]
+    return [d.cell for d in inner if _vib_cell(d) is not None]
 
 
 def _all_layers(model):
@@ -408,50 +513,6 @@ def _all_layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
-
-
-def _row_sliceable(layer):
-    if isinstance(layer, _ROW_SLICEABLE):
-        return True
-    if isinstance(layer, keras.layers.TimeDistributed):
-        return isinstance(layer.layer, keras.layers.Dense)
-    return type(layer) is keras.layers.RNN and isinstance(
-        layer.cell, (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-    )
-
-
-def _call_copy(layer, node, tensors):
-    if isinstance(layer, keras.Model):
-        new_layer = keras.models.clone_model(layer)
-    else:
-        new_layer = type(layer).from_config(layer.get_config())
-    output = new_layer(tensors[0] if len(tensors) == 1 else tensors)
-    new_layer.set_weights(layer.get_weights())
-    return output
-
-
-def _plain_recurrent(layer, units):
-    cell = layer.cell
-    common = dict(
-        units=units,
-        activation=cell.activation,
-        recurrent_activation=cell.recurrent_activation,
-        use_bias=cell.use_bias,
-        kernel_regularizer=cell.kernel_regularizer,
-        recurrent_regularizer=cell.recurrent_regularizer,
-        bias_regularizer=cell.bias_regularizer,
-        kernel_constraint=cell.kernel_constraint,
-        recurrent_constraint=cell.recurrent_constraint,
-        bias_constraint=cell.bias_constraint,
-        return_sequences=layer.return_sequences,
-        go_backwards=layer.go_backwards,
-        unroll=layer.unroll,
-        time_major=layer.time_major,
-        name=layer.name,
-    )
-    if isinstance(cell, VIBLSTMCell):
-        return keras.layers.LSTM(**common, unit_forget_bias=False)
-    return keras.layers.GRU(**common, reset_after=cell.reset_after)
 
 
 def _check_model(model, input_features, min_units):
@@ -469,12 +530,14 @@ def _check_model(model, input_features, min_units):
 def strip_masks(model, *, threshold=None, min_units=0, input_features="all", return_records=False):
     """Remove every VIB mask, the pruned units and the pruned input features.
 
-    Returns a new plain tf_keras model (``LSTM``, ``GRU``, ``Dense`` and the user's other
-    layers; a ``SelectFeatures`` gather where a FeatureMask sat on the model's own input)
-    whose outputs equal the masked model's deterministic outputs. Pruned hidden units are
-    removed from the recurrent layer and from the next layer's kernel rows, surviving mask
-    means are folded into the weights, and a Dense layer followed by a FeatureMask loses its
-    pruned columns. The input model is not modified.
+    Returns a new plain tf_keras model (``LSTM``, ``GRU``, ``SimpleRNN``, ``Bidirectional``,
+    ``Dense`` and the user's other layers; a ``SelectFeatures`` gather where a FeatureMask
+    sat on the model's own input) whose outputs equal the masked model's deterministic
+    outputs. Pruned hidden units are removed from the recurrent layer and from the next
+    layer's kernel rows, surviving mask means are folded into the weights, and a Dense,
+    Conv1D or Embedding layer whose readers prune some of its units loses those columns.
+    Every call argument, dtype and layer setting of the model is kept. The input model is
+    not modified.
 
     Exactness assumes a zero initial state (the recurrent layers' default).
 
@@ -499,7 +562,7 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
     ...                         keras.layers.RNN(tf_vib.layers.VIBLSTMCell(4)),
     ...                         keras.layers.Dense(2)])
     >>> [type(layer).__name__ for layer in tf_vib.strip_masks(vib).layers]
-    ['InputLayer', 'LSTM', 'Dense']
+    ['LSTM', 'Dense']
     """
     _check_model(model, input_features, min_units)
     threshold = _check_threshold(threshold)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from tf_vib._keras import keras, tf
-from tf_vib.layers.base import VIBLayerMixin
+from tf_vib.schedules import vib_layers
 
 __all__ = [
     "as_arrays",
@@ -141,18 +141,6 @@ def resolve_loss(model, loss):
         return keras.losses.get(loss)
     except ValueError as error:
         raise ValueError(f"`loss` {loss!r} is not a Keras loss: {error}") from None
-
-
-def vib_layers(model):
-    """The VIB layers of a model: FeatureMasks and VIB cells."""
-    found = []
-    for layer in model.layers:
-        owner = getattr(layer, "cell", layer)
-        if isinstance(owner, VIBLayerMixin):
-            found.append(owner)
-        if isinstance(layer, keras.Model):
-            found.extend(vib_layers(layer))
-    return found
 
 
 class TwoRateTrainer(keras.Model):

@@ -1,75 +1,235 @@
-"""add_vib_masks: a copy of a trained model with VIB layers in place of LSTM, GRU and Dense.
+"""add_vib_masks: a copy of a trained model with VIB masks wherever stripping can follow.
 
-Each ``LSTM``/``GRU`` becomes ``RNN(VIBLSTMCell|VIBGRUCell)`` with the trained weights,
-a ``FeatureMask`` goes in front of the first recurrent layer of each chain (on the
-features it reads), and a ``FeatureMask`` after each hidden ``Dense``. With the masks'
-means at exactly 1 (the warm start), the copy reproduces the original's predictions.
+What may be masked is decided before any training, from the layer registry
+(`tf_vib.registry`), by ``mask_plan``:
+
+- a recurrent layer (LSTM, GRU, SimpleRNN, or a Bidirectional of one) gets masks on its
+  units when everything its output reaches, through carriers (pooling, dropout,
+  activations, BatchNormalization, Concatenate...), reads it through a kernel (Dense,
+  Conv1D, another recurrent layer); when that path passes a carrier a per-unit scale does
+  not pass (an activation, max pooling, BatchNormalization), or the layer is a
+  Bidirectional that sums, averages or multiplies its directions, the masks are hard at
+  inference;
+- a FeatureMask goes in front of each recurrent layer on the features it reads (unless
+  they all come from masked recurrent units), and in front of each Dense or Conv1D that
+  reads the units of a hidden Dense, Conv1D or Embedding.
+
+A layer whose units cannot be removed keeps its width; ``MaskPlan.decisions`` says which
+and why. With the masks' means at exactly 1 (the warm start), the copy predicts as the
+original.
 """
 
-from tf_vib._graph import as_list, graph_nodes, node_outputs
+import collections
+import dataclasses
+
+from tf_vib._graph import (
+    graph_nodes,
+    is_keras_tensor,
+    is_model_output,
+    node_outputs,
+    rebuild,
+    tensor_users,
+)
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
+from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
+from tf_vib.registry import BREAKER, CARRIER, KERNEL, RECURRENT, recurrent_kind, rule_of
 
-__all__ = ["add_vib_masks", "recurrent_kind"]
+__all__ = ["add_vib_masks", "mask_plan", "MaskPlan", "LayerDecision", "recurrent_kind", "RNN_KEYS"]
 
 _WARM_MU = {"class_name": "Constant", "config": {"value": 1.0}}
+_VIB_CELLS = {"lstm": VIBLSTMCell, "gru": VIBGRUCell, "simple_rnn": VIBSimpleRNNCell}
+#: The RNN layer's own arguments (the rest of a plain recurrent layer's config is its cell's).
+RNN_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "time_major",
+            "zero_output_for_mask", "name", "trainable", "dtype", "activity_regularizer")
+_COLUMN_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Embedding)
 
 
-def recurrent_kind(layer):
-    """``"lstm"``, ``"gru"`` or None, for the plain Keras layers tf-vib can wrap."""
-    if type(layer) is keras.layers.LSTM:
-        return "lstm"
-    if type(layer) is keras.layers.GRU:
-        return "gru"
-    if type(layer) is keras.layers.RNN:
-        if type(layer.cell) is keras.layers.LSTMCell:
-            return "lstm"
-        if type(layer.cell) is keras.layers.GRUCell:
-            return "gru"
-    return None
+@dataclasses.dataclass
+class LayerDecision:
+    """What ``mask_plan`` decided for one layer: ``masks`` is ``"units"``, ``"inputs"``,
+    ``"units, inputs"`` or ``""``; ``reason`` says why a layer's units keep their width."""
+
+    name: str
+    type: str
+    masks: str
+    reason: str = ""
 
 
-def _vib_recurrent(layer, kind, mask_kwargs, masked_gates):
-    cell = layer.cell
-    if layer.return_state or layer.stateful:
-        raise ValueError(
-            f"layer {layer.name!r} has return_state=True or stateful=True, which tf-vib cannot "
-            "compress exactly; use a plain recurrent layer with a zero initial state"
-        )
-    common = dict(
-        activation=cell.activation,
-        recurrent_activation=cell.recurrent_activation,
-        use_bias=cell.use_bias,
-        kernel_regularizer=cell.kernel_regularizer,
-        recurrent_regularizer=cell.recurrent_regularizer,
-        bias_regularizer=cell.bias_regularizer,
-        kernel_constraint=cell.kernel_constraint,
-        recurrent_constraint=cell.recurrent_constraint,
-        bias_constraint=cell.bias_constraint,
-        **mask_kwargs,
-    )
-    gates = masked_gates.get(kind) if isinstance(masked_gates, dict) else masked_gates
-    if kind == "lstm":
-        new_cell = VIBLSTMCell(cell.units, masked_gates=gates, **common)
-    else:
-        new_cell = VIBGRUCell(cell.units, masked_gates=gates, reset_after=cell.reset_after, **common)
-    return VIBRNN(
-        new_cell,
-        return_sequences=layer.return_sequences,
-        go_backwards=layer.go_backwards,
-        unroll=layer.unroll,
-        time_major=layer.time_major,
-        name=layer.name,
-    )
+@dataclasses.dataclass
+class MaskPlan:
+    """Where ``add_vib_masks`` puts masks (see the module docstring)."""
+
+    #: recurrent layer name -> hard masks at inference (True) or folding ones
+    units: dict
+    #: ids of the nodes that get a FeatureMask on their main input, -> the mask's name
+    feature_masks: dict
+    decisions: list
+
+    @property
+    def empty(self):
+        return not self.units and not self.feature_masks
+
+    def describe(self):
+        return "; ".join(f"{d.name} ({d.type}): {d.reason}" for d in self.decisions if d.reason)
 
 
-def _copy_layer(layer):
-    if isinstance(layer, keras.Model):
-        return keras.models.clone_model(layer)
-    return type(layer).from_config(layer.get_config())
+def _main_input(node):
+    args = node.call_args
+    return args[0] if args and is_keras_tensor(args[0]) else None
+
+
+def _only_main_input(node):
+    main = _main_input(node)
+    return main is not None and len(node.keras_inputs) == 1
+
+
+def _follow(model, tensor, users):
+    """Whether every reader of ``tensor`` (through carriers) reads it through a kernel.
+
+    Returns ``(ok, needs_unscaled, reason)``: ``needs_unscaled`` when a carrier on the way
+    does not commute with a per-unit scale.
+    """
+    if is_model_output(model, tensor):
+        return False, False, "its units are a model output"
+    readers = users.get(id(tensor), [])
+    if not readers:
+        return False, False, "nothing reads its units"
+    unscaled = False
+    for node in readers:
+        layer, rule = node.layer, rule_of(node.layer)
+        if rule.role in (KERNEL, RECURRENT):
+            if _main_input(node) is not tensor or len(node.keras_inputs) != 1:
+                return False, False, f"layer {layer.name!r} reads its units as a state or extra argument"
+            continue
+        if rule.role == CARRIER and (len(node.keras_inputs) == 1 or isinstance(layer, keras.layers.Concatenate)):
+            for out in node_outputs(node):
+                ok, inner, why = _follow(model, out, users)
+                if not ok:
+                    return False, False, why
+                unscaled |= inner
+            unscaled |= not rule.linear
+            continue
+        reason = rule.reason if rule.role == BREAKER else "it is read with other tensors"
+        return False, False, f"layer {layer.name!r} ({type(layer).__name__}): {reason}"
+    return True, unscaled, ""
+
+
+def _sources(tensor, masked_units):
+    """The kinds of layer whose units reach ``tensor`` through carriers."""
+    history = getattr(tensor, "_keras_history", None)
+    layer = history.layer if history is not None else None
+    if layer is None or isinstance(layer, keras.layers.InputLayer):
+        return {"input"}
+    if layer.name in masked_units:
+        return {"vib"}
+    if type(layer) in _COLUMN_PRODUCERS:
+        return {"kernel"}
+    node = layer._inbound_nodes[history.node_index]
+    if rule_of(layer).role == CARRIER:
+        kinds = set()
+        for source in node.keras_inputs:
+            kinds |= _sources(source, masked_units)
+        return kinds
+    return {"other"}
+
+
+def _units_blocked(layer, node):
+    """Why a recurrent layer's units cannot be masked, or ""."""
+    inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+    if isinstance(layer, keras.layers.Bidirectional):
+        if layer.merge_mode not in ("concat", "sum", "ave", "mul"):
+            return f"merge_mode={layer.merge_mode!r} returns the directions apart"
+        if recurrent_kind(layer.backward_layer) != recurrent_kind(inner):
+            return "its two directions are different kinds of layer"
+    if inner.return_state:
+        return "return_state=True: its states are outputs too"
+    if inner.stateful:
+        return "stateful=True: its state carries over between batches"
+    if len(node.keras_inputs) > 1 or set(node.call_kwargs) & {"initial_state", "constants"}:
+        return "it is called with an initial state or constants (exactness needs a zero initial state)"
+    if not _only_main_input(node):
+        return "it is not called on one input tensor"
+    return ""
+
+
+def mask_plan(model, *, feature_masks=True, dense_masks=True):
+    """Decide, from the layer registry, where ``add_vib_masks`` puts masks (no training)."""
+    require_tf_keras_model(model, "model")
+    users = tensor_users(model)
+    nodes = list(graph_nodes(model))
+    calls = collections.Counter(id(node.layer) for node in nodes)
+    units, blocked = {}, {}
+    for node in nodes:
+        layer = node.layer
+        if rule_of(layer).role != RECURRENT:
+            continue
+        reason = _units_blocked(layer, node)
+        hard = False
+        if calls[id(layer)] > 1:
+            reason = "it is called more than once (a shared layer)"
+        if not reason:
+            ok, hard, why = _follow(model, node_outputs(node)[0], users)
+            reason = "" if ok else why
+        if reason:
+            blocked[layer.name] = f"units kept: {reason}"
+            continue
+        merged = isinstance(layer, keras.layers.Bidirectional) and layer.merge_mode != "concat"
+        units[layer.name] = hard or merged
+    masks, taken = {}, {layer.name for layer in model.layers}
+    for node in nodes:
+        layer, role = node.layer, rule_of(node.layer).role
+        main = _main_input(node)
+        if role not in (KERNEL, RECURRENT) or main is None or not _maskable_tensor(main):
+            continue
+        kinds = _sources(main, units)
+        if (feature_masks and role == RECURRENT and kinds - {"vib"}) or (
+                dense_masks and role == KERNEL and "kernel" in kinds):
+            masks[id(node)] = _unique(f"{layer.name}_input_mask", taken)
+    decisions = {}
+    for node in nodes:
+        layer = node.layer
+        parts = (["units"] if layer.name in units else []) + (["inputs"] if id(node) in masks else [])
+        if parts or layer.name in blocked:
+            decisions.setdefault(layer.name, LayerDecision(layer.name, type(layer).__name__, ", ".join(parts),
+                                                           blocked.get(layer.name, "")))
+    return MaskPlan(units, masks, list(decisions.values()))
+
+
+def _maskable_tensor(tensor):
+    shape = tensor.shape
+    return (tensor.dtype.is_floating and shape.rank in (2, 3) and shape[-1] is not None)
+
+
+def _unique(name, taken):
+    candidate, i = name, 1
+    while candidate in taken:
+        i += 1
+        candidate = f"{name}_{i}"
+    taken.add(candidate)
+    return candidate
+
+
+def _vib_rnn(layer, mask_kwargs, gates, hard):
+    kind = recurrent_kind(layer)
+    cell_config = {k: v for k, v in layer.cell.get_config().items() if k not in ("implementation", "name")}
+    gate_set = gates.get(kind) if isinstance(gates, dict) else gates
+    cell_class = _VIB_CELLS[kind]
+    state_gate = cell_class.STATE_GATE
+    cell = cell_class(masked_gates=gate_set, hard_gates=state_gate if hard else "", **cell_config, **mask_kwargs)
+    rnn_config = {k: v for k, v in layer.get_config().items() if k in RNN_KEYS}
+    if rnn_config.get("activity_regularizer") is not None:
+        rnn_config["activity_regularizer"] = keras.regularizers.deserialize(rnn_config["activity_regularizer"])
+    return VIBRNN(cell, **rnn_config)
+
+
+def _copy_recurrent_weights(new, old):
+    for name in ("kernel", "recurrent_kernel", "bias"):
+        if getattr(new.cell, name, None) is not None:
+            getattr(new.cell, name).assign(getattr(old.cell, name))
 
 
 def add_vib_masks(
@@ -84,78 +244,59 @@ def add_vib_masks(
     dense_masks=True,
     warm_start=True,
 ):
-    """A new model with VIB layers in place of the recurrent layers and after hidden Dense.
+    """A new model with VIB masks on the units and input features that stripping can remove.
 
     Args:
       model: a trained Sequential or functional tf_keras model. It is not modified.
       kl_factor: float, the KL weight of every mask (``MaskSettings.kl_factor``).
       input_kl_mult, hidden_kl_mult, dense_kl_mult: float, ``kl_mult`` of the FeatureMask on
-        recurrent inputs, of the recurrent gate masks, and of the masks after hidden Dense.
-      masked_gates: str or None, the gates the recurrent masks sit on (``"ifco"``/``"zrh"``
-        by default); a dict ``{"lstm": ..., "gru": ...}`` sets them per kind.
-      feature_masks: put a FeatureMask in front of the first recurrent layer of each chain.
-      dense_masks: put a FeatureMask after each Dense whose output is not a model output.
+        recurrent inputs, of the recurrent gate masks, and of the masks on hidden Dense units.
+      masked_gates: str or None, the gates the recurrent masks sit on (every gate by
+        default); a dict ``{"lstm": ..., "gru": ..., "simple_rnn": ...}`` sets them per kind.
+      feature_masks: put a FeatureMask in front of recurrent layers, on the features they read.
+      dense_masks: put a FeatureMask on the units of hidden Dense, Conv1D and Embedding layers.
       warm_start: start every mask mean at exactly 1, so the copy predicts as the original.
 
     Returns:
       The VIB model (a Sequential if ``model`` is one). Its weights are the original's.
-    """
-    require_tf_keras_model(model, "model")
-    mu = {"mu_initializer": _WARM_MU} if warm_start else {}
-    recurrent_nodes = [n for n in graph_nodes(model) if recurrent_kind(n.layer)]
-    dense_nodes = [n for n in graph_nodes(model) if type(n.layer) is keras.layers.Dense]
-    if not recurrent_nodes and not dense_nodes:
-        raise ValueError(
-            f"`model` {model.name!r} has no LSTM, GRU or Dense layer for tf-vib to compress; "
-            f"its layers are {[type(layer).__name__ for layer in model.layers]}"
-        )
-    output_ids = {id(t) for t in model.outputs}
-    recurrent_outputs = {id(t) for node in recurrent_nodes for t in node_outputs(node)}
-    tensors = {}
-    new_inputs = []
-    for tensor, name in zip(model.inputs, model.input_names, strict=True):
-        new = keras.Input(
-            batch_size=tensor.shape[0], shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=name
-        )
-        tensors[id(tensor)] = new
-        new_inputs.append(new)
-    built = {}
-    for node in graph_nodes(model):
-        layer = node.layer
-        inputs = [tensors[id(t)] for t in node.keras_inputs]
-        kind = recurrent_kind(layer)
-        if kind:
-            x = inputs[0]
-            if feature_masks and id(node.keras_inputs[0]) not in recurrent_outputs:
-                x = FeatureMask(name=f"{layer.name}_input_mask", kl_factor=kl_factor,
-                                kl_mult=input_kl_mult, **mu)(x)
-            new_layer = _vib_recurrent(layer, kind, dict(kl_factor=kl_factor, kl_mult=hidden_kl_mult, **mu),
-                                       masked_gates)
-            output = new_layer(x)
-            cell = new_layer.cell
-            for name in ("kernel", "recurrent_kernel", "bias"):
-                if getattr(cell, name, None) is not None:
-                    getattr(cell, name).assign(getattr(layer.cell, name))
-        else:
-            new_layer = built.get(id(layer)) or _copy_layer(layer)
-            output = new_layer(inputs[0] if len(inputs) == 1 else inputs)
-            if id(layer) not in built:
-                new_layer.set_weights(layer.get_weights())
-                built[id(layer)] = new_layer
-            out_ids = [id(t) for t in node_outputs(node)]
-            if (dense_masks and type(layer) is keras.layers.Dense
-                    and not any(i in output_ids for i in out_ids)):
-                output = FeatureMask(name=f"{layer.name}_mask", kl_factor=kl_factor,
-                                     kl_mult=dense_kl_mult, **mu)(output)
-        for original, new in zip(node_outputs(node), as_list(output), strict=True):
-            tensors[id(original)] = new
-    outputs = [tensors[id(t)] for t in model.outputs]
-    functional = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_vib")
-    if not isinstance(model, keras.Sequential):
-        return functional
-    return keras.Sequential(
-        [keras.Input(batch_size=new_inputs[0].shape[0], shape=tuple(new_inputs[0].shape[1:]))]
-        + functional.layers[1:],
-        name=functional.name,
-    )
 
+    Raises:
+      ValueError: nothing in ``model`` can be masked; the message says why, layer by layer.
+    """
+    plan = mask_plan(model, feature_masks=feature_masks, dense_masks=dense_masks)
+    if plan.empty:
+        why = plan.describe() or "it has no recurrent layer and no hidden Dense, Conv1D or Embedding units"
+        raise ValueError(
+            f"`model` {model.name!r} has nothing tf-vib can compress: {why}. Layers: "
+            f"{[type(layer).__name__ for layer in model.layers]}"
+        )
+    mu = {"mu_initializer": _WARM_MU} if warm_start else {}
+    hidden = dict(kl_factor=kl_factor, kl_mult=hidden_kl_mult, **mu)
+    built = {}
+
+    def replace(call):
+        node, layer = call.node, call.layer
+        if id(node) in plan.feature_masks:
+            kind = rule_of(layer).role
+            mult = input_kl_mult if kind == RECURRENT else dense_kl_mult
+            mask = FeatureMask(name=plan.feature_masks[id(node)], kl_factor=kl_factor, kl_mult=mult, **mu)
+            call.args = (mask(call.args[0]), *call.args[1:])
+        if layer.name not in plan.units:
+            return None
+        hard = plan.units[layer.name]
+        if isinstance(layer, keras.layers.Bidirectional):
+            forward = _vib_rnn(layer.forward_layer, hidden, masked_gates, hard)
+            backward = _vib_rnn(layer.backward_layer, hidden, masked_gates, hard)
+            new = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode=layer.merge_mode,
+                                             name=layer.name)
+            output = call.call(new)
+            _copy_recurrent_weights(new.forward_layer, layer.forward_layer)
+            _copy_recurrent_weights(new.backward_layer, layer.backward_layer)
+        else:
+            new = _vib_rnn(layer, hidden, masked_gates, hard)
+            output = call.call(new)
+            _copy_recurrent_weights(new, layer)
+        built[layer.name] = new
+        return output
+
+    return rebuild(model, replace, name=f"{model.name}_vib")

@@ -1,4 +1,4 @@
-"""The VIB layers: masks on input features, Dense units and recurrent gates."""
+"""The VIB layers: masks on input features, Dense units and recurrent gates (LSTM, GRU, SimpleRNN)."""
 
 from tf_vib.layers.base import VIBLayerMixin, is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
@@ -7,6 +7,7 @@ from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.layers.vib_mask import GaussianMask, MaskSettings
+from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
 
 __all__ = [
     "FeatureMask",
@@ -15,6 +16,7 @@ __all__ = [
     "SelectFeatures",
     "VIBGRUCell",
     "VIBLSTMCell",
+    "VIBSimpleRNNCell",
     "VIBLayerMixin",
     "VIBRNN",
     "is_vib_layer",

@@ -15,12 +15,24 @@ loop, 0.16 s hoisted, against 0.14 s for a plain LSTM, which needs no input grad
 a tfmot ``PrunableLayer`` itself, so magnitude pruning can still wrap it.
 """
 
+import numpy as np
 from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
-from tf_vib._keras import ContextValueCache, DropoutRNNCellMixin, keras, tf
+from tf_vib._keras import ContextValueCache, DropoutRNNCellMixin, RandomGenerator, keras, tf
 from tf_vib.layers.base import VIBLayerMixin
 
-__all__ = ["VIBRecurrentCell", "VIBRNN"]
+__all__ = ["VIBRecurrentCell", "VIBRNN", "MEMORYLESS_BIAS"]
+
+
+#: Gate bias given to a unit whose forget (LSTM) or update (GRU) mask is pruned: the gate
+#: is then sigmoid(-30) ~ 1e-13, i.e. zero, and the unit keeps no memory, as in the masked cell.
+MEMORYLESS_BIAS = -30.0
+
+
+def _check_rate(name, value, layer_name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` of {layer_name} must be a number in [0, 1); received {name}={value!r}")
+    return float(value)
 
 
 def check_units(units, layer_name):
@@ -34,8 +46,14 @@ def check_units(units, layer_name):
 class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, PrunableLayer):
     """Base of ``VIBLSTMCell`` and ``VIBGRUCell``.
 
-    Subclasses set ``GATES`` (Keras's gate order), ``FOLDING_GATES`` (masks whose mean
-    folds exactly into a plain layer), and implement ``build``/``call``.
+    Each cell owns its folding into the plain layer. Subclasses set ``GATES`` (Keras's gate
+    order), ``FOLDING_GATES`` (masks whose mean folds exactly into a plain layer),
+    ``UNIT_GATES`` (masks that remove a unit when pruned, the state's own first),
+    ``STATE_GATE`` (whose value scales the state), ``MEMORY_GATE`` (pruned: a memoryless
+    unit), ``CANDIDATE_GATE`` (zeroed: a silent unit), ``PLAIN_CELL``/``PLAIN_LAYER`` (the
+    Keras classes it strips to), and implement ``build``/``call``. ``hard_gates`` makes
+    folding masks hard (``1[kept]``) at inference, for units that go on through a layer
+    that a scale does not pass (an activation, max pooling, a Bidirectional sum).
     """
 
     GATES = ()
@@ -62,12 +80,19 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         kernel_constraint=None,
         recurrent_constraint=None,
         bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
         masked_gates=None,
+        hard_gates="",
         **kwargs,
     ):
         self._init_vib(kwargs)
         super().__init__(**kwargs)
         self.units = check_units(units, type(self).__name__)
+        self.dropout = _check_rate("dropout", dropout, type(self).__name__)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout, type(self).__name__)
+        if self.dropout or self.recurrent_dropout:
+            self._random_generator = RandomGenerator(None)
         gates = "".join(self.GATES)
         masked_gates = gates if masked_gates is None else masked_gates
         if (
@@ -81,6 +106,12 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
                 f"distinct gate letters from {gates!r}; received masked_gates={masked_gates!r}"
             )
         self.masked_gates = "".join(g for g in gates if g in masked_gates)
+        if not isinstance(hard_gates, str) or set(hard_gates) - set(gates):
+            raise ValueError(
+                f"`hard_gates` of {type(self).__name__} must be a string of gate letters from "
+                f"{gates!r}; received hard_gates={hard_gates!r}"
+            )
+        self.hard_gates = "".join(g for g in gates if g in hard_gates)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -138,8 +169,97 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
 
     def _build_gate_masks(self):
         for gate in self.masked_gates:
-            self._add_mask(gate, self.units, folds=gate in self.FOLDING_GATES)
+            self._add_mask(gate, self.units, folds=gate in self.FOLDING_GATES and gate not in self.hard_gates)
         self._finish_vib_build()
+
+    # -- dropout, as in Keras's cells (implementation 2: one mask for every gate) -------
+
+    def _dropped_inputs(self, inputs, training):
+        if 0.0 < self.dropout < 1.0:
+            return inputs * self.get_dropout_mask_for_cell(inputs, training, count=1)[0]
+        return inputs
+
+    def _dropped_state(self, state, training):
+        if 0.0 < self.recurrent_dropout < 1.0:
+            return state * self.get_recurrent_dropout_mask_for_cell(state, training, count=1)[0]
+        return state
+
+    @property
+    def hoists_input_product(self):
+        """Whether ``VIBRNN`` may multiply the whole sequence by the kernel before the loop
+        (not with input dropout, which Keras draws inside the loop's first step)."""
+        return self.HOISTS_INPUT_PRODUCT and not 0.0 < self.dropout < 1.0
+
+    # -- folding into the plain layer ----------------------------------------------------
+
+    def plain_cell_config(self):
+        """The keyword arguments of the plain Keras cell this cell strips to (no VIB ones)."""
+        import inspect
+
+        accepted = set(inspect.signature(self.PLAIN_CELL.__init__).parameters) - {"self", "kwargs"}
+        config = {k: v for k, v in self.get_config().items() if k in accepted}
+        if "unit_forget_bias" in accepted:
+            config["unit_forget_bias"] = False  # the bias is set from the trained one
+        return config
+
+    def unit_alive(self, kept):
+        """Which units survive, from ``{gate: kept}`` of the gates whose mask removes a unit."""
+        alive = np.ones(self.units, bool)
+        for gate in self.UNIT_GATES:
+            if gate in kept:
+                alive &= kept[gate]
+        return alive
+
+    def fold(self, values, units, kernel_rows, *, input_bias_shift=None):
+        """Plain weights ``[kernel, recurrent_kernel, (bias)]`` for the kept ``units``.
+
+        ``values`` holds each gate mask's deterministic value (one vector per gate in
+        ``GATES``), ``kernel_rows`` the input kernel's rows already taken and scaled for the
+        input channels that remain, and ``input_bias_shift`` what removed constant inputs add
+        to every gate's pre-activation. Returns ``(weights, state_scale)``: the stripped
+        layer's state is the masked one divided by ``state_scale`` (what the consumers'
+        kernel rows absorb).
+        """
+        u, n = self.units, len(units)
+        cols = np.concatenate([g * u + units for g in range(len(self.GATES))])
+        kernel = kernel_rows[:, cols]
+        state_scale = values[self.STATE_GATE][units]
+        recurrent = self.recurrent_kernel.numpy()[units][:, cols] * state_scale[:, None]
+        bias = self.bias.numpy()[..., cols].copy() if self.use_bias else None
+        if input_bias_shift is not None and np.any(input_bias_shift[cols]):
+            if bias is None:
+                raise ValueError(f"layer {self.name!r} needs a bias to absorb removed constant inputs")
+            (bias[0] if bias.ndim == 2 else bias)[...] += input_bias_shift[cols]
+        self._fold_gates(values, units, kernel, recurrent, bias)
+        if self.MEMORY_GATE is not None:
+            memoryless = self.GATES.index(self.MEMORY_GATE) * n + np.flatnonzero(values[self.MEMORY_GATE][units] == 0)
+            kernel[:, memoryless] = 0.0
+            recurrent[:, memoryless] = 0.0
+            if len(memoryless):
+                if bias is None:
+                    raise ValueError(
+                        f"layer {self.name!r} has units whose memory gate is pruned, which needs a "
+                        "bias to express exactly; build the cell with use_bias=True"
+                    )
+                if bias.ndim == 2:
+                    bias[0, memoryless], bias[1, memoryless] = MEMORYLESS_BIAS, 0.0
+                else:
+                    bias[memoryless] = MEMORYLESS_BIAS
+        weights = [kernel, recurrent] + ([bias] if bias is not None else [])
+        return [w.astype(np.float32) for w in weights], state_scale
+
+    def _fold_gates(self, values, units, kernel, recurrent, bias):
+        """Fold the masks that act inside the recurrence (a GRU's reset gate)."""
+
+    def silence(self, weights, positions):
+        """Make the units at ``positions`` (of the folded weights) output 0 at every step:
+        their candidate's columns and bias are zeroed, so with a zero initial state their
+        state stays 0. For a Bidirectional layer whose directions must keep the same units."""
+        n = weights[1].shape[0]
+        cols = self.GATES.index(self.CANDIDATE_GATE) * n + np.asarray(positions, dtype=int)
+        for w in weights:
+            w[..., cols] = 0.0
+        return weights
 
     def _add_kernels(self, input_dim, n_gates, bias_shape, bias_initializer):
         self.kernel = self.add_weight(
@@ -183,6 +303,9 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
             **super().get_config(),
             "units": self.units,
             "masked_gates": self.masked_gates,
+            "hard_gates": self.hard_gates,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
             "activation": keras.activations.serialize(self.activation),
             "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
             "use_bias": self.use_bias,
@@ -214,7 +337,7 @@ class VIBRNN(keras.layers.RNN, PrunableLayer):
 
     def call(self, inputs, mask=None, training=None, initial_state=None, constants=None):
         kwargs = {"mask": mask, "training": training, "initial_state": initial_state, "constants": constants}
-        if (not getattr(self.cell, "HOISTS_INPUT_PRODUCT", False) or tf.nest.is_nested(inputs)
+        if (not getattr(self.cell, "hoists_input_product", False) or tf.nest.is_nested(inputs)
                 or isinstance(inputs, tf.RaggedTensor)):
             return super().call(inputs, **kwargs)
         projected = self.cell.project_inputs(inputs)

@@ -27,8 +27,9 @@ class VIBGRUCell(VIBRecurrentCell):
       units: positive int, the hidden size.
       reset_after: bool, default True (Keras's default and cuDNN's convention).
       masked_gates: str, default ``"zrh"``.
+      hard_gates: str, default ``""``. Gates whose mask is hard (``1[kept]``) at inference.
       activation, recurrent_activation, use_bias, *_initializer, *_regularizer,
-        *_constraint: as in ``keras.layers.GRUCell``.
+        *_constraint, dropout, recurrent_dropout: as in ``keras.layers.GRUCell``.
       kl_factor, kl_mult, keep_threshold, mu_initializer, log_sigma2_initializer: see
         ``tf_vib.layers.MaskSettings``.
 
@@ -51,6 +52,12 @@ class VIBGRUCell(VIBRecurrentCell):
     GATES = ("z", "r", "h")
     HOISTS_INPUT_PRODUCT = True
     FOLDING_GATES = frozenset("rh")
+    UNIT_GATES = "h"
+    STATE_GATE = "h"
+    MEMORY_GATE = "z"
+    CANDIDATE_GATE = "h"
+    PLAIN_CELL = keras.layers.GRUCell
+    PLAIN_LAYER = keras.layers.GRU
 
     def __init__(self, units, *, reset_after=True, **kwargs):
         super().__init__(units, **kwargs)
@@ -73,16 +80,17 @@ class VIBGRUCell(VIBRecurrentCell):
                 input_bias, recurrent_bias = tf.unstack(self.bias)
             else:
                 input_bias = self.bias
-        matrix_x = self._input_projection(inputs)
+        matrix_x = self._input_projection(self._dropped_inputs(inputs, training))
+        h_rec = self._dropped_state(h_tm1, training)
         if input_bias is not None:
             matrix_x = keras.backend.bias_add(matrix_x, input_bias)
         x_z, x_r, x_h = tf.split(matrix_x, 3, axis=-1)
         if self.reset_after:
-            matrix_inner = keras.backend.dot(h_tm1, self.recurrent_kernel)
+            matrix_inner = keras.backend.dot(h_rec, self.recurrent_kernel)
             if recurrent_bias is not None:
                 matrix_inner = keras.backend.bias_add(matrix_inner, recurrent_bias)
         else:
-            matrix_inner = keras.backend.dot(h_tm1, self.recurrent_kernel[:, : 2 * units])
+            matrix_inner = keras.backend.dot(h_rec, self.recurrent_kernel[:, : 2 * units])
         rec_z, rec_r, rec_h = tf.split(matrix_inner, [units, units, -1], axis=-1)
         multipliers = self.gate_multipliers(inputs, training)
         z = self.recurrent_activation(x_z + rec_z)
@@ -94,12 +102,22 @@ class VIBGRUCell(VIBRecurrentCell):
         if self.reset_after:
             rec_h = r * rec_h
         else:
-            rec_h = keras.backend.dot(r * h_tm1, self.recurrent_kernel[:, 2 * units :])
+            rec_h = keras.backend.dot(r * h_rec, self.recurrent_kernel[:, 2 * units :])
         hh = self.activation(x_h + rec_h)
         if "h" in multipliers:
             hh = hh * multipliers["h"]
         h = z * h_tm1 + (1 - z) * hh
         return h, [h]
+
+    def _fold_gates(self, values, units, kernel, recurrent, bias):
+        n = len(units)
+        reset = values["r"][units]
+        if self.reset_after:  # r scales the recurrent candidate block: its columns
+            recurrent[:, 2 * n:] *= reset[None, :]
+            if bias is not None:
+                bias[1, 2 * n:] *= reset
+        else:  # r scales h_{t-1} before the candidate block: its rows
+            recurrent[:, 2 * n:] *= reset[:, None]
 
     def get_config(self):
         return {**super().get_config(), "reset_after": self.reset_after}

@@ -29,8 +29,11 @@ class VIBLSTMCell(VIBRecurrentCell):
       units: positive int, the hidden size.
       masked_gates: str, default ``"ifco"``. Which gates carry a mask; ``"o"`` alone masks
         the hidden state only (every mask then folds exactly).
+      hard_gates: str, default ``""``. Gates whose mask is hard (``1[kept]``) at inference
+        even where its mean would fold (see ``VIBRecurrentCell``).
       activation, recurrent_activation, use_bias, unit_forget_bias, *_initializer,
-        *_regularizer, *_constraint: as in ``keras.layers.LSTMCell``.
+        *_regularizer, *_constraint, dropout, recurrent_dropout: as in
+        ``keras.layers.LSTMCell`` (one dropout mask for every gate, as its implementation 2).
       kl_factor, kl_mult, keep_threshold, mu_initializer, log_sigma2_initializer: see
         ``tf_vib.layers.MaskSettings``.
 
@@ -53,6 +56,12 @@ class VIBLSTMCell(VIBRecurrentCell):
     GATES = ("i", "f", "c", "o")
     HOISTS_INPUT_PRODUCT = True
     FOLDING_GATES = frozenset("o")
+    UNIT_GATES = "oci"
+    STATE_GATE = "o"
+    MEMORY_GATE = "f"
+    CANDIDATE_GATE = "c"
+    PLAIN_CELL = keras.layers.LSTMCell
+    PLAIN_LAYER = keras.layers.LSTM
 
     def __init__(self, units, *, unit_forget_bias=True, **kwargs):
         super().__init__(units, **kwargs)
@@ -82,7 +91,8 @@ class VIBLSTMCell(VIBRecurrentCell):
 
     def call(self, inputs, states, training=None):
         h_tm1, c_tm1 = states[0], states[1]
-        z = self._input_projection(inputs) + keras.backend.dot(h_tm1, self.recurrent_kernel)
+        z = (self._input_projection(self._dropped_inputs(inputs, training))
+             + keras.backend.dot(self._dropped_state(h_tm1, training), self.recurrent_kernel))
         if self.use_bias:
             z = keras.backend.bias_add(z, self.bias)
         z_i, z_f, z_c, z_o = tf.split(z, num_or_size_splits=4, axis=1)

@@ -1,0 +1,170 @@
+"""The layer registry and the mask plan: roles, placement, decisions made before training."""
+
+import numpy as np
+import pytest
+from helpers import max_abs_diff, randomize_masks
+
+import tf_vib
+from tf_vib._keras import keras
+from tf_vib.layers import VIBRNN, FeatureMask
+from tf_vib.registry import BREAKER, CARRIER, KERNEL, RECURRENT, rule_of
+from tf_vib.wrap import mask_plan
+
+L = keras.layers
+
+
+def _built(layer, shape):
+    layer(keras.Input(shape))
+    return layer
+
+
+@pytest.mark.parametrize("layer", [
+    L.LSTM(3), L.GRU(3), L.SimpleRNN(3), L.RNN(L.LSTMCell(3)), L.Bidirectional(L.GRU(3)),
+], ids=lambda layer: type(layer).__name__)
+def test_recurrent_role(layer):
+    assert rule_of(layer).role == RECURRENT
+
+
+@pytest.mark.parametrize("layer", [L.Dense(3), L.Conv1D(3, 2), L.TimeDistributed(L.Dense(3))],
+                         ids=lambda layer: type(layer).__name__)
+def test_kernel_role(layer):
+    assert rule_of(layer).role == KERNEL
+
+
+@pytest.mark.parametrize("layer, linear", [
+    (L.Dropout(0.1), True), (L.GlobalAveragePooling1D(), True), (L.Masking(), True),
+    (L.Activation("linear"), True), (L.Concatenate(), True), (L.TimeDistributed(L.Dropout(0.1)), True),
+    (L.Activation("relu"), False), (L.ReLU(), False), (L.GlobalMaxPooling1D(), False),
+    (_built(L.BatchNormalization(), (4, 3)), False),
+], ids=lambda value: type(value).__name__ if not isinstance(value, bool) else str(value))
+def test_carrier_role(layer, linear):
+    rule = rule_of(layer)
+    assert rule.role == CARRIER
+    assert rule.linear is linear
+
+
+@pytest.mark.parametrize("layer, reason", [
+    (L.LayerNormalization(), "LayerNormalization"), (L.Activation("softmax"), "softmax"),
+    (L.Flatten(), "Flatten"), (L.Masking(mask_value=-1.0), "mask_value=-1.0"),
+    (L.TimeDistributed(L.Flatten()), "TimeDistributed"), (L.MultiHeadAttention(1, 2), "MultiHeadAttention"),
+    (_built(L.BatchNormalization(axis=1), (4, 3)), "BatchNormalization"),
+], ids=lambda value: type(value).__name__ if not isinstance(value, str) else value)
+def test_breaker_role(layer, reason):
+    rule = rule_of(layer)
+    assert rule.role == BREAKER
+    assert reason in rule.reason
+
+
+def _decision(plan, name):
+    return next(d for d in plan.decisions if d.name == name)
+
+
+def test_plan_units_reaching_a_breaker_keep_their_width():
+    model = keras.Sequential([keras.Input((5, 3)), L.LSTM(6, return_sequences=True, name="first"),
+                              L.LayerNormalization(name="norm"), L.LSTM(4, name="second"), L.Dense(2)])
+    plan = mask_plan(model)
+    assert "first" not in plan.units and "second" in plan.units
+    assert "norm" in _decision(plan, "first").reason and "LayerNormalization" in _decision(plan, "first").reason
+    assert _decision(plan, "second").masks == "units, inputs"
+
+
+def test_plan_no_mask_on_class_logits_before_softmax():
+    model = keras.Sequential([keras.Input((5, 3)), L.LSTM(6, name="lstm"), L.Dense(4, name="logits"),
+                              L.Activation("softmax")])
+    plan = mask_plan(model)
+    assert plan.units == {"lstm": False}
+    vib = tf_vib.add_vib_masks(model)
+    masks = [layer for layer in vib.layers if isinstance(layer, FeatureMask)]
+    assert [m.name for m in masks] == ["lstm_input_mask"]
+
+
+@pytest.mark.parametrize("between, hard", [
+    ([L.GlobalAveragePooling1D()], False),
+    ([L.Dropout(0.3), L.GlobalAveragePooling1D()], False),
+    ([L.GlobalMaxPooling1D()], True),
+    ([L.Activation("tanh"), L.GlobalAveragePooling1D()], True),
+    ([L.BatchNormalization(), L.GlobalAveragePooling1D()], True),
+], ids=["average", "dropout", "max", "tanh", "batch_norm"])
+def test_plan_hard_masks_behind_carriers_a_scale_does_not_pass(between, hard, rng):
+    model = keras.Sequential([keras.Input((5, 3)), L.LSTM(6, return_sequences=True, name="lstm"), *between,
+                              L.Dense(2)])
+    assert mask_plan(model).units == {"lstm": hard}
+    vib = tf_vib.add_vib_masks(model)
+    assert vib.get_layer("lstm").cell.hard_gates == ("o" if hard else "")
+    randomize_masks(vib, rng)
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    small = tf_vib.strip_masks(vib, min_units=1)
+    assert small.get_layer("lstm").units < 6
+    assert max_abs_diff(vib, small, x) <= 1e-5
+
+
+def test_plan_shared_and_stateful_layers_keep_their_units():
+    shared = L.LSTM(4, name="shared")
+    a, b = keras.Input((5, 3)), keras.Input((5, 3))
+    out = L.Dense(2)(L.Concatenate()([shared(a), shared(b)]))
+    plan = mask_plan(keras.Model([a, b], out))
+    assert "shared" not in plan.units
+    assert "more than once" in _decision(plan, "shared").reason
+    stateful = keras.Sequential([keras.Input((5, 3), batch_size=2), L.LSTM(4, stateful=True, name="s"), L.Dense(2)])
+    assert "stateful" in _decision(mask_plan(stateful), "s").reason
+
+
+def test_nothing_to_compress_says_why():
+    model = keras.Sequential([keras.Input((5, 3)), L.LSTM(4, name="only"), L.LayerNormalization()])
+    with pytest.raises(ValueError, match="nothing tf-vib can compress.*only.*LayerNormalization"):
+        tf_vib.add_vib_masks(model, feature_masks=False)
+
+
+def test_integer_inputs_get_no_feature_mask_and_keep_their_dtype():
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), L.Embedding(10, 4, name="emb"), L.LSTM(3),
+                              L.Dense(2)])
+    vib = tf_vib.add_vib_masks(model)
+    assert vib.inputs[0].dtype == "int32"
+    assert isinstance(vib.layers[1], FeatureMask) and vib.layers[1].name == "lstm_input_mask"
+    small = tf_vib.strip_masks(vib)
+    assert small.inputs[0].dtype == "int32"
+
+
+def test_call_arguments_and_layer_settings_are_carried(rng):
+    inputs = keras.Input((6, 3))
+    mask = L.Masking()(inputs)
+    seq, h, c = L.LSTM(5, return_sequences=True, return_state=True, name="encoder")(mask)
+    decoded = L.LSTM(5, dropout=0.2, recurrent_dropout=0.1, zero_output_for_mask=True, go_backwards=True,
+                     activity_regularizer="l2", kernel_regularizer="l1", name="decoder")(seq, initial_state=[h, c])
+    hidden = L.Dense(4, activation="relu", name="hidden")(decoded)
+    outputs = L.Dense(2)(L.Dropout(0.1)(hidden, training=False))
+    model = keras.Model(inputs, outputs)
+    plan = mask_plan(model)
+    assert "encoder" not in plan.units and "decoder" not in plan.units  # return_state, initial_state
+    vib = tf_vib.add_vib_masks(model)
+    randomize_masks(vib, rng)
+    small = tf_vib.strip_masks(vib, min_units=1)
+    x = rng.normal(size=(4, 6, 3)).astype("float32")
+    x[:, -2:] = 0.0  # masked steps
+    assert max_abs_diff(model, vib, x) > 0  # the random masks changed something
+    assert max_abs_diff(vib, small, x) <= 1e-5
+    decoder = small.get_layer("decoder")
+    assert (decoder.dropout, decoder.recurrent_dropout, decoder.zero_output_for_mask, decoder.go_backwards) == (
+        0.2, 0.1, True, True)
+    assert decoder.activity_regularizer is not None and decoder.cell.kernel_regularizer is not None
+    assert small.get_layer("hidden").units < 4
+
+
+def test_vib_cells_take_the_users_dropout_and_train_with_it():
+    model = keras.Sequential([keras.Input((5, 3)), L.GRU(4, dropout=0.3, recurrent_dropout=0.2, name="gru"),
+                              L.Dense(2)])
+    vib = tf_vib.add_vib_masks(model)
+    layer = vib.get_layer("gru")
+    assert isinstance(layer, VIBRNN) and (layer.cell.dropout, layer.cell.recurrent_dropout) == (0.3, 0.2)
+    x = np.ones((2, 5, 3), "float32")
+    noisy = [np.asarray(layer(x, training=True)) for _ in range(2)]
+    assert not np.allclose(noisy[0], noisy[1])
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(layer(x)))
+
+
+def test_users_model_is_untouched():
+    model = keras.Sequential([keras.Input((5, 3)), L.Bidirectional(L.LSTM(4)), L.Dense(2)])
+    weights, config = [w.copy() for w in model.get_weights()], model.get_config()
+    tf_vib.strip_masks(tf_vib.add_vib_masks(model), min_units=1)
+    assert model.get_config() == config
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
