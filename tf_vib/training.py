@@ -39,9 +39,12 @@ def _pack(items):
 
 
 def _subject(argument, kind, names, index):
-    """How errors name an input or labels: "`train_data` inputs" or "... input 'tokens'"."""
+    """How errors name inputs or labels, and whether the name is plural: "`train_data` inputs",
+    "`train_data` input 'tokens'", "`train_data` labels of output 'flag'"."""
     if len(names) == 1:
         return f"`{argument}` {kind}s", True
+    if kind == "label":
+        return f"`{argument}` labels of output {names[index]!r}", True
     return f"`{argument}` {kind} {names[index]!r}", False
 
 
@@ -63,8 +66,9 @@ def _in_model_order(value, argument, names, kind):
         return [value[name] for name in names]
     if isinstance(value, (list, tuple)) and (len(names) > 1 or len(value) == 1):
         if len(value) != len(names):
-            raise ValueError(f"`{argument}` gives {len(value)} {kind} arrays, but {many}: pass one "
-                             "per " + kind + ", as a list in that order or a dict keyed by name")
+            raise ValueError(f"`{argument}` gives {len(value)} {kind} array{'s' * (len(value) != 1)}, "
+                             f"but {many}: pass one per {kind}, as a list in that order or a dict "
+                             "keyed by name")
         return list(value)
     if len(names) > 1:
         raise ValueError(f"`{argument}` gives one {kind} array, but {many}: pass one per {kind}, "
@@ -139,8 +143,13 @@ def as_arrays(data, argument, model):
             raise ValueError(f"`{argument}` is an empty dataset")
         parts = [(_in_model_order(e[0], argument, inputs, "input"),
                   _in_model_order(e[1], argument, outputs, "output")) for e in elements]
-        x = [join([p[0][i] for p in parts]) for i in range(len(inputs))]
-        y = [join([p[1][i] for p in parts]) for i in range(len(outputs))]
+        try:
+            x = [join([p[0][i] for p in parts]) for i in range(len(inputs))]
+            y = [join([p[1][i] for p in parts]) for i in range(len(outputs))]
+        except ValueError:  # e.g. padded_batch: each batch padded to its own length
+            raise ValueError(f"`{argument}` yields elements (or batches) of different shapes: "
+                             "compress() joins them into one array, so pad every sequence to one "
+                             "length (e.g. tf_vib.datasets.pad_sequences)") from None
     elif isinstance(data, (tuple, list)) and len(data) == 3:
         raise ValueError(_weights_refused(argument, inputs))
     elif isinstance(data, (tuple, list)) and len(data) == 2:
