@@ -100,8 +100,9 @@ def _as_array(value, subject):
 def _weights_refused(argument, names):
     nested = f"; a model with {len(names)} inputs takes them nested: ((x1, x2), y)" if len(names) > 1 else ""
     return (f"`{argument}` holds (x, y, sample_weight) or three parts: compress() takes (x, y) "
-            "without sample weights (its fine-tuning and distillation would drop them after the "
-            f"VIB stage used them); repeat or resample samples to weight them{nested}")
+            "without sample weights (its fine-tuning and distillation train on (x, y) alone, so "
+            "weights would count in one stage and not the next); repeat or resample samples to "
+            f"weight them{nested}")
 
 
 def as_arrays(data, argument, model):
