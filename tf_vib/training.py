@@ -214,7 +214,7 @@ def check_data(model, x, y, argument, loss=None):
     xs = [_fit_input(a, tensor, argument, inputs, i, users)
           for i, (a, tensor) in enumerate(zip(tf.nest.flatten(x), model.inputs, strict=True))]
     losses = (loss if isinstance(loss, (list, tuple)) else
-              [loss[name] for name in outputs] if isinstance(loss, dict) else [loss] * len(outputs))
+              [loss.get(name) for name in outputs] if isinstance(loss, dict) else [loss] * len(outputs))
     ys, labels, notes = [], [], []
     for index, (target, tensor) in enumerate(zip(tf.nest.flatten(y), model.outputs, strict=True)):
         subject = _subject(argument, "label", outputs, index)[0]
