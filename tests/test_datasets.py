@@ -89,6 +89,42 @@ def test_digits_rows_rejects_bad_arguments():
         datasets.digits_rows(seed=0.5)
 
 
+# ----------------------------------------------------------------------------- padding
+
+
+def test_pad_sequences_pads_and_truncates_on_the_chosen_side():
+    a, b = np.arange(6.0).reshape(3, 2), np.arange(10.0, 20.0).reshape(5, 2)
+    post = datasets.pad_sequences([a, b])
+    assert post.shape == (2, 5, 2) and post.dtype == np.float32
+    np.testing.assert_array_equal(post[0], np.vstack([a, np.zeros((2, 2))]))
+    np.testing.assert_array_equal(post[1], b)
+    pre = datasets.pad_sequences([a, b], length=4, padding="pre", value=-1.0)
+    np.testing.assert_array_equal(pre[0], np.vstack([[[-1.0, -1.0]], a]))
+    np.testing.assert_array_equal(pre[1], b[1:])  # "pre" keeps the last steps
+    np.testing.assert_array_equal(datasets.pad_sequences([a, b], length=4)[1], b[:4])
+
+
+def test_pad_sequences_of_token_ids_give_a_2d_integer_array():
+    ids = datasets.pad_sequences([np.array([3, 1]), np.array([5, 2, 7])], dtype="int32")
+    assert ids.dtype == np.int32
+    assert ids.tolist() == [[3, 1, 0], [5, 2, 7]]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"sequences": []}, r"`sequences` must be a non-empty list of arrays; received list \(empty\)"),
+    ({"sequences": [np.zeros((3, 2)), np.zeros((4, 3))]},
+     r"must all be \(time, features\) arrays with the same features.*received shapes \[\(3, 2\), \(4, 3\)\]"),
+    ({"padding": "middle"}, r"`padding` must be one of 'post', 'pre'; received 'middle'"),
+    ({"length": 0}, r"`length` must be an integer >= 1; received 0"),
+    ({"dtype": "int32", "value": 0.5}, r"`value` must be an integer \(dtype int32\); received 0.5"),
+    ({"dtype": "str"}, r"`dtype` must be a numeric NumPy dtype .*received 'str'"),
+])
+def test_pad_sequences_rejects_bad_arguments(kwargs, match):
+    args = {"sequences": [np.zeros((3, 2)), np.zeros((4, 2))], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        datasets.pad_sequences(args.pop("sequences"), **args)
+
+
 # ----------------------------------------------------------------------------- UEA
 
 

@@ -4,9 +4,10 @@ import dataclasses
 
 import numpy as np
 
-from tf_vib.training import as_arrays, check_data, stratified_holdout
+from tf_vib.training import as_arrays, check_data, stratified_holdout, take
 
-__all__ = ["Data", "prepare_data", "check_int", "check_float", "optional", "rank_or_energy"]
+__all__ = ["Data", "prepare_data", "check_int", "check_float", "check_accuracy_drop", "optional",
+           "rank_or_energy", "why_not_distilled"]
 
 
 def check_int(name, value, minimum=0):
@@ -23,6 +24,28 @@ def check_float(name, value, *, low=0.0, allow_low=False, high=None):
     return float(value)
 
 
+def check_accuracy_drop(value):
+    """``max_accuracy_drop``: a fraction in [0, 1); 1 would mean "up to 100 points"."""
+    drop = check_float("max_accuracy_drop", value, allow_low=True)
+    if drop >= 1.0:
+        raise ValueError(
+            f"`max_accuracy_drop` is a fraction of accuracy (0.01 = one point), so it must be "
+            f"< 1; received {value!r}, which would accept a drop of {100 * drop:g} points"
+        )
+    return drop
+
+
+def why_not_distilled(model):
+    """Why fine-tuning cannot distil from ``model``, or None: the distillation loss matches
+    one softmax over 2 or more classes (a one-unit sigmoid has no class distribution to match)."""
+    if len(model.outputs) > 1:
+        return f"distillation is off: the model has {len(model.outputs)} outputs, and it takes one"
+    if model.outputs[0].shape[-1] == 1:
+        return ("distillation is off: it matches a softmax over 2 or more classes, and the model's "
+                "output has one unit; fine-tuning trains on the labels alone")
+    return None
+
+
 def optional(name, value, check):
     return None if value is None else check(name, value)
 
@@ -35,26 +58,39 @@ def rank_or_energy(name, value):
 
 @dataclasses.dataclass
 class Data:
+    """compress()'s data in model order: ``x`` an array, or a tuple per model input; ``y`` and
+    the labels likewise per output; ``notes`` say which labels were converted for the loss."""
+
     train: tuple
     val: tuple
-    labels_val: np.ndarray
+    labels_val: object
     test: tuple | None
+    notes: list = dataclasses.field(default_factory=list)
 
 
-def prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed):
-    rank = len(model.input_shape) if not isinstance(model.input_shape, list) else 0
-    x_train, y_train = as_arrays(train_data, "train_data", rank)
-    labels_train = check_data(model, x_train, y_train, "train_data")
+def prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss):
+    """Every data argument read (`as_arrays`) and checked against the model and ``loss``
+    (`check_data`) before any training; without ``validation_data``, a stratified
+    ``validation_fraction`` of the training samples, the same rows of every input, is held out."""
+    notes = {}
+
+    def read(data, argument):
+        x, y, labels, converted = check_data(model, *as_arrays(data, argument, model), argument, loss)
+        for note in converted:
+            notes.setdefault(note, []).append(argument)
+        return x, y, labels
+
+    x_train, y_train, labels_train = read(train_data, "train_data")
     if validation_data is not None:
-        x_val, y_val = as_arrays(validation_data, "validation_data", rank)
-        labels_val = check_data(model, x_val, y_val, "validation_data")
+        x_val, y_val, labels_val = read(validation_data, "validation_data")
     else:
         fraction = check_float("validation_fraction", validation_fraction, high=1.0)
         keep, held = stratified_holdout(labels_train, fraction, seed)
-        x_val, y_val, labels_val = x_train[held], y_train[held], labels_train[held]
-        x_train, y_train = x_train[keep], y_train[keep]
+        x_val, y_val, labels_val = take(x_train, held), take(y_train, held), take(labels_train, held)
+        x_train, y_train = take(x_train, keep), take(y_train, keep)
     test = None
     if test_data is not None:
-        x_test, y_test = as_arrays(test_data, "test_data", rank)
-        test = (x_test, check_data(model, x_test, y_test, "test_data"))
-    return Data((x_train, y_train), (x_val, y_val), labels_val, test)
+        x_test, _, labels_test = read(test_data, "test_data")
+        test = (x_test, labels_test)
+    lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()]
+    return Data((x_train, y_train), (x_val, y_val), labels_val, test, lines)

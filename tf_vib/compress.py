@@ -5,7 +5,15 @@ import time
 
 import numpy as np
 
-from tf_vib._compress_args import check_float, check_int, optional, prepare_data, rank_or_energy
+from tf_vib._compress_args import (
+    check_accuracy_drop,
+    check_float,
+    check_int,
+    optional,
+    prepare_data,
+    rank_or_energy,
+    why_not_distilled,
+)
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -16,7 +24,7 @@ from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smalle
 from tf_vib.stages import cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
 from tf_vib.surgery import alive_units, strip_masks, unit_gates
-from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
+from tf_vib.training import TwoRateTrainer, accuracy, num_samples, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
 __all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
@@ -155,7 +163,14 @@ def compress(
 
     Args:
       model: a trained tf_keras Sequential or functional classifier. Not modified.
-      train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y); class indices or one-hot.
+      train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y). ``x``: one array, or
+        for a model with several inputs a list in ``model.inputs`` order or a dict keyed by
+        input name (integer token ids keep their dtype); ``y`` likewise per output: class
+        indices or one-hot rows, per step (``(n, T)`` or ``(n, T, C)``) for a per-step output,
+        0/1 for a one-unit sigmoid output. Labels are converted to what the loss takes when
+        that is unambiguous (one-hot rows to indices for a sparse loss, indices to one-hot
+        rows for a categorical one). Sample weights are refused, and so are sequences of
+        different lengths (pad them with ``tf_vib.datasets.pad_sequences``).
       validation_data: same forms; every choice is made on it. When None, a stratified
         ``validation_fraction`` of ``train_data`` is held out.
       test_data: optional, only reported, never used for a choice.
@@ -174,7 +189,8 @@ def compress(
       masked_gates: recurrent gates that carry masks (see ``add_vib_masks``); default
         ``STATE_GATES``, a mask on the hidden state (LSTM output gate, GRU candidate).
       warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
-      max_accuracy_drop: accepted validation-accuracy loss, as a fraction (0.005 = 0.5 point).
+      max_accuracy_drop: accepted validation-accuracy loss, as a fraction in [0, 1) (0.005 =
+        0.5 point).
         Never finer than one validation sample: on 54 samples a candidate may lose one
         (1.85 points), since zero errors more would be the only finer criterion
         (``report.accuracy_floor`` records the floor used).
@@ -200,6 +216,7 @@ def compress(
       clusters: int >= 2 or None: tfmot weight clustering of the result.
       distill: bool, default True. Fine-tune against the original model (Hinton distillation) with
         ``distill_temperature`` and weight ``distill_alpha`` on the labels' cross-entropy.
+        Off (logged) for a model with a one-unit output or several outputs.
       validation_fraction: held-out share of ``train_data`` when no validation data is given.
       seed: seeds Keras, TensorFlow and NumPy for the run.
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
@@ -208,7 +225,12 @@ def compress(
       A ``CompressionResult``.
     """
     require_tf_keras_model(model, "model")
-    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed)
+    loss_fn = resolve_loss(model, loss)
+    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn)
+    undistilled = why_not_distilled(model) if distill else None
+    if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
+        data.notes.append(undistilled)
+        distill = False
     settings = dict(
         epochs=check_int("epochs", epochs),
         finetune_epochs=check_int("finetune_epochs", finetune_epochs),
@@ -217,9 +239,9 @@ def compress(
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
         finetune_learning_rate=check_float("finetune_learning_rate", finetune_learning_rate),
-        max_accuracy_drop=check_float("max_accuracy_drop", max_accuracy_drop, allow_low=True),
+        max_accuracy_drop=check_accuracy_drop(max_accuracy_drop),
         unit_multiple=check_int("unit_multiple", unit_multiple, 1),
-        kl_factor=(default_kl_factor(len(data.train[0]), masked_width(model)) if kl_factor is None
+        kl_factor=(default_kl_factor(num_samples(data.train[0]), masked_width(model)) if kl_factor is None
                    else check_float("kl_factor", kl_factor)),
         iss=optional("iss", iss, check_float),
         low_rank=optional("low_rank", low_rank, rank_or_energy),
@@ -247,7 +269,9 @@ def compress(
     ):
         raise ValueError("with vib=False, name at least one stage: iss=, low_rank=, "
                          "magnitude_sparsity= or clusters=")
-    loss_fn = resolve_loss(model, loss)
+    if verbose:
+        for note in data.notes:
+            print(f"[tf-vib] {note}", flush=True)
     structured = bool(vib) or settings["iss"] is not None
     vib_model = None
     if structured:
@@ -306,9 +330,9 @@ class _Run:
                          distillation=self.s["distillation"], **kwargs)
 
     def run(self):
-        self.start("baseline", f"evaluating {self.model.name!r} on {len(self.data.val[0])} validation samples")
+        self.start("baseline", f"evaluating {self.model.name!r} on {num_samples(self.data.val[0])} validation samples")
         baseline = self.record("baseline", self.model, self.seconds())
-        n_val = len(self.data.labels_val)
+        n_val = num_samples(self.data.labels_val)
         drop = max(self.s["max_accuracy_drop"], 1.0 / n_val)
         if drop > self.s["max_accuracy_drop"] and self.s["verbose"]:
             self.log(f"max_accuracy_drop={self.s['max_accuracy_drop']:g} is finer than one of the {n_val} "
@@ -364,7 +388,7 @@ class _Run:
 
         batch = self.s["batch_size"]
         train = tf.data.Dataset.from_tensor_slices(self.data.train).shuffle(
-            len(self.data.train[0]), seed=0).batch(batch)
+            num_samples(self.data.train[0]), seed=0).batch(batch)
         return train, tf.data.Dataset.from_tensor_slices(self.data.val).batch(256)
 
     def structured(self):
@@ -379,7 +403,7 @@ class _Run:
         if s["iss"] is not None:
             trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
         trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=self.loss, metrics=["accuracy"])
-        steps = int(np.ceil(len(x_train) / s["batch_size"]))
+        steps = int(np.ceil(num_samples(x_train) / s["batch_size"]))
         schedule = VIBSchedule(s["kl_factor"] if self.vib else 0.0, warmup_steps=s["warmup_epochs"] * steps)
         base_threshold = min(float(t) for t in self.thresholds)
         snapshots = Snapshots(vib_model, s["epochs"], base_threshold)

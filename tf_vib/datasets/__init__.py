@@ -9,7 +9,8 @@ int64 labels ``0..n_classes-1``):
   `ucf101`, `hmdb51`, `ucf101_tfds` action sets, turned into CNN feature sequences by
   `extract_features` / `cnn_features`.
 
-`load(name, **kwargs)` calls any of them by name.
+`load(name, **kwargs)` calls any of them by name; `pad_sequences` pads sequences of different
+lengths (e.g. a list of aeon series) into one array.
 """
 
 from tf_vib.datasets.action_sets import hmdb51, ucf11, ucf101, ucf101_tfds
@@ -20,6 +21,7 @@ from tf_vib.datasets.features import (
     extract_features,
     weights_path,
 )
+from tf_vib.datasets.padding import pad_sequences
 from tf_vib.datasets.sequences import (
     SequenceDataset,
     digits_rows,
@@ -46,6 +48,7 @@ from tf_vib.datasets.video import (
 __all__ = [
     "SequenceDataset",
     "stratified_split",
+    "pad_sequences",
     "load",
     "LOADERS",
     "digits_rows",

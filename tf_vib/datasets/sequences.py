@@ -16,6 +16,7 @@ from tf_vib.datasets._checks import (
     check_seed,
     require_module,
 )
+from tf_vib.datasets.padding import pad_sequences
 
 __all__ = [
     "SequenceDataset",
@@ -271,15 +272,6 @@ def _sorted_names(labels):
         return names
 
 
-def _pad_front(series, length):
-    """Zeros before each ``(channels, time)`` series; longer series keep their last steps."""
-    out = np.zeros((len(series), length, series[0].shape[0]), np.float32)
-    for i, s in enumerate(series):
-        steps = s.T[-length:]
-        out[i, length - len(steps) :] = steps
-    return out
-
-
 def uea(name="JapaneseVowels", *, max_length=None, data_dir=None):
     """A UEA/UCR time series classification set, read with ``aeon`` (never downloaded).
 
@@ -354,9 +346,9 @@ def uea(name="JapaneseVowels", *, max_length=None, data_dir=None):
             np.nan_to_num(s, copy=False, nan=0.0)
     length = max_length or int(lengths["train"].max())
     return SequenceDataset(
-        _pad_front(x_train, length),
+        pad_sequences([s.T for s in x_train], length=length, padding="pre"),
         np.array([index[str(v)] for v in y_train], np.int64),
-        _pad_front(x_test, length),
+        pad_sequences([s.T for s in x_test], length=length, padding="pre"),
         np.array([index[str(v)] for v in y_test], np.int64),
         n_classes=len(class_names),
         name=name,
