@@ -6,9 +6,10 @@ import pytest
 
 import tf_vib
 from tf_vib._compress_args import check_accuracy_drop, prepare_data
+from tf_vib._data import num_samples, stratified_holdout, take
 from tf_vib._keras import keras, tf
 from tf_vib.compression_report import StageResult
-from tf_vib.training import accuracy, num_samples, resolve_loss, stratified_holdout, take
+from tf_vib.training import accuracy, resolve_loss
 
 SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 N, T = 60, 6

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_vib.training import as_arrays, check_data, stratified_holdout, take
+from tf_vib._data import as_arrays, check_data, stratified_holdout, take
 
 __all__ = ["Data", "prepare_data", "check_int", "check_float", "check_accuracy_drop", "optional",
            "rank_or_energy", "why_not_distilled"]

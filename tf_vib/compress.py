@@ -14,6 +14,7 @@ from tf_vib._compress_args import (
     rank_or_energy,
     why_not_distilled,
 )
+from tf_vib._data import num_samples
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -24,7 +25,7 @@ from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smalle
 from tf_vib.stages import cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
 from tf_vib.surgery import alive_units, strip_masks, unit_gates
-from tf_vib.training import TwoRateTrainer, accuracy, num_samples, resolve_loss
+from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
 __all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
