@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -326,3 +327,34 @@ def test_every_stage_alone_and_combined(lstm_model):
             assert stages[:3] == ["baseline", "iss", "finetune"]
             lstm = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0]
             assert 3 <= lstm.units <= 9, "units whose group norm fell below the threshold are removed"
+
+
+def _series(n, seed):
+    """Windows of 24 steps of a noisy sine, and the value that follows each."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n + 24) * 0.3
+    s = (np.sin(t) + 0.1 * rng.normal(size=t.shape)).astype("float32")
+    return np.stack([s[i:i + 24] for i in range(n)])[..., None], s[24:24 + n]
+
+
+@pytest.mark.slow
+def test_an_lstm_forecaster_compresses_within_its_mse_bound():
+    model = keras.Sequential([keras.Input((24, 1)), keras.layers.LSTM(32), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    train, val, test = _series(240, 0), _series(80, 1), _series(60, 2)
+    model.fit(*train, epochs=10, batch_size=32, verbose=0)
+    baseline_mse = model.evaluate(*val, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tf_vib.BoundNotMetWarning)
+        result = tf_vib.compress(model, train, validation_data=val, test_data=test, epochs=10, finetune_epochs=5,
+                                 max_metric_drop=0.05 * baseline_mse, verbose=0)
+    report, small = result.report, result.model
+    assert report.metric == "mean_squared_error" and not report.higher_is_better
+    assert report.baseline.val_score == pytest.approx(baseline_mse, rel=1e-5)
+    assert report.bound == pytest.approx(1.05 * baseline_mse, rel=1e-5)
+    assert small.count_params() < model.count_params()
+    loss, score = small.evaluate(*val, verbose=0)  # compiled with the loss and the metric
+    assert loss == pytest.approx(score) and loss <= 1.05 * baseline_mse
+    assert report.final.test_score == pytest.approx(small.evaluate(*test, verbose=0)[0], rel=1e-5)
+    assert report.final.val_accuracy is None and report.bound_met and report.misses == []
+    assert "val mean_squared_error" in str(report)
