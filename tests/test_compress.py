@@ -97,6 +97,9 @@ def test_compress_returns_a_plain_smaller_model_and_a_matching_report(lstm_model
     png = report.plot(tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recurrent params" in str(report)
+    assert report.bound_met and report.misses == [] and report.bound == report.accuracy_floor
+    assert f"Bound: validation accuracy >= {report.bound:.4f}" in str(report)
+    assert [s.bound_met for s in report.stages] == [None, True, True]
     out = capsys.readouterr().out
     assert "[tf-vib] stage 1/4 baseline" in out and "[tf-vib] stage 4/4 finetune" in out
 
@@ -167,10 +170,29 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"masked_gates": "oz"}, "masked_gates"),
     ({"unit_multiple": 0}, "`unit_multiple` must be an integer >= 1; received 0"),
     ({"unit_multiple": 4.0}, "`unit_multiple` must be an integer >= 1; received 4.0"),
+    ({"on_miss": "largest"}, "`on_miss` must be one of 'original', 'best'; received 'largest'"),
+    ({"metric": "nope"}, "`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
+                         "tf_vib.selection.Scorer; received 'nope'"),
+    ({"metric": "loss", "max_accuracy_drop": 0.01},
+     "`max_accuracy_drop` applies to the accuracy metric; the metric here is 'sparse_categorical_crossentropy'"),
+    ({"max_accuracy_drop": 0.01, "max_metric_drop": 0.02}, "give one of `max_accuracy_drop` and `max_metric_drop`"),
+    ({"metric": "mae", "max_metric_drop": -1.0}, "`max_metric_drop` must be a finite number >= 0; received -1.0"),
 ])
 def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
     with pytest.raises(ValueError, match=match):
         tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def test_a_regressor_takes_targets_not_labels_and_no_accuracy(no_training):
+    model = keras.Sequential([keras.Input((24, 1)), keras.layers.LSTM(3), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    x, y = _series(20, 0)
+    with pytest.raises(ValueError, match="`metric` 'accuracy' needs a classifier .* trained on 'mean_squared_error'"):
+        tf_vib.compress(model, (x, y), metric="accuracy", verbose=0)
+    with pytest.raises(ValueError, match=r"`train_data` targets have shape \(20, 2\), but the model outputs \(batch, 1\)"):
+        tf_vib.compress(model, (x, np.stack([y, y], 1)), verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` targets contain 1 NaN or infinite values"):
+        tf_vib.compress(model, (x, y), validation_data=(x, np.where(np.arange(20) == 3, np.nan, y)), verbose=0)
 
 
 def test_model_without_layers_to_compress_and_uncompiled_model(no_training):

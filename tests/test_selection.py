@@ -171,3 +171,35 @@ def test_snapshots_also_taken_when_the_structure_collapses(vib_model):
     snapshots.on_epoch_end(4, {"val_accuracy": 0.5})  # scheduled; nothing kept, nothing more to catch
     snapshots.on_epoch_end(5, {"val_accuracy": 0.5})
     assert [c.epoch for c in snapshots.candidates] == [2, 3, 4]
+
+
+def test_scorers_follow_the_model_and_the_metric():
+    classifier = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert selection.is_classifier(classifier, cross_entropy)
+    regressor = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    mse = keras.losses.get("mse")
+    assert not selection.is_classifier(regressor, mse) and not selection.is_classifier(classifier, mse)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    labels, targets = np.arange(10) % 4, np.linspace(-1, 1, 10).astype("float32")
+    accuracy = make_scorer(None, loss=cross_entropy, classifier=True)
+    predicted = np.argmax(classifier.predict(x, verbose=0), -1)
+    assert accuracy.higher_is_better and accuracy.score(classifier, x, labels) == np.mean(predicted == labels)
+    assert accuracy.score(classifier, x, np.eye(4)[labels]) == np.mean(predicted == labels)  # one-hot
+    loss = make_scorer("loss", loss=cross_entropy, classifier=True)  # the batch mean of the loss
+    assert loss.name == "sparse_categorical_crossentropy" and not loss.higher_is_better
+    assert loss.score(classifier, x, labels) == pytest.approx(float(cross_entropy(labels, classifier(x))), rel=1e-5)
+    default = make_scorer(None, loss=mse, classifier=False)
+    errors = regressor.predict(x, verbose=0)[:, 0] - targets
+    assert default.name == "mean_squared_error" and not default.higher_is_better
+    assert default.score(regressor, x, targets) == pytest.approx(np.mean(errors ** 2), rel=1e-5)
+    mae = make_scorer("mae", loss=mse, classifier=False)
+    assert (mae.name, mae.higher_is_better) == ("mae", False)
+    assert mae.score(regressor, x, targets) == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
+    auc = make_scorer(keras.metrics.AUC(), loss=mse, classifier=False)
+    assert (auc.name, auc.higher_is_better) == ("auc", True) and auc.metric() is not auc.metric()
+    bounded = default.bounded(0.1, 0.01)  # lower is better: the bound is a ceiling
+    assert bounded.bound == pytest.approx(0.11) and bounded.meets(0.11) and not bounded.meets(0.111)
+    assert bounded.condition() == "mean_squared_error <= 0.11"
+    floor = accuracy.bounded(0.9, 0.05)
+    assert floor.bound == pytest.approx(0.85) and floor.meets(0.85) and not floor.meets(0.84)

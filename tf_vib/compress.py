@@ -105,7 +105,8 @@ class CompressionResult:
     """What ``compress`` returns.
 
     Attributes:
-      model: the compressed plain tf_keras model (no VIB layer inside).
+      model: the compressed plain tf_keras model (no VIB layer inside), compiled; a copy of
+        the original when no compressed model met the bound (``report.misses`` says why).
       report: a ``CompressionReport`` (per stage and per layer; ``str()`` is a table,
         ``to_json()``, ``plot(path)``).
       histories: ``{stage: keras History.history dict}``.
@@ -247,14 +248,15 @@ def compress(
       distill: bool, default True. Fine-tune against the original model (Hinton distillation) with
         ``distill_temperature`` and weight ``distill_alpha`` on the labels' cross-entropy.
         Classifiers only: Hinton's loss compares softmax outputs, so any other model
-        fine-tunes on its own loss (the simpler choice than distilling with MSE to the
-        original's outputs, and the original's targets are already the labels).
+        fine-tunes on its own loss (simpler than distilling with MSE to the original's
+        outputs, which would add a weight to tune).
       validation_fraction: held-out share of ``train_data`` when no validation data is given.
       seed: seeds Keras, TensorFlow and NumPy for the run.
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
 
     Returns:
-      A ``CompressionResult``.
+      A ``CompressionResult``; ``report.bound``, ``report.bound_met`` and ``report.misses``
+      say how it stands against the bound.
     """
     require_tf_keras_model(model, "model")
     loss_fn = resolve_loss(model, loss)

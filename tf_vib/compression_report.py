@@ -79,7 +79,9 @@ class StageResult:
 
 @dataclasses.dataclass
 class CompressionReport:
-    """Figures of a ``compress`` run.
+    """Figures of a ``compress`` run. ``str()`` is a table whose "bound" column says whether
+    each stage's model met the bound ("(tuned)": the chosen candidate after its trial
+    fine-tune, where the row shows it stripped, before), then the bound and the misses.
 
     Scores are in the run's ``metric`` (accuracy for classifiers unless told otherwise); the
     keys that say "accuracy" below hold that metric's values.
@@ -206,7 +208,8 @@ class CompressionReport:
                 s.stage + ("" if s.kept else " (refused)"), f"{s.params:,}", f"{s.recurrent_params:,}",
                 f"{base.recurrent_params / max(s.recurrent_params, 1):.1f}x",
                 score(s.val_score), score(s.test_score),
-                {None: "", True: "met", False: "missed"}[s.bound_met],
+                {None: "", True: "met", False: "missed"}[s.bound_met]
+                + (" (tuned)" if s.bound_met is not None and "fine_tuned_score" in s.extra else ""),
                 f"{s.seconds:.1f}",
             ))
         name = "acc %" if accuracy else self.metric
