@@ -316,9 +316,11 @@ def test_trim_plan_drops_the_noisiest_alive_units(alive, score, multiple, kept):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::tf_vib.BoundNotMetWarning")
 def test_every_stage_alone_and_combined(lstm_model):
     x, y = _data(150, seed=1)
-    common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05)
+    # budgets this small may miss the bound: on_miss="best" keeps (and labels) every stage's model
+    common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05, on_miss="best")
     norms = next(iter(tf_vib.regularizers.iss_group_norms(lstm_model).values()))
     runs = {
         # a threshold at the median group norm: the group lasso then zeroes about half the units
@@ -334,6 +336,7 @@ def test_every_stage_alone_and_combined(lstm_model):
         small, stages = result.model, [s.stage for s in result.report.stages]
         assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers), name
         assert result.report.final.params == small.count_params(), name
+        assert result.report.bound_met == (not result.report.misses), name
         if "magnitude_sparsity" in kwargs:
             assert stages[-1 if "clusters" not in kwargs else -2] == "magnitude"
             kernel = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0].cell.kernel
