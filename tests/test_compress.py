@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -96,6 +97,9 @@ def test_compress_returns_a_plain_smaller_model_and_a_matching_report(lstm_model
     png = report.plot(tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recurrent params" in str(report)
+    assert report.bound_met and report.misses == [] and report.bound == report.accuracy_floor
+    assert f"Bound: validation accuracy >= {report.bound:.4f}" in str(report)
+    assert [s.bound_met for s in report.stages] == [None, True, True]
     out = capsys.readouterr().out
     assert "[tf-vib] stage 1/4 baseline" in out and "[tf-vib] stage 4/4 finetune" in out
 
@@ -166,10 +170,29 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"masked_gates": "oz"}, "masked_gates"),
     ({"unit_multiple": 0}, "`unit_multiple` must be an integer >= 1; received 0"),
     ({"unit_multiple": 4.0}, "`unit_multiple` must be an integer >= 1; received 4.0"),
+    ({"on_miss": "largest"}, "`on_miss` must be one of 'original', 'best'; received 'largest'"),
+    ({"metric": "nope"}, "`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
+                         "tf_vib.selection.Scorer; received 'nope'"),
+    ({"metric": "loss", "max_accuracy_drop": 0.01},
+     "`max_accuracy_drop` applies to the accuracy metric; the metric here is 'sparse_categorical_crossentropy'"),
+    ({"max_accuracy_drop": 0.01, "max_metric_drop": 0.02}, "give one of `max_accuracy_drop` and `max_metric_drop`"),
+    ({"metric": "mae", "max_metric_drop": -1.0}, "`max_metric_drop` must be a finite number >= 0; received -1.0"),
 ])
 def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
     with pytest.raises(ValueError, match=match):
         tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def test_a_regressor_takes_targets_not_labels_and_no_accuracy(no_training):
+    model = keras.Sequential([keras.Input((24, 1)), keras.layers.LSTM(3), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    x, y = _series(20, 0)
+    with pytest.raises(ValueError, match="`metric` 'accuracy' needs a classifier .* trained on 'mean_squared_error'"):
+        tf_vib.compress(model, (x, y), metric="accuracy", verbose=0)
+    with pytest.raises(ValueError, match=r"`train_data` targets have shape \(20, 2\), but the model outputs \(batch, 1\)"):
+        tf_vib.compress(model, (x, np.stack([y, y], 1)), verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` targets contain 1 NaN or infinite values"):
+        tf_vib.compress(model, (x, y), validation_data=(x, np.where(np.arange(20) == 3, np.nan, y)), verbose=0)
 
 
 def test_model_without_layers_to_compress_and_uncompiled_model(no_training):
@@ -293,9 +316,11 @@ def test_trim_plan_drops_the_noisiest_alive_units(alive, score, multiple, kept):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::tf_vib.BoundNotMetWarning")
 def test_every_stage_alone_and_combined(lstm_model):
     x, y = _data(150, seed=1)
-    common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05)
+    # budgets this small may miss the bound: on_miss="best" keeps (and labels) every stage's model
+    common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05, on_miss="best")
     norms = next(iter(tf_vib.regularizers.iss_group_norms(lstm_model).values()))
     runs = {
         # a threshold at the median group norm: the group lasso then zeroes about half the units
@@ -311,6 +336,7 @@ def test_every_stage_alone_and_combined(lstm_model):
         small, stages = result.model, [s.stage for s in result.report.stages]
         assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers), name
         assert result.report.final.params == small.count_params(), name
+        assert result.report.bound_met == (not result.report.misses), name
         if "magnitude_sparsity" in kwargs:
             assert stages[-1 if "clusters" not in kwargs else -2] == "magnitude"
             kernel = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0].cell.kernel
@@ -326,3 +352,34 @@ def test_every_stage_alone_and_combined(lstm_model):
             assert stages[:3] == ["baseline", "iss", "finetune"]
             lstm = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0]
             assert 3 <= lstm.units <= 9, "units whose group norm fell below the threshold are removed"
+
+
+def _series(n, seed):
+    """Windows of 24 steps of a noisy sine, and the value that follows each."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n + 24) * 0.3
+    s = (np.sin(t) + 0.1 * rng.normal(size=t.shape)).astype("float32")
+    return np.stack([s[i:i + 24] for i in range(n)])[..., None], s[24:24 + n]
+
+
+@pytest.mark.slow
+def test_an_lstm_forecaster_compresses_within_its_mse_bound():
+    model = keras.Sequential([keras.Input((24, 1)), keras.layers.LSTM(32), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    train, val, test = _series(240, 0), _series(80, 1), _series(60, 2)
+    model.fit(*train, epochs=10, batch_size=32, verbose=0)
+    baseline_mse = model.evaluate(*val, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tf_vib.BoundNotMetWarning)
+        result = tf_vib.compress(model, train, validation_data=val, test_data=test, epochs=10, finetune_epochs=5,
+                                 max_metric_drop=0.05 * baseline_mse, verbose=0)
+    report, small = result.report, result.model
+    assert report.metric == "mean_squared_error" and not report.higher_is_better
+    assert report.baseline.val_score == pytest.approx(baseline_mse, rel=1e-5)
+    assert report.bound == pytest.approx(1.05 * baseline_mse, rel=1e-5)
+    assert small.count_params() < model.count_params()
+    loss, score = small.evaluate(*val, verbose=0)  # compiled with the loss and the metric
+    assert loss == pytest.approx(score) and loss <= 1.05 * baseline_mse
+    assert report.final.test_score == pytest.approx(small.evaluate(*test, verbose=0)[0], rel=1e-5)
+    assert report.final.val_accuracy is None and report.bound_met and report.misses == []
+    assert "val mean_squared_error" in str(report)

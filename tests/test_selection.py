@@ -1,4 +1,4 @@
-"""Candidate choice: the search order, trials that stop at the floor, cached snapshot sizes."""
+"""Candidate choice: the search order, trials that stop at the bound, cached snapshot sizes, scorers."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 import tf_vib
 from tf_vib import selection
 from tf_vib._keras import keras
-from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smallest
+from tf_vib.selection import Candidate, Scorer, Snapshots, StopAtScore, choose_smallest, make_scorer
 from tf_vib.wrap import add_vib_masks
 
 
@@ -23,7 +23,7 @@ class _FakeVIB:
         self.current = weights
 
 
-def _search(monkeypatch, masked, passes, floor=0.9):
+def _search(monkeypatch, masked, passes, floor=0.9, **kwargs):
     """choose_smallest over candidates of growing size, with masked accuracies ``masked``,
     whose fine-tune reaches ``passes[i]``; returns (chosen index, accuracy, trial order)."""
     candidates = [Candidate(epoch, 0.0, 100 * (i + 1), accuracy, [i])
@@ -35,7 +35,8 @@ def _search(monkeypatch, masked, passes, floor=0.9):
         tried.append(plain[0])
         return passes[plain[0]]
 
-    chosen, _, accuracy, _ = choose_smallest(_FakeVIB(), candidates, floor, tune)
+    chosen, _, accuracy, _ = choose_smallest(_FakeVIB(), candidates, Scorer("accuracy", True, bound=floor), tune,
+                                             **kwargs)
     return candidates.index(chosen), accuracy, tried
 
 
@@ -57,15 +58,32 @@ def test_search_falls_back_to_the_largest_when_the_known_pass_fails(monkeypatch)
     assert chosen == 3 and accuracy == 0.95
 
 
-def test_search_without_any_pass_returns_the_smallest_as_good_as_the_best_tried(monkeypatch):
+def test_search_on_miss_returns_the_smallest_as_good_as_the_best_tried(monkeypatch):
     masked = [(5, 0.1), (4, 0.2), (3, 0.2), (2, 0.2), (1, 0.3)]
     passes = [0.5, 0.5, 0.7, 0.6, 0.6]  # the floor, 0.9, is out of reach
-    chosen, accuracy, tried = _search(monkeypatch, masked, passes)
+    chosen, accuracy, tried = _search(monkeypatch, masked, passes, search_on_miss=True)
     assert tried[0] == 4, "the largest is tried first"
     assert chosen == 2 and accuracy == 0.7  # smaller than the largest, and better
     assert tried == [4, 2, 1, 0]
-    chosen, accuracy, _ = _search(monkeypatch, masked, [0.5, 0.5, 0.5, 0.5, 0.6])
+    chosen, accuracy, _ = _search(monkeypatch, masked, [0.5, 0.5, 0.5, 0.5, 0.6], search_on_miss=True)
     assert chosen == 4 and accuracy == 0.6  # nothing smaller does as well
+
+
+def test_without_search_on_miss_an_out_of_reach_bound_ends_the_search(monkeypatch):
+    masked = [(5, 0.1), (4, 0.2), (3, 0.2), (2, 0.2), (1, 0.3)]
+    chosen, accuracy, tried = _search(monkeypatch, masked, [0.5, 0.5, 0.7, 0.6, 0.6])
+    assert tried == [4] and chosen == 4 and accuracy == 0.6
+    # the known pass (1) and the largest both fail: the better of the two, nothing else tried
+    masked[1] = (4, 0.95)
+    chosen, accuracy, tried = _search(monkeypatch, masked, [0.5, 0.8, 0.7, 0.6, 0.6])
+    assert tried == [1, 4] and chosen == 1 and accuracy == 0.8
+
+
+def test_search_on_miss_prefers_a_candidate_that_meets_the_bound(monkeypatch):
+    # the largest misses (0.6); the fallback search aims at 0.6 and meets a 0.95 on the way
+    masked = [(4, 0.1), (3, 0.1), (2, 0.1), (1, 0.1)]
+    chosen, accuracy, tried = _search(monkeypatch, masked, [0.6, 0.95, 0.6, 0.6], search_on_miss=True)
+    assert tried == [3, 1, 0] and chosen == 1 and accuracy == 0.95
 
 
 def test_scan_below_the_bisection_finds_a_pass_under_one_unlucky_failure(monkeypatch):
@@ -94,14 +112,20 @@ def test_the_scan_skips_the_bisections_failures_instead_of_stopping_on_them(monk
     assert tried == [6, 3, 1, 2, 0]
 
 
-def test_stop_at_accuracy_ends_training_at_the_first_epoch_that_reaches_the_floor():
-    stop = StopAtAccuracy(0.9)
+def test_stop_at_score_ends_training_at_the_first_epoch_that_reaches_the_target():
+    stop = StopAtScore(0.9)
     stop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
     for epoch, accuracy in enumerate([0.5, 0.89, 0.9]):
         stop.model.stop_training = False
         stop.on_epoch_end(epoch, {"val_accuracy": accuracy})
         assert stop.model.stop_training == (accuracy >= 0.9)
     assert stop.epochs == 3
+    lower = StopAtScore(0.1, make_scorer("loss", loss=keras.losses.get("mse"), classifier=False))
+    lower.set_model(stop.model)
+    for epoch, mse in enumerate([0.3, 0.11, 0.1]):
+        lower.model.stop_training = False
+        lower.on_epoch_end(epoch, {"val_score": mse, "val_accuracy": 1.0})
+        assert lower.model.stop_training == (mse <= 0.1)
 
 
 def test_snapshots_strip_once_per_structure(vib_model, monkeypatch):
@@ -147,3 +171,35 @@ def test_snapshots_also_taken_when_the_structure_collapses(vib_model):
     snapshots.on_epoch_end(4, {"val_accuracy": 0.5})  # scheduled; nothing kept, nothing more to catch
     snapshots.on_epoch_end(5, {"val_accuracy": 0.5})
     assert [c.epoch for c in snapshots.candidates] == [2, 3, 4]
+
+
+def test_scorers_follow_the_model_and_the_metric():
+    classifier = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert selection.is_classifier(classifier, cross_entropy)
+    regressor = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    mse = keras.losses.get("mse")
+    assert not selection.is_classifier(regressor, mse) and not selection.is_classifier(classifier, mse)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    labels, targets = np.arange(10) % 4, np.linspace(-1, 1, 10).astype("float32")
+    accuracy = make_scorer(None, loss=cross_entropy, classifier=True)
+    predicted = np.argmax(classifier.predict(x, verbose=0), -1)
+    assert accuracy.higher_is_better and accuracy.score(classifier, x, labels) == np.mean(predicted == labels)
+    assert accuracy.score(classifier, x, np.eye(4)[labels]) == np.mean(predicted == labels)  # one-hot
+    loss = make_scorer("loss", loss=cross_entropy, classifier=True)  # the batch mean of the loss
+    assert loss.name == "sparse_categorical_crossentropy" and not loss.higher_is_better
+    assert loss.score(classifier, x, labels) == pytest.approx(float(cross_entropy(labels, classifier(x))), rel=1e-5)
+    default = make_scorer(None, loss=mse, classifier=False)
+    errors = regressor.predict(x, verbose=0)[:, 0] - targets
+    assert default.name == "mean_squared_error" and not default.higher_is_better
+    assert default.score(regressor, x, targets) == pytest.approx(np.mean(errors ** 2), rel=1e-5)
+    mae = make_scorer("mae", loss=mse, classifier=False)
+    assert (mae.name, mae.higher_is_better) == ("mae", False)
+    assert mae.score(regressor, x, targets) == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
+    auc = make_scorer(keras.metrics.AUC(), loss=mse, classifier=False)
+    assert (auc.name, auc.higher_is_better) == ("auc", True) and auc.metric() is not auc.metric()
+    bounded = default.bounded(0.1, 0.01)  # lower is better: the bound is a ceiling
+    assert bounded.bound == pytest.approx(0.11) and bounded.meets(0.11) and not bounded.meets(0.111)
+    assert bounded.condition() == "mean_squared_error <= 0.11"
+    floor = accuracy.bounded(0.9, 0.05)
+    assert floor.bound == pytest.approx(0.85) and floor.meets(0.85) and not floor.meets(0.84)

@@ -9,6 +9,7 @@ from tf_vib.lowrank import low_rank
 from tf_vib.regularizers import FreezeZeros, ISSPenalty
 from tf_vib.report import ModelSummary, summary
 from tf_vib.schedules import VIBSchedule, VIBScheduleCallback, vib_scope
+from tf_vib.selection import BoundNotMetWarning, Scorer
 from tf_vib.stages import Distiller, cluster, distill, magnitude_prune
 from tf_vib.storage import clustered_storage
 from tf_vib.surgery import kept_input_features, strip_masks
@@ -25,6 +26,8 @@ __all__ = [
     "compress",
     "CompressionResult",
     "CompressionReport",
+    "BoundNotMetWarning",
+    "Scorer",
     "add_vib_masks",
     "strip_masks",
     "kept_input_features",

@@ -4,9 +4,10 @@ import dataclasses
 
 import numpy as np
 
-from tf_vib._data import as_arrays, check_data, stratified_holdout, take
+from tf_vib._data import as_arrays, check_data, check_inputs, num_samples, stratified_holdout, take
+from tf_vib._keras import tf
 
-__all__ = ["Data", "prepare_data", "check_int", "check_float", "check_accuracy_drop", "optional",
+__all__ = ["Data", "prepare_data", "check_targets", "check_int", "check_float", "check_accuracy_drop", "optional",
            "rank_or_energy", "why_not_distilled"]
 
 
@@ -56,10 +57,31 @@ def rank_or_energy(name, value):
     return check_float(name, value, high=1.0 + 1e-12)
 
 
+def check_targets(model, x, y, argument):
+    """A regressor's or forecaster's data: inputs the model takes (`check_inputs`), finite
+    numeric targets of each output's shape. Returns one stratum for every sample (the
+    hold-out is then random)."""
+    check_inputs(model, x, argument)
+    for target, tensor in zip(tf.nest.flatten(y), model.outputs, strict=True):
+        expected = tuple(tensor.shape[1:])
+        shape = tuple(target.shape[1:])
+        fits = len(shape) == len(expected) and all(e is None or e == a for e, a in zip(expected, shape, strict=True))
+        if not (fits or (expected == (1,) and shape == ())):
+            raise ValueError(f"`{argument}` targets have shape {target.shape}, but the model outputs "
+                             f"(batch, {', '.join('None' if e is None else str(e) for e in expected)})")
+        if not np.issubdtype(target.dtype, np.number):
+            raise ValueError(f"`{argument}` targets must be numbers; received dtype {target.dtype}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError(f"`{argument}` targets contain {int((~np.isfinite(target)).sum())} NaN or "
+                             "infinite values")
+    return np.zeros(num_samples(x), np.int64)
+
+
 @dataclasses.dataclass
 class Data:
     """compress()'s data in model order: ``x`` an array, or a tuple per model input; ``y`` and
-    the labels likewise per output; ``notes`` say which labels were converted for the loss."""
+    the labels likewise per output (a classifier's class labels; zeros, one stratum, for other
+    models); ``notes`` say which labels were converted for the loss."""
 
     train: tuple
     val: tuple
@@ -68,14 +90,20 @@ class Data:
     notes: list = dataclasses.field(default_factory=list)
 
 
-def prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss):
+def prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss, *,
+                 classifier=True):
     """Every data argument read (`as_arrays`) and checked against the model and ``loss``
-    (`check_data`) before any training; without ``validation_data``, a stratified
-    ``validation_fraction`` of the training samples, the same rows of every input, is held out."""
+    (`check_data` for a classifier, `check_targets` otherwise) before any training; without
+    ``validation_data``, a ``validation_fraction`` of the training samples (stratified by class
+    for a classifier), the same rows of every input, is held out."""
     notes = {}
 
     def read(data, argument):
-        x, y, labels, converted = check_data(model, *as_arrays(data, argument, model), argument, loss)
+        x, y = as_arrays(data, argument, model)
+        if classifier:
+            x, y, labels, converted = check_data(model, x, y, argument, loss)
+        else:
+            labels, converted = check_targets(model, x, y, argument), []
         for note in converted:
             notes.setdefault(note, []).append(argument)
         return x, y, labels
@@ -90,7 +118,7 @@ def prepare_data(model, train_data, validation_data, test_data, validation_fract
         x_train, y_train = take(x_train, keep), take(y_train, keep)
     test = None
     if test_data is not None:
-        x_test, _, labels_test = read(test_data, "test_data")
-        test = (x_test, labels_test)
+        x_test, y_test, labels_test = read(test_data, "test_data")
+        test = (x_test, labels_test if classifier else y_test)
     lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()]
     return Data((x_train, y_train), (x_val, y_val), labels_val, test, lines)

@@ -11,7 +11,7 @@ from tf_vib._graph import tensor_users
 from tf_vib._keras import keras, tf
 from tf_vib.training import loss_kind, loss_name
 
-__all__ = ["num_samples", "take", "as_arrays", "check_data", "labels_of", "stratified_holdout"]
+__all__ = ["num_samples", "take", "as_arrays", "check_data", "check_inputs", "labels_of", "stratified_holdout"]
 
 
 def num_samples(x):
@@ -200,10 +200,8 @@ def check_data(model, x, y, argument, loss=None):
       ``(x, y, labels, notes)``: ``y`` in the form the loss takes, ``labels`` the integer
       class labels (an array, or a tuple per output), ``notes`` what was converted.
     """
-    users = tensor_users(model)
-    inputs, outputs = model.input_names, model.output_names
-    xs = [_fit_input(a, tensor, argument, inputs, i, users)
-          for i, (a, tensor) in enumerate(zip(tf.nest.flatten(x), model.inputs, strict=True))]
+    outputs = model.output_names
+    x = check_inputs(model, x, argument)
     losses = (loss if isinstance(loss, (list, tuple)) else
               [loss.get(name) for name in outputs] if isinstance(loss, dict) else [loss] * len(outputs))
     ys, labels, notes = [], [], []
@@ -213,7 +211,14 @@ def check_data(model, x, y, argument, loss=None):
         ys.append(target)
         labels.append(classes)
         notes += [note] if note else []
-    return _pack(xs), _pack(ys), _pack(labels), notes
+    return x, _pack(ys), _pack(labels), notes
+
+
+def check_inputs(model, x, argument):
+    """Each input against its model input: shape, dtype, token ids (see `check_data`)."""
+    users = tensor_users(model)
+    return _pack([_fit_input(a, tensor, argument, model.input_names, i, users)
+                  for i, (a, tensor) in enumerate(zip(tf.nest.flatten(x), model.inputs, strict=True))])
 
 
 def _fit_input(a, tensor, argument, names, index, users):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+import warnings
 
 import numpy as np
 
@@ -21,20 +22,35 @@ from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.lowrank import low_rank as factorise
 from tf_vib.regularizers import ISSPenalty, zero_small_groups
 from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
-from tf_vib.selection import Candidate, Snapshots, StopAtAccuracy, choose_smallest, fine_tune
-from tf_vib.stages import cluster, magnitude_prune
+from tf_vib.selection import (
+    BoundNotMetWarning,
+    Candidate,
+    Snapshots,
+    StopAtScore,
+    check_on_miss,
+    choose_smallest,
+    fine_tune,
+    is_classifier,
+    make_scorer,
+)
+from tf_vib.stages import _copy, cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
 from tf_vib.surgery import alive_units, strip_masks, unit_gates
-from tf_vib.training import TwoRateTrainer, accuracy, resolve_loss
+from tf_vib.training import TwoRateTrainer, resolve_loss
 from tf_vib.wrap import add_vib_masks
 
-__all__ = ["compress", "CompressionResult", "DEFAULT_THRESHOLDS", "STATE_GATES", "KL_SAMPLES_CAP",
-           "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width", "trim_plan"]
+__all__ = ["compress", "CompressionResult", "DEFAULT_MAX_DROP", "DEFAULT_THRESHOLDS", "STATE_GATES",
+           "KL_SAMPLES_CAP", "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width",
+           "trim_plan"]
 
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
 #: trained masked model and the stripped one) and train faster than masks on every gate.
 STATE_GATES = {"lstm": "o", "gru": "h", "simple_rnn": "h"}
+
+#: The default tolerance: ``max_accuracy_drop`` (0.5 point), and for any other metric the
+#: same fraction of the baseline's value (0.5% of its validation loss, say).
+DEFAULT_MAX_DROP = 0.005
 
 #: log_alpha thresholds tried when choosing the model: 0 prunes the most.
 DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -99,7 +115,8 @@ class CompressionResult:
     """What ``compress`` returns.
 
     Attributes:
-      model: the compressed plain tf_keras model (no VIB layer inside).
+      model: the compressed plain tf_keras model (no VIB layer inside), compiled; a copy of
+        the original when no compressed model met the bound (``report.misses`` says why).
       report: a ``CompressionReport`` (per stage and per layer; ``str()`` is a table,
         ``to_json()``, ``plot(path)``).
       histories: ``{stage: keras History.history dict}``.
@@ -134,7 +151,10 @@ def compress(
     dense_kl_mult=1.0,
     masked_gates=None,
     warmup_epochs=5,
-    max_accuracy_drop=0.005,
+    metric=None,
+    max_accuracy_drop=None,
+    max_metric_drop=None,
+    on_miss="original",
     thresholds=DEFAULT_THRESHOLDS,
     unit_multiple=UNIT_MULTIPLE,
     iss=None,
@@ -153,27 +173,40 @@ def compress(
 
     The VIB stage copies the model with VIB layers in place of its recurrent layers (a
     FeatureMask on their inputs, gate masks in the cells) and after its hidden Dense layers,
-    warm-started from the trained weights, and trains it on ``cross_entropy + kl_factor *
+    warm-started from the trained weights, and trains it on ``loss + kl_factor *
     sum(kl_mult * KL)`` (Dai et al. 2018) with a higher learning rate for the masks, driven by
     a ``VIBSchedule`` (KL warm-up). Snapshots of it, stripped at the keep thresholds, are the
-    candidates; the smallest that fine-tunes back within ``max_accuracy_drop`` of the
-    original's validation accuracy is kept (``tf_vib.selection``), then fine-tuned (with
-    knowledge distillation from the original if ``distill``). Further stages, each usable
-    without VIB (``vib=False``): ``iss`` (group lasso during the same training, zeroed units
-    removed), ``low_rank``, ``magnitude_sparsity`` (tfmot), ``clusters`` (tfmot).
+    candidates; the smallest that fine-tunes back within the bound is kept
+    (``tf_vib.selection``), then fine-tuned (with knowledge distillation from the original
+    if ``distill``, for a classifier). Further stages, each usable without VIB
+    (``vib=False``): ``iss`` (group lasso during the same training, zeroed units removed),
+    ``low_rank``, ``magnitude_sparsity`` (tfmot), ``clusters`` (tfmot).
+
+    The bound: the baseline's validation ``metric`` minus ``max_metric_drop`` (plus, for a
+    loss or an error: lower is better). A model that misses it on validation data never
+    comes back by default. Every stage's model is checked: a stage whose model misses the
+    bound is refused and the next stage starts from the previous model; when no VIB
+    candidate meets it, that is a copy of the original model (clone and weights, compiled
+    like any result). A ``BoundNotMetWarning`` and the report (``bound``, ``misses``,
+    ``str(report)``) then say what the bound was and what the best model reached.
+    ``on_miss="best"`` keeps such models instead, labelled: ``report.bound_met`` is False.
 
     Args:
-      model: a trained tf_keras Sequential or functional classifier. Not modified.
+      model: a trained tf_keras Sequential or functional model, not modified: a classifier
+        (every output trained with a cross-entropy: softmax, logits or a sigmoid unit) or
+        any model with a Keras loss (a forecaster on MSE, say).
       train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y). ``x``: one array, or
         for a model with several inputs a list in ``model.inputs`` order or a dict keyed by
-        input name (integer token ids keep their dtype); ``y`` likewise per output: class
-        indices or one-hot rows, per step (``(n, T)`` or ``(n, T, C)``) for a per-step output,
-        0/1 for a one-unit sigmoid output. Labels are converted to what the loss takes when
-        that is unambiguous (one-hot rows to indices for a sparse loss, indices to one-hot
-        rows for a categorical one). Sample weights are refused, and so are sequences of
-        different lengths (pad them with ``tf_vib.datasets.pad_sequences``).
-      validation_data: same forms; every choice is made on it. When None, a stratified
-        ``validation_fraction`` of ``train_data`` is held out.
+        input name (integer token ids keep their dtype); ``y`` likewise per output. For a
+        classifier: class indices or one-hot rows, per step (``(n, T)`` or ``(n, T, C)``) for
+        a per-step output, 0/1 for a one-unit sigmoid output; labels are converted to what
+        the loss takes when that is unambiguous (one-hot rows to indices for a sparse loss,
+        indices to one-hot rows for a categorical one). Otherwise: targets of the output's
+        shape. Sample weights are refused, and so are sequences of different lengths (pad
+        them with ``tf_vib.datasets.pad_sequences``).
+      validation_data: same forms; every choice is made on it. When None,
+        ``validation_fraction`` of ``train_data`` is held out (stratified by class for a
+        classifier).
       test_data: optional, only reported, never used for a choice.
       loss: the training loss; default: the compiled model's loss.
       vib: bool, default True. False skips the VIB masks (the other stages still run).
@@ -190,11 +223,25 @@ def compress(
       masked_gates: recurrent gates that carry masks (see ``add_vib_masks``); default
         ``STATE_GATES``, a mask on the hidden state (LSTM output gate, GRU candidate).
       warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
-      max_accuracy_drop: accepted validation-accuracy loss, as a fraction in [0, 1) (0.005 =
-        0.5 point).
-        Never finer than one validation sample: on 54 samples a candidate may lose one
-        (1.85 points), since zero errors more would be the only finer criterion
-        (``report.accuracy_floor`` records the floor used).
+      metric: what every choice is made on. None (default): accuracy for a classifier,
+        the loss otherwise. "accuracy", "loss" (the training loss, as compiled or given), a
+        Keras metric name or object ("mae", ``tf_keras.metrics.AUC()``; higher is better
+        for names with accuracy, auc, precision, recall, cosine_similarity or iou, lower
+        for the rest), or a ``tf_vib.selection.Scorer``.
+      max_accuracy_drop: accepted validation-accuracy loss with the accuracy metric, as a
+        fraction in [0, 1); default ``DEFAULT_MAX_DROP`` (0.005 = 0.5 point). Never finer than one
+        validation sample: on 54 samples a candidate may lose one (1.85 points), since zero
+        errors more would be the only finer criterion (``report.accuracy_floor`` records
+        the floor used). Refused with another metric.
+      max_metric_drop: the tolerance in the metric's own units (absolute: 0.002 on an MSE
+        of 0.04 accepts 0.042); for accuracy, the same as ``max_accuracy_drop`` (give one of
+        them). Default for a metric other than accuracy: ``DEFAULT_MAX_DROP`` times the
+        baseline's absolute value (0.5% of its validation loss).
+      on_miss: "original" (default) or "best". What comes back when no candidate meets the
+        bound: a copy of the original model, or the best candidate (the smallest of the
+        best-scoring ones; the search then costs more trials); with "best", a later stage
+        whose model misses the bound is kept too. Either way ``report.misses`` lists the
+        misses and a ``BoundNotMetWarning`` is issued.
       thresholds: log_alpha keep thresholds (>= 0) among which the model is chosen.
       unit_multiple: int >= 1, default ``UNIT_MULTIPLE`` (4); 1 turns it off, and so does
         ``vib=False``. After the choice, every VIB LSTM layer whose kept units are 1 to
@@ -217,18 +264,25 @@ def compress(
       clusters: int >= 2 or None: tfmot weight clustering of the result.
       distill: bool, default True. Fine-tune against the original model (Hinton distillation) with
         ``distill_temperature`` and weight ``distill_alpha`` on the labels' cross-entropy.
-        Off (logged) for a model with a one-unit output or several outputs.
+        Classifiers only: Hinton's loss compares softmax outputs, so any other model
+        fine-tunes on its own loss (simpler than distilling with MSE to the original's
+        outputs, which would add a weight to tune). Off (logged) for a model with a one-unit
+        output or several outputs.
       validation_fraction: held-out share of ``train_data`` when no validation data is given.
       seed: seeds Keras, TensorFlow and NumPy for the run.
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
 
     Returns:
-      A ``CompressionResult``.
+      A ``CompressionResult``; ``report.bound``, ``report.bound_met`` and ``report.misses``
+      say how it stands against the bound.
     """
     require_tf_keras_model(model, "model")
     loss_fn = resolve_loss(model, loss)
-    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn)
-    undistilled = why_not_distilled(model) if distill else None
+    classifier = is_classifier(model, loss_fn)
+    scorer = make_scorer(metric, loss=loss_fn, classifier=classifier)
+    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn,
+                        classifier=classifier)
+    undistilled = why_not_distilled(model) if distill and classifier else None
     if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
         data.notes.append(undistilled)
         distill = False
@@ -240,7 +294,8 @@ def compress(
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
         finetune_learning_rate=check_float("finetune_learning_rate", finetune_learning_rate),
-        max_accuracy_drop=check_accuracy_drop(max_accuracy_drop),
+        max_drop=_max_drop(scorer, max_accuracy_drop, max_metric_drop),
+        on_miss=check_on_miss(on_miss),
         unit_multiple=check_int("unit_multiple", unit_multiple, 1),
         kl_factor=(default_kl_factor(num_samples(data.train[0]), masked_width(model)) if kl_factor is None
                    else check_float("kl_factor", kl_factor)),
@@ -255,6 +310,8 @@ def compress(
                       if distill else None),
         verbose=verbose,
     )
+    if not classifier:
+        settings["distillation"] = None  # Hinton's loss compares softmax outputs
     settings["iss_threshold"] = (3 * settings["learning_rate"] if iss_threshold is None
                                  else check_float("iss_threshold", iss_threshold))
     for name, value in [("input_kl_mult", input_kl_mult), ("hidden_kl_mult", hidden_kl_mult),
@@ -283,17 +340,36 @@ def compress(
             feature_masks=bool(vib), dense_masks=bool(vib),
         )
     keras.utils.set_random_seed(seed)
-    run = _Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib))
+    run = _Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
     return run.run()
 
 
-class _Run:
-    """One compress() call: the stages, their timing and the report."""
+def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
+    """The tolerance asked for, checked; None: the default relative to the baseline's value."""
+    if not scorer.is_accuracy and max_accuracy_drop is not None:
+        raise ValueError(f"`max_accuracy_drop` applies to the accuracy metric; the metric here is "
+                         f"{scorer.name!r}: give max_metric_drop (in its units) instead; received "
+                         f"max_accuracy_drop={max_accuracy_drop!r}")
+    if max_accuracy_drop is not None and max_metric_drop is not None:
+        raise ValueError("give one of `max_accuracy_drop` and `max_metric_drop`; received "
+                         f"max_accuracy_drop={max_accuracy_drop!r}, max_metric_drop={max_metric_drop!r}")
+    if max_metric_drop is not None:
+        return check_float("max_metric_drop", max_metric_drop, allow_low=True)
+    if scorer.is_accuracy:
+        return DEFAULT_MAX_DROP if max_accuracy_drop is None else check_accuracy_drop(max_accuracy_drop)
+    return None
 
-    def __init__(self, model, vib_model, data, loss, settings, thresholds, vib):
+
+class _Run:
+    """One compress() call: the stages, their timing, the bound checks and the report."""
+
+    def __init__(self, model, vib_model, data, loss, settings, thresholds, vib, scorer, classifier):
         self.model, self.vib_model, self.data, self.loss = model, vib_model, data, loss
         self.s, self.thresholds, self.vib = settings, thresholds, vib
-        self.report = CompressionReport(max_accuracy_drop=settings["max_accuracy_drop"])
+        self.scorer, self.classifier = scorer, classifier
+        self.report = CompressionReport(
+            max_accuracy_drop=settings["max_drop"] if scorer.is_accuracy else None, metric=scorer.name,
+            higher_is_better=scorer.higher_is_better, on_miss=settings["on_miss"])
         self.histories = {}
         names = ["baseline"] + (["vib" if vib else "iss", "select"] if vib_model is not None else [])
         self.finetunes = vib_model is not None or settings["low_rank"] is not None
@@ -317,70 +393,107 @@ class _Run:
             print(f"[tf-vib]   {line}", flush=True)
 
     def record(self, name, stage_model, seconds, **extra):
-        result = StageResult.measure(name, stage_model, self.data.val[0], self.data.labels_val,
-                                     self.data.test, seconds, **extra)
+        result = StageResult.measure(name, stage_model, self.scorer, self.data.val, self.data.test, seconds,
+                                     classifier=self.classifier, **extra)
         self.report.stages.append(result)
         self.log(result.line())
         return result
 
+    def check(self, result, model, previous, score=None, what="its model"):
+        """The model the next stage starts from: the stage's ``model`` if it meets the bound
+        on validation (``score``, default the recorded one) or ``on_miss`` is "best", else
+        ``previous``; a miss goes into the report."""
+        score = result.val_score if score is None else score
+        result.bound_met = self.scorer.meets(score)
+        if result.bound_met:
+            return model
+        result.kept = self.s["on_miss"] == "best"
+        self.report.misses.append({"stage": result.stage, "what": what, "params": result.params,
+                                   "val_score": float(score), "kept": result.kept})
+        self.log(f"{result.stage}: validation {self.scorer.describe(score)} misses the bound "
+                 f"({self.scorer.condition()}): "
+                 + ("kept (on_miss='best')" if result.kept else "refused, the previous model goes on"))
+        return model if result.kept else previous
+
     def tune(self, model, epochs, verbose=0, **kwargs):
         teacher = self.model if self.s["distillation"] else None
-        return fine_tune(model, self.data.train, self.data.val, self.data.labels_val, epochs=epochs,
+        return fine_tune(model, self.data.train, self.data.val, scorer=self.scorer, epochs=epochs,
                          batch_size=self.s["batch_size"], learning_rate=self.s["finetune_learning_rate"],
                          loss=self.loss, verbose=verbose, teacher=teacher,
                          distillation=self.s["distillation"], **kwargs)
 
+    def bound(self, baseline):
+        """Set the scorer's bound from the baseline's validation score."""
+        drop = self.s["max_drop"]
+        if self.scorer.is_accuracy:
+            n_val = num_samples(self.data.val[0])
+            fine = drop
+            drop = max(drop, 1.0 / n_val)
+            if drop > fine:
+                self.log(f"max_accuracy_drop={fine:g} is finer than one of the {n_val} validation samples: "
+                         f"candidates may lose one ({100 * drop:.2f} points)")
+            self.report.accuracy_floor = float(baseline - drop)
+        elif drop is None:
+            drop = DEFAULT_MAX_DROP * abs(baseline)
+        self.scorer = self.scorer.bounded(baseline, drop)
+        self.report.bound, self.report.max_metric_drop = self.scorer.bound, float(drop)
+        self.log(f"bound: validation {self.scorer.condition()}")
+
     def run(self):
         self.start("baseline", f"evaluating {self.model.name!r} on {num_samples(self.data.val[0])} validation samples")
-        baseline = self.record("baseline", self.model, self.seconds())
-        n_val = num_samples(self.data.labels_val)
-        drop = max(self.s["max_accuracy_drop"], 1.0 / n_val)
-        if drop > self.s["max_accuracy_drop"] and self.s["verbose"]:
-            self.log(f"max_accuracy_drop={self.s['max_accuracy_drop']:g} is finer than one of the {n_val} "
-                     f"validation samples: candidates may lose one sample ({100 * drop:.2f} points)")
-        self.report.accuracy_floor = float(baseline.val_accuracy - drop)
-        self.floor = self.report.accuracy_floor - 1e-9
+        self.bound(self.record("baseline", self.model, self.seconds()).val_score)
+        if not self.s["distillation"] and not self.classifier and self.s["verbose"]:
+            self.log("not a classifier: fine-tuning on the model's own loss, without distillation")
         finetune_epochs = self.s["finetune_epochs"]
-        small, tuned_epochs = self.model, 0
+        small, tuned_epochs, chosen = _copy(self.model), 0, False
         if self.vib_model is not None:
-            small, tuned_epochs = self.structured()
-        else:
-            small = keras.models.clone_model(self.model)
-            small.set_weights(self.model.get_weights())
+            small, tuned_epochs, chosen = self.structured(small)
+        low_rank, previous = None, small
         if self.s["low_rank"] is not None:
             self.start("low_rank", f"SVD factorisation of the recurrent input kernels ({self.s['low_rank']})")
             key = "rank" if isinstance(self.s["low_rank"], int) else "energy"
             small, info = factorise(small, **{key: self.s["low_rank"]})
-            self.record("low_rank", small, self.seconds(),
-                        ranks={name: i.rank for name, i in info.items() if i.factorised})
-        if self.finetunes:
+            low_rank = self.record("low_rank", small, self.seconds(),
+                                   ranks={name: i.rank for name, i in info.items() if i.factorised})
+        if self.finetunes and (chosen or low_rank is not None):  # the fine-tune is the last step of those stages
             self.start("finetune", f"fine-tuning the plain model for {finetune_epochs - tuned_epochs} epochs")
+            if low_rank is None:  # fine_tune works in place
+                previous = _copy(small)
             history, _ = self.tune(small, finetune_epochs - tuned_epochs, verbose=self.s["verbose"])
             self.histories["finetune"] = history
-            self.record("finetune", small, self.seconds(), **_sizes(small))
+            result = self.record("finetune", small, self.seconds(), **_sizes(small))
+            small = self.check(result, small, previous)
+            if low_rank is not None:
+                low_rank.kept = result.kept
         train_ds, val_ds = self._datasets()
+        teacher = self.model if self.s["distillation"] else None
         if self.s["magnitude_sparsity"] is not None:
             self.start("magnitude", f"tfmot magnitude pruning to {self.s['magnitude_sparsity']:g} sparsity")
-            small, info = magnitude_prune(
+            pruned, info = magnitude_prune(
                 small, train_ds, sparsity=self.s["magnitude_sparsity"], epochs=max(1, finetune_epochs),
                 validation_ds=val_ds, learning_rate=self.s["finetune_learning_rate"], loss=self.loss,
-                verbose=self.s["verbose"], teacher=self.model if self.s["distillation"] else None,
+                metrics=[self.scorer.metric()], verbose=self.s["verbose"], teacher=teacher,
                 distillation=self.s["distillation"],
             )
             self.histories["magnitude"] = info.history
-            self.record("magnitude", small, self.seconds(), **_sizes(small))
+            small = self.check(self.record("magnitude", pruned, self.seconds(), **_sizes(pruned)), pruned, small)
         if self.s["clusters"] is not None:
             self.start("cluster", f"tfmot weight clustering into {self.s['clusters']} values")
-            small, info = cluster(
+            clustered, info = cluster(
                 small, train_ds, n_clusters=self.s["clusters"], epochs=max(1, finetune_epochs // 2),
-                validation_ds=val_ds, loss=self.loss, verbose=self.s["verbose"],
+                validation_ds=val_ds, loss=self.loss, metrics=[self.scorer.metric()], verbose=self.s["verbose"],
             )
             self.histories["cluster"] = info.history
-            storage = clustered_storage(small)
-            self.record("cluster", small, self.seconds(), **_sizes(small),
-                        clustered_bytes=int(storage.total_bytes))
+            storage = clustered_storage(clustered)
+            result = self.record("cluster", clustered, self.seconds(), **_sizes(clustered),
+                                 clustered_bytes=int(storage.total_bytes))
+            small = self.check(result, clustered, small)
         small.compile(optimizer=keras.optimizers.Adam(self.s["finetune_learning_rate"]), loss=self.loss,
-                      metrics=["accuracy"])
+                      metrics=[self.scorer.metric()])
+        self.report.bound_met = not any(m["kept"] for m in self.report.misses)
+        if self.report.misses:
+            # stacklevel 3: the warning points at the caller's compress() line
+            warnings.warn(" ".join(self.report.bound_lines()), BoundNotMetWarning, stacklevel=3)
         return CompressionResult(small, self.report, self.histories, vib_model=self.vib_model,
                                  threshold=self.threshold)
 
@@ -392,8 +505,13 @@ class _Run:
             num_samples(self.data.train[0]), seed=0).batch(batch)
         return train, tf.data.Dataset.from_tensor_slices(self.data.val).batch(256)
 
-    def structured(self):
-        """VIB (and/or ISS) training, then the choice of the stripped model."""
+    def structured(self, original):
+        """VIB (and/or ISS) training, then the choice of the stripped model.
+
+        Returns ``(model, fine-tuning epochs it had, whether it is the chosen candidate)``:
+        the fine-tuned candidate, or ``original`` (a copy of the user's) when no candidate
+        meets the bound and ``on_miss`` is "original".
+        """
         s, vib_model, (x_train, y_train) = self.s, self.vib_model, self.data.train
         name = "vib" if self.vib else "iss"
         parts = (["VIB masks"] if self.vib else []) + ([f"ISS group lasso {s['iss']:g}"] if s["iss"] else [])
@@ -403,11 +521,12 @@ class _Run:
                                  mask_learning_rate=s["mask_learning_rate"] if self.vib else 1e-12)
         if s["iss"] is not None:
             trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
-        trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=self.loss, metrics=["accuracy"])
+        trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=self.loss,
+                        metrics=[self.scorer.metric()])
         steps = int(np.ceil(num_samples(x_train) / s["batch_size"]))
         schedule = VIBSchedule(s["kl_factor"] if self.vib else 0.0, warmup_steps=s["warmup_epochs"] * steps)
         base_threshold = min(float(t) for t in self.thresholds)
-        snapshots = Snapshots(vib_model, s["epochs"], base_threshold)
+        snapshots = Snapshots(vib_model, s["epochs"], base_threshold, scorer=self.scorer)
         if s["epochs"]:
             self.histories[name] = trainer.fit(
                 x_train, y_train, validation_data=self.data.val, epochs=s["epochs"],
@@ -421,11 +540,10 @@ class _Run:
                      f"({', '.join(f'{k}: {int(v.sum())}' for k, v in zeroed.items())})")
             snapshots.candidates = []  # only the zeroed structure counts from here on
         if not snapshots.candidates:
-            snapshots.take(max(s["epochs"] - 1, 0), accuracy(vib_model, self.data.val[0], self.data.labels_val))
+            snapshots.take(max(s["epochs"] - 1, 0), self.scorer.score(vib_model, *self.data.val))
         seconds = self.seconds()
 
-        self.start("select", f"the smallest candidate within {100 * s['max_accuracy_drop']:g} points "
-                   "of validation accuracy after fine-tuning")
+        self.start("select", f"the smallest candidate that fine-tunes to validation {self.scorer.condition()}")
         candidates = list(snapshots.candidates)
         smallest = min(candidates, key=lambda c: (c.params, -c.epoch))
         if self.vib:
@@ -433,44 +551,46 @@ class _Run:
             for threshold in sorted(set(float(t) for t in self.thresholds) - {base_threshold}):
                 plain = strip_masks(vib_model, threshold=threshold, min_units=1)
                 candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
-                                            accuracy(plain, self.data.val[0], self.data.labels_val),
-                                            smallest.weights))
+                                            self.scorer.score(plain, *self.data.val), smallest.weights))
         epochs_run = {}
 
         def trial(plain, target):
             """Fine-tune until the candidate reaches ``target``, at most ``finetune_epochs``."""
             epochs_run[id(plain)] = 0
-            start = accuracy(plain, self.data.val[0], self.data.labels_val)
-            if start >= target:
+            start = self.scorer.score(plain, *self.data.val)
+            if self.scorer.meets(start, target):
                 return start
-            stop = StopAtAccuracy(target)
+            stop = StopAtScore(target, self.scorer)
             _, tuned = self.tune(plain, s["finetune_epochs"], callbacks=[stop])
             epochs_run[id(plain)] = stop.epochs
             return tuned
 
-        chosen, small, reached, trials = choose_smallest(vib_model, candidates, self.floor, trial,
-                                                         log=self.log if s["verbose"] else None)
+        chosen, small, reached, trials = choose_smallest(
+            vib_model, candidates, self.scorer, trial, search_on_miss=s["on_miss"] == "best",
+            log=self.log if s["verbose"] else None)
         self.report.candidates = [_candidate_row(c) for c in candidates]
         self.report.trials = trials
-        if self.vib and s["unit_multiple"] > 1:
+        met = self.scorer.meets(reached)
+        if self.vib and s["unit_multiple"] > 1 and (met or s["on_miss"] == "best"):
             trimmed = self.trim(chosen, trial, reached)
             if trimmed is not None:
-                chosen, small = trimmed
+                chosen, small, reached = trimmed
         vib_model.set_weights(chosen.weights)
         self.threshold = chosen.threshold
-        self.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1), seconds,
-                    threshold=chosen.threshold, epoch=chosen.epoch + 1)
+        result = self.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1), seconds,
+                             threshold=chosen.threshold, epoch=chosen.epoch + 1, fine_tuned_score=reached)
         _, records = strip_masks(vib_model, threshold=chosen.threshold, min_units=1, return_records=True)
         self.report.layers = [dataclasses.asdict(r) for r in records]
-        return small, epochs_run.get(id(small), 0)
+        small = self.check(result, small, original, score=reached, what="the best candidate, fine-tuned")
+        return small, epochs_run.get(id(small), 0), result.kept
 
     def trim(self, chosen, trial, target):
         """Try the chosen candidate with its LSTMs trimmed to a multiple of ``unit_multiple``.
 
-        Returns ``(candidate, fine-tuned plain model)`` when the trimmed model reaches
-        ``target``, the chosen model's fine-tuned validation accuracy (at or above the
-        accepted one: a trim buys speed, not a loss of accuracy), else None; if a layer could
-        be trimmed, ``report.trim`` says what was tried.
+        Returns ``(candidate, fine-tuned plain model, its score)`` when the trimmed model
+        reaches ``target``, the chosen model's fine-tuned validation score (within the bound
+        when that one is: a trim buys speed, not a loss of accuracy), else None; if a layer
+        could be trimmed, ``report.trim`` says what was tried.
         """
         multiple = self.s["unit_multiple"]
         self.vib_model.set_weights(chosen.weights)
@@ -489,19 +609,20 @@ class _Run:
         _mark_dead(self.vib_model, dead)
         weights = [w.copy() for w in self.vib_model.get_weights()]
         plain = strip_masks(self.vib_model, threshold=chosen.threshold, min_units=1)
-        masked = accuracy(plain, self.data.val[0], self.data.labels_val)
+        masked = self.scorer.score(plain, *self.data.val)
         tuned = trial(plain, target)
-        accepted = tuned >= target
+        accepted = self.scorer.meets(tuned, target)
         what = ", ".join(f"{name} {a} -> {b} units" for name, (a, b) in sizes.items())
-        self.log(f"trimmed to a multiple of {multiple} ({what}): validation accuracy {masked:.4f} before, "
-                 f"{tuned:.4f} fine-tuned: {'accepted' if accepted else f'refused, below {target:.4f}'}")
+        self.log(f"trimmed to a multiple of {multiple} ({what}): validation {self.scorer.describe(masked)} "
+                 f"before, {tuned:.4g} fine-tuned: "
+                 + ("accepted" if accepted else f"refused, target {self.scorer.describe(target)}"))
         candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights)
         self.report.candidates.append(_candidate_row(candidate))
         self.report.trials.append((candidate.params, masked, tuned))
         self.report.trim = {"layers": {name: {"units": a, "trimmed_units": b} for name, (a, b) in sizes.items()},
                             "params": candidate.params, "accuracy_before_tuning": masked,
                             "fine_tuned_accuracy": tuned, "target": target, "accepted": bool(accepted)}
-        return (candidate, plain) if accepted else None
+        return (candidate, plain, tuned) if accepted else None
 
 
 def trim_plan(alive, score, multiple):
