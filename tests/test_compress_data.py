@@ -9,6 +9,7 @@ from tf_vib._compress_args import check_accuracy_drop, prepare_data
 from tf_vib._data import num_samples, stratified_holdout, take
 from tf_vib._keras import keras, tf
 from tf_vib.compression_report import StageResult
+from tf_vib.selection import ACCURACY
 from tf_vib.training import accuracy, resolve_loss
 
 SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -142,8 +143,6 @@ def test_two_outputs_take_labels_per_output_checked_per_output():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="compression_report._accuracy takes one output; it needs training.accuracy "
-                          "(issue 13)", strict=False)
 def test_compress_a_two_output_model():
     inputs = keras.Input((T, 3))
     h = keras.layers.LSTM(4)(inputs)
@@ -232,12 +231,11 @@ def test_binary_accuracy_thresholds_a_probability_or_a_logit(activation, thresho
     assert accuracy(unit, x, np.array([0, 1, 1, 1])) == 0.75
 
 
-@pytest.mark.xfail(reason="compression_report._accuracy takes the argmax of a one-unit output; it "
-                          "needs training.accuracy (issue 13)", strict=False)
 def test_report_measures_binary_accuracy():
     unit = keras.Sequential([keras.Input((1,)), keras.layers.Activation("sigmoid")])
     x = np.array([[-2.0], [2.0], [3.0]], "float32")
-    assert StageResult.measure("baseline", unit, x, np.array([0, 1, 1]), None, 0.0).val_accuracy == 1.0
+    assert StageResult.measure("baseline", unit, ACCURACY, (x, np.array([0, 1, 1])), None, 0.0).val_accuracy == 1.0
+    assert StageResult.measure("baseline", unit, ACCURACY, (x, np.array([1, 1, 1])), None, 0.0).val_accuracy == 2 / 3
 
 
 @pytest.mark.slow
