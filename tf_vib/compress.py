@@ -16,6 +16,7 @@ from tf_vib._compress_args import (
     why_not_distilled,
 )
 from tf_vib._data import num_samples
+from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
 from tf_vib.layers.vib_lstm import VIBLSTMCell
@@ -37,7 +38,7 @@ from tf_vib.stages import _copy, cluster, magnitude_prune
 from tf_vib.storage import clustered_storage, gzip_size, nonzero_params
 from tf_vib.surgery import alive_units, strip_masks, unit_gates
 from tf_vib.training import TwoRateTrainer, resolve_loss
-from tf_vib.wrap import add_vib_masks
+from tf_vib.wrap import add_vib_masks, mask_plan
 
 __all__ = ["compress", "CompressionResult", "DEFAULT_MAX_DROP", "DEFAULT_THRESHOLDS", "STATE_GATES",
            "KL_SAMPLES_CAP", "KL_REFERENCE_WIDTH", "UNIT_MULTIPLE", "default_kl_factor", "masked_width",
@@ -95,9 +96,6 @@ def default_kl_factor(n_train, width=KL_REFERENCE_WIDTH):
 def masked_width(model):
     """The widest vector `add_vib_masks` puts masks on: the units of each masked recurrent
     layer, the features in front of each FeatureMask."""
-    from tf_vib._graph import graph_nodes
-    from tf_vib.wrap import mask_plan
-
     plan = mask_plan(model)
     widths = [1]
     for node in graph_nodes(model):
@@ -341,6 +339,9 @@ def compress(
         )
     keras.utils.set_random_seed(seed)
     run = _Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
+    if structured:
+        plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
+        run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
     return run.run()
 
 

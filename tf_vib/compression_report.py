@@ -114,6 +114,9 @@ class CompressionReport:
         bound: refused (``kept`` False: the next stage started from the previous model) or,
         with ``on_miss="best"``, kept.
       on_miss: compress()'s ``on_miss``.
+      masks: what ``tf_vib.wrap.mask_plan`` decided before training, per layer:
+        ``{"name", "type", "masks", "reason"}`` (``reason`` says why a layer's units keep
+        their width).
     """
 
     max_accuracy_drop: float | None
@@ -130,6 +133,7 @@ class CompressionReport:
     bound_met: bool = True
     misses: list = dataclasses.field(default_factory=list)
     on_miss: str = "original"
+    masks: list = dataclasses.field(default_factory=list)
 
     @property
     def baseline(self):
@@ -159,6 +163,7 @@ class CompressionReport:
                 {"params": p, "masked_accuracy": m, "fine_tuned_accuracy": a} for p, m, a in self.trials
             ],
             "trim": self.trim,
+            "masks": self.masks,
             "compression": {
                 "params": self.baseline.params / max(self.final.params, 1),
                 "recurrent_params": self.baseline.recurrent_params / max(self.final.recurrent_params, 1),
@@ -226,7 +231,8 @@ class CompressionReport:
             for r in self.layers
         ]
         layers = format_table(("layer", "kind", "units kept", "inputs kept", "params before", "params after"), layer_rows)
-        return "\n\n".join([stages, "\n".join(self.bound_lines()), layers])
+        kept = [f"{m['name']} ({m['type']}): {m['reason']}" for m in self.masks if m["reason"]]
+        return "\n\n".join([stages, "\n".join(self.bound_lines()), layers, "\n".join(kept)]).rstrip()
 
     def plot(self, path, *, title=None):
         """Draw the validation score against parameters (threshold curve and stages) to a PNG."""
