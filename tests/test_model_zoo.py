@@ -22,6 +22,7 @@ from model_zoo import BUILDERS
 import converters
 import tf_vib
 from tf_vib._keras import keras
+from tf_vib.compress import STATE_GATES
 
 MODES = converters.QUANTIZATIONS
 FLOAT_MODES = [mode for mode in MODES if mode != "int8"]
@@ -59,35 +60,15 @@ _INT32_LOST = ("the VIB copy's input is float32, the model's int32 (tf_vib/wrap.
 
 #: builder -> {step: the error it fails with today}. Delete an entry when the step passes.
 XFAIL = {
-    "stacked_lstm": {"tflite_int8": _int8("max |keras - tflite| 0.302, same class on 76.12% of 67 samples")},
-    "gru_reset_after": {"tflite_int8": _int8("max |keras - tflite| 0.119, same class on 86.75% of 83 samples")},
-    "gru_reset_before": {"tflite_int8": _int8("max |keras - tflite| 0.233, same class on 95.12% of 82 samples")},
-    "stacked_bilstm": {"tflite_int8": _int8("max |keras - tflite| 0.458, same class on 28.21% of 78 samples")},
-    "embedding_lstm": {
-        "wrap": _INT32_LOST,
-        "strip": "the stripped model's input is float32 (its VIB copy's): " + _INT32_LOST,
-        "tflite_int8": _int8("max |keras - tflite| 0.0277, same class on 96.15% of 78 samples"),
-    },
     "embedding_mask_zero_lstm": {
         **{f"tflite_{mode}": _FLOAT_INVOKE for mode in FLOAT_MODES},
         "tflite_int8": ("ValueError: layer (LSTM) would become a WHILE loop, and full-int8 conversion of "
                         "WHILE loops crashes TFLite (TF 2.21); its input carries a Keras mask "
                         "(converters/plan.py:_plan_layer)"),
     },
-    "variable_length_gru": _strip_fails(
-        "TypeError: unsupported operand type(s) for -: 'NoneType' and 'int': Channels.full(None) for "
-        "the Input((None,)) tokens (tf_vib/surgery.py:_Stripper.run)"),
-    "time_distributed_cnn_lstm": {
-        "tflite_int8": _int8("max |keras - tflite| 0.0673, same class on 3.45% of 29 samples")},
-    "two_inputs_list": _strip_fails(_carry("'concatenate' (Concatenate)")),
-    "two_inputs_dict": _strip_fails(_carry("'concatenate' (Concatenate)")),
+    "embedding_lstm": {f"tflite_{mode}": _FLOAT_INVOKE for mode in FLOAT_MODES},
+    "variable_length_gru": {f"tflite_{mode}": _FLOAT_INVOKE for mode in FLOAT_MODES},
     "two_outputs": {f"tflite_{mode}": _ONE_OUTPUT for mode in MODES},
-    "global_average_lstm": _strip_fails(_carry("'global_average_pooling1d' (GlobalAveragePooling1D)")),
-    "batchnormalization_between": _strip_fails(_carry("'batch_normalization' (BatchNormalization)")),
-    "layernormalization_between": _strip_fails(_carry("'layer_normalization' (LayerNormalization)")),
-    "softmax_activation": _strip_fails(_carry("'activation' (Activation), after the class Dense "
-                                              "that add_vib_masks masked as a hidden Dense")),
-    "backwards_lstm": {"tflite_int8": _int8("max |keras - tflite| 0.872, same class on 55.56% of 81 samples")},
 }
 
 
@@ -173,7 +154,9 @@ class _Zoo:
         keras.utils.set_random_seed(0)
         case = BUILDERS[name]()
         before = (all_weights(case.model), case.model.get_config())
-        vib = tf_vib.add_vib_masks(case.model)
+        # compress()'s masks: on the state (LSTM output gate, GRU and SimpleRNN candidate),
+        # the input features and hidden Dense units. Every gate's fold is tested in test_surgery.
+        vib = tf_vib.add_vib_masks(case.model, masked_gates=STATE_GATES)
         x, _ = case.data(32, seed=1)
         return case, before, vib, _max_diff(case.model, vib, x)
 
