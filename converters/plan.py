@@ -14,6 +14,9 @@ converter, for Keras's loop and for a hand-written ``tf.while_loop`` alike). So 
 | ``SimpleRNN`` | ``WHILE`` loop | unrolled (`UnrolledSimpleRNN`) |
 | any recurrent layer fed a Keras mask | ``WHILE`` loop | refused before converting |
 | other RNNs (custom cells) | ``WHILE`` loop | refused before converting |
+| ``Bidirectional(LSTM)`` | 2 fused LSTM ops, ``REVERSE_V2`` | the same |
+| ``Bidirectional(GRU / SimpleRNN)`` | 2 ``WHILE`` loops | both directions unrolled |
+| other ``Bidirectional`` (masked, ``merge_mode=None``) | 2 ``WHILE`` loops | refused before converting |
 
 The unrolled layers compute every step's input projection in one matrix product before
 the loop and reuse one recurrent kernel at every step, so the file holds each weight once;

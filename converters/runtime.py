@@ -465,9 +465,13 @@ def main(argv=None):
         x = _first(x, args.limit)
         labels = {i: y[: args.limit] for i, y in labels.items()}
     print(f"runtime: {model.runtime}  numpy {np.__version__}  python {sys.version.split()[0]}")
-    shown_inputs = ", ".join(f"{name} {tuple(int(d) for d in detail['shape'])} {np.dtype(detail['dtype']).name}"
-                             for name, detail in zip(model.input_names, model.input_details, strict=True))
-    print(f"model: {args.model}  input{'s' if len(model.input_names) > 1 else ''} {shown_inputs}")
+    shown = [f"{tuple(int(d) for d in detail['shape'])} {np.dtype(detail['dtype']).name}"
+             for detail in model.input_details]
+    if len(shown) == 1:
+        print(f"model: {args.model}  input {shown[0]}")
+    else:
+        print(f"model: {args.model}  inputs "
+              + ", ".join(f"{name} {text}" for name, text in zip(model.input_names, shown, strict=True)))
     outputs = model.predict(x)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     for index, output in enumerate(outputs):

@@ -287,19 +287,24 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
     Conversion and the first invoke run in a child process.
 
     Args:
-      model: a tf_keras Sequential or functional model with one input and one output. It
-        is not modified.
+      model: a tf_keras Sequential or functional model, with one or more inputs (float
+        features, or int32 token ids, which stay int32 in every mode) and outputs. It is
+        not modified. The file's inputs and outputs are in the model's order and its inputs
+        keep their names (see `converters.inputs.input_specs`).
       quantization: ``"float32"``, ``"dynamic"`` (default; int8 weights, float
         activations), ``"float16"`` (float16 weights) or ``"int8"`` (full integer).
-      representative_data: input samples, shape (n, ...) like the model's input, or a
+      representative_data: input samples, shape (n, ...) like the model's input (for
+        several inputs: a list in the model's order or a dict by input name), or a
         ``tf.data.Dataset`` of them; required for int8 (calibration), optional otherwise.
+        Token ids must lie in ``[0, input_dim)`` of the ``Embedding`` reading them.
       batch_size: int >= 1, default 1: the file's fixed batch dimension.
       int8_io: bool, default False. With int8, make the input and output tensors int8 too.
       runtime: ``"ai-edge-litert"`` (default) or ``"tflite-runtime-2.14"``: the runtime the
         file must load in. For tflite-runtime 2.14, dynamic-range weights use per-tensor
         scales (per-channel ones need ops it lacks); a file that still cannot load there
         raises before it is returned.
-      time_steps: int, the number of steps for a model whose input has no fixed length.
+      time_steps: int, the number of steps for a model whose input has no fixed length
+        (``Input((None, features))`` or token ids ``Input((None,), dtype="int32")``).
       recurrent_plan: ``"auto"`` (default) or ``"loop"``; see `RECURRENT_PLANS`.
       feature_selection: what the ``SelectFeatures`` gather of a stripped model (its kept
         input features) becomes: ``"auto"`` (default) zero rows in the next layer's kernel
