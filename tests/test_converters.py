@@ -421,7 +421,7 @@ def test_layers_tflite_cannot_take_fail_before_conversion(no_conversion, rng):
 def test_models_tf_vib_cannot_read_fail_before_conversion(no_conversion):
     with pytest.raises(TypeError, match="tf_keras"):
         converters.to_tflite(object())
-    with pytest.raises(ValueError, match=r"input shape \(None, None, 3\) has unknown dimensions besides time"):
+    with pytest.raises(ValueError, match=r"input shape \(None, None, None, 3\) has unknown dimensions besides time"):
         converters.to_tflite(keras.Sequential([keras.Input((None, None, 3)), keras.layers.Dense(2)]))
 
 
