@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-__all__ = ["run_job", "main"]
+__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "main"]
 
 
 def _fault(point):
@@ -44,8 +44,10 @@ def _converter(saved_model, job, representative):
         batch = job["batch_size"]
 
         def samples():
-            for start in range(0, len(representative) - batch + 1, batch):
-                yield [representative[start : start + batch]]
+            # Keyed by the signature's input names: a list would be matched by position.
+            for start in range(0, len(representative[0]) - batch + 1, batch):
+                yield {name: array[start : start + batch] for name, array in zip(job["inputs"], representative,
+                                                                                   strict=True)}
 
         converter.representative_dataset = samples
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -62,7 +64,6 @@ def shorten_tensor_names(flat):
     recurrent layer those names are half the file. Names are debugging aids only: the
     runtime addresses tensors by index and signature.
     """
-    import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
@@ -72,7 +73,40 @@ def shorten_tensor_names(flat):
             if index not in keep and tensor.name:
                 short = tensor.name.split(b";")[0].rsplit(b"/", 1)[-1]
                 tensor.name = short[:24]
-    builder = flatbuffers.Builder(len(flat))
+    return _packed(model)
+
+
+def _arrays(path):
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def in_keras_order(flat, job):
+    """The same file with its inputs and outputs in the Keras model's order.
+
+    The converter orders a signature's tensors its own way (outputs follow its dict keys,
+    which sort ``output_10`` before ``output_2``); `converters.runtime` feeds a list of
+    inputs and returns a list of outputs in file order, so that order must be the model's.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from converters.runtime import load_interpreter
+
+    runner = load_interpreter(flat).interpreter.get_signature_runner("serving_default")
+    wanted_inputs = [runner.get_input_details()[name]["index"] for name in job["inputs"]]
+    wanted_outputs = [runner.get_output_details()[name]["index"] for name in job["outputs"]]
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    main = model.subgraphs[0]
+    if main.inputs.tolist() == wanted_inputs and main.outputs.tolist() == wanted_outputs:
+        return flat
+    main.inputs, main.outputs = np.array(wanted_inputs, np.int32), np.array(wanted_outputs, np.int32)
+    return _packed(model)
+
+
+def _packed(model):
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -84,17 +118,19 @@ def run_job(job_dir, job):
     job_dir = pathlib.Path(job_dir)
     representative = None
     if job.get("representative"):
-        representative = np.load(job_dir / job["representative"])
+        representative = _arrays(job_dir / job["representative"])
     _fault("convert")
     flat = _converter(str(job_dir / job["saved_model"]), job, representative).convert()
     if job.get("shorten_names"):
         flat = shorten_tensor_names(flat)
+    flat = in_keras_order(flat, job)
     (job_dir / f"{job['name']}.tflite").write_bytes(flat)
-    probe = np.load(job_dir / job["probe"])
+    probe = _arrays(job_dir / job["probe"])
     _fault("invoke")
     model = load_interpreter(flat)
     output = model.predict(probe)
-    return {"runtime": model.runtime, "probe_output": output.tolist()}
+    return {"runtime": model.runtime,
+            "probe_output": [o.tolist() for o in output] if isinstance(output, list) else output.tolist()}
 
 
 def main(argv=None):

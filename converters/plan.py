@@ -14,6 +14,9 @@ converter, for Keras's loop and for a hand-written ``tf.while_loop`` alike). So 
 | ``SimpleRNN`` | ``WHILE`` loop | unrolled (`UnrolledSimpleRNN`) |
 | any recurrent layer fed a Keras mask | ``WHILE`` loop | refused before converting |
 | other RNNs (custom cells) | ``WHILE`` loop | refused before converting |
+| ``Bidirectional(LSTM)`` | 2 fused LSTM ops, ``REVERSE_V2`` | the same |
+| ``Bidirectional(GRU / SimpleRNN)`` | 2 ``WHILE`` loops | both directions unrolled |
+| other ``Bidirectional`` (masked, ``merge_mode=None``) | 2 ``WHILE`` loops | refused before converting |
 
 The unrolled layers compute every step's input projection in one matrix product before
 the loop and reuse one recurrent kernel at every step, so the file holds each weight once;
@@ -26,6 +29,7 @@ import dataclasses
 
 import numpy as np
 
+from converters.inputs import input_specs, output_names
 from tf_vib._graph import graph_nodes, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress import UNIT_MULTIPLE
@@ -41,6 +45,7 @@ __all__ = [
     "prepare",
     "UnrolledGRU",
     "UnrolledSimpleRNN",
+    "UnrolledBidirectional",
     "export_function",
     "unsupported_ops",
 ]
@@ -93,6 +98,8 @@ def _recurrent_kind(layer):
         return f"RNN({type(cell).__name__})"
     if isinstance(layer, keras.layers.RNN):
         return type(layer).__name__
+    if type(layer) is keras.layers.Bidirectional:
+        return f"Bidirectional({_recurrent_kind(layer.forward_layer)})"
     return None
 
 
@@ -100,8 +107,42 @@ def _has_input_mask(node):
     return any(getattr(t, "_keras_mask", None) is not None for t in node.keras_inputs)
 
 
+_UNROLLABLE = ("GRU", "RNN(GRUCell)", "SimpleRNN", "RNN(SimpleRNNCell)")
+
+
+def _plan_bidirectional(layer, node, int8, recurrent_plan):
+    """(LayerPlan, replacement or None) for a ``Bidirectional`` recurrent layer."""
+    forward, backward = layer.forward_layer, layer.backward_layer
+    kind, inner = _recurrent_kind(layer), _recurrent_kind(forward)
+    masked = _has_input_mask(node)
+    stateful = forward.stateful or backward.stateful
+    if (type(forward) is type(backward) is keras.layers.LSTM and not masked and not stateful
+            and not forward.unroll and not backward.unroll):
+        return LayerPlan(layer.name, kind, "2 UNIDIRECTIONAL_SEQUENCE_LSTM (fused, one per direction) "
+                                           "and REVERSE_V2"), None
+    if not int8 or recurrent_plan == "loop":
+        why = " (its input carries a Keras mask)" if masked else ""
+        return LayerPlan(layer.name, kind, f"2 WHILE loops{why}"), None
+    reason = ("its input carries a Keras mask (remove the Masking layer or mask_zero)" if masked
+              else "it is stateful" if stateful
+              else "it returns its states" if layer.return_state
+              else "merge_mode=None gives two outputs" if layer.merge_mode is None
+              else "its backward layer differs from its forward one" if _recurrent_kind(backward) != inner
+              else None if inner in _UNROLLABLE else "it has no int8 plan")
+    if reason is not None:
+        raise ValueError(
+            f"layer {layer.name!r} ({kind}) would become two WHILE loops, and full-int8 conversion "
+            f"of WHILE loops crashes TFLite (TF 2.21); {reason}. Use quantization='float32', "
+            "'dynamic' or 'float16' for this model"
+        )
+    return (LayerPlan(layer.name, kind, "unrolled over time in both directions, weights stored once"),
+            UnrolledBidirectional.from_layer(layer))
+
+
 def _plan_layer(layer, node, int8, recurrent_plan):
     """(LayerPlan, replacement layer or None) for a recurrent layer."""
+    if type(layer) is keras.layers.Bidirectional:
+        return _plan_bidirectional(layer, node, int8, recurrent_plan)
     kind = _recurrent_kind(layer)
     masked = _has_input_mask(node)
     fusable = kind in ("LSTM", "RNN(LSTMCell)") and not masked and not layer.stateful
@@ -111,7 +152,7 @@ def _plan_layer(layer, node, int8, recurrent_plan):
     if not int8 or recurrent_plan == "loop":
         why = " (its input carries a Keras mask)" if masked else ""
         return LayerPlan(layer.name, kind, f"WHILE loop{why}"), None
-    if masked or layer.stateful or kind not in ("GRU", "RNN(GRUCell)", "SimpleRNN", "RNN(SimpleRNNCell)"):
+    if masked or layer.stateful or kind not in _UNROLLABLE:
         reason = ("its input carries a Keras mask (remove the Masking layer or mask_zero)"
                   if masked else "it is stateful" if layer.stateful else "it has no int8 plan")
         raise ValueError(
@@ -119,8 +160,11 @@ def _plan_layer(layer, node, int8, recurrent_plan):
             f"of WHILE loops crashes TFLite (TF 2.21); {reason}. Use quantization='float32', "
             "'dynamic' or 'float16' for this model"
         )
-    unrolled = UnrolledGRU.from_layer(layer) if "GRU" in kind else UnrolledSimpleRNN.from_layer(layer)
-    return LayerPlan(layer.name, kind, "unrolled over time, weights stored once"), unrolled
+    return LayerPlan(layer.name, kind, "unrolled over time, weights stored once"), _unrolled(layer)
+
+
+def _unrolled(layer):
+    return (UnrolledGRU if "GRU" in _recurrent_kind(layer) else UnrolledSimpleRNN).from_layer(layer)
 
 
 def _kernel_rows_are_features(layer):
@@ -438,6 +482,32 @@ class UnrolledSimpleRNN(_Unrolled):
         return self._finish(outputs)
 
 
+class UnrolledBidirectional(keras.layers.Layer):
+    """A ``Bidirectional`` GRU or SimpleRNN, each direction unrolled (`UnrolledGRU`...).
+
+    As Keras does, the backward layer reads the steps from last to first, and its per-step
+    outputs are put back in time order before the two directions are merged.
+    """
+
+    def __init__(self, forward, backward, merge_mode, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.forward, self.backward, self.merge_mode = forward, backward, merge_mode
+
+    @classmethod
+    def from_layer(cls, layer):
+        return cls(_unrolled(layer.forward_layer), _unrolled(layer.backward_layer), layer.merge_mode, layer.name)
+
+    def call(self, inputs):
+        forward, backward = self.forward(inputs), self.backward(inputs)
+        if self.backward.return_sequences:
+            backward = tf.reverse(backward, axis=[1])
+        if self.merge_mode == "concat":
+            return tf.concat([forward, backward], axis=-1)
+        if self.merge_mode == "sum":
+            return forward + backward
+        return (forward + backward) / 2 if self.merge_mode == "ave" else forward * backward
+
+
 def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan="auto",
             feature_selection="auto", unit_multiple="auto"):
     """A plain model ready to trace, its input spec, and the plan of its layers.
@@ -449,8 +519,9 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     not modified: layers that need another form are rebuilt in a clone.
 
     Returns:
-      ``(model, tf.TensorSpec, [LayerPlan])``: the plans of the recurrent layers, then
-      those of the ``SelectFeatures`` layers, then those of the padding.
+      ``(model, [tf.TensorSpec], [LayerPlan])``: one spec per input (see `input_specs`);
+      the plans of the recurrent layers, then those of the ``SelectFeatures`` layers, then
+      those of the padding.
     """
     multiple = resolve_unit_multiple(unit_multiple, quantization)
     require_tf_keras_model(model, "model")
@@ -458,25 +529,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
         from tf_vib.surgery import strip_masks
 
         model = strip_masks(model)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            f"`model` must have one input and one output to convert; {model.name!r} has "
-            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
-        )
-    shape = list(model.inputs[0].shape)
-    unknown = [i for i, d in enumerate(shape[1:], start=1) if d is None]
-    if unknown and unknown != [1]:
-        raise ValueError(f"`model`'s input shape {tuple(shape)} has unknown dimensions besides time")
-    if unknown:
-        if time_steps is None:
-            raise ValueError(
-                f"`model` takes sequences of any length (input shape {tuple(shape)}); a TFLite "
-                "file has a fixed shape: pass time_steps=N"
-            )
-        shape[1] = time_steps
-    elif time_steps is not None and time_steps != shape[1]:
-        raise ValueError(f"`time_steps`={time_steps} disagrees with the model's {shape[1]} steps")
-    spec = tf.TensorSpec([batch_size] + shape[1:], model.inputs[0].dtype, name="input")
+    specs = input_specs(model, batch_size, time_steps)
     model, feature_plans = fold_feature_selection(model, feature_selection)
     plans, replacements = [], {}
     for node in graph_nodes(model):
@@ -489,7 +542,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     if replacements:
         model = _clone_with(model, replacements)
     model, padding_plans = pad_units(model, multiple)
-    return model, spec, plans + feature_plans + padding_plans
+    return model, specs, plans + feature_plans + padding_plans
 
 
 def _clone_with(model, replacements):
@@ -507,9 +560,20 @@ def _clone_with(model, replacements):
     return clone_model
 
 
-def export_function(model, spec):
-    """The model's inference as a ``tf.function`` with one fixed input signature."""
-    return tf.function(lambda x: {"output": model(x, training=False)}, input_signature=[spec])
+def export_function(model, specs):
+    """The model's inference as a ``tf.function`` with a fixed input signature.
+
+    Its outputs are a dict by `output_names`; the worker puts the file's inputs and
+    outputs in the Keras model's order.
+    """
+    names, structure = output_names(model), model.input
+
+    def call(*inputs):
+        nested = inputs[0] if len(inputs) == 1 else tf.nest.pack_sequence_as(structure, list(inputs))
+        outputs = tf.nest.flatten(model(nested, training=False))
+        return dict(zip(names, outputs, strict=True))
+
+    return tf.function(call, input_signature=list(specs))
 
 
 def unsupported_ops(function, model):

@@ -18,8 +18,10 @@ Command line (on the device)::
     python tflite_runner.py MODEL.tflite INPUTS.npz [--repeats 20] [--threads 1]
 
 ``INPUTS`` is a ``.npy`` of inputs, or a ``.npz`` with ``x`` (and optionally ``y``, class
-indices). It prints the runtime used, the predictions, the accuracy when labels are
-given, and the median latency per sample.
+indices). A file with several inputs takes a ``.npz`` with one array named after each
+input (``TFLiteModel.input_names``: the Keras model's input names); a file with several
+outputs takes labels ``y0``, ``y1``, ... It prints the runtime used, the predictions, the
+accuracy when labels are given, and the median latency per sample.
 """
 
 import argparse
@@ -38,6 +40,7 @@ __all__ = [
     "compare_latency",
     "Latency",
     "available_runtimes",
+    "split_inputs",
     "main",
 ]
 
@@ -69,80 +72,191 @@ def available_runtimes():
     return found
 
 
+def _input_name(detail):
+    """The name a converted file's input was given (``serving_default_NAME:0`` in the file)."""
+    name = detail["name"]
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_"):]
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _quantized(detail):
+    """True if the tensor holds quantized values: an integer type with a nonzero scale.
+
+    Token ids (an int32 input of an Embedding) are integers with no quantization (scale 0).
+    """
+    scale, _ = detail["quantization"]
+    return np.issubdtype(detail["dtype"], np.integer) and scale != 0
+
+
 class TFLiteModel:
-    """A loaded ``.tflite`` model with one input and one output, run sample by sample.
+    """A loaded ``.tflite`` model, run batch by batch from a zero recurrent state.
+
+    A file may have several inputs and outputs: `predict` then takes a list (in the file's
+    input order, the Keras model's) or a dict by input name (`input_names`) and returns a
+    list, one array per output.
 
     Attributes:
       interpreter: the runtime's ``Interpreter``.
       runtime: which runtime loaded it (a key of `RUNTIMES`).
       batch_size: the batch dimension the file was converted with.
-      input_detail, output_detail: the runtime's tensor details.
+      input_details, output_details: the runtime's tensor details, in order.
+      input_detail, output_detail: the first of each.
+      input_names: the name of each input (the Keras input's name for a converted model).
     """
 
     def __init__(self, interpreter, runtime):
         self.interpreter = interpreter
         self.runtime = runtime
-        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(
-                f"TFLiteModel runs files with one input and one output; this file has "
-                f"{len(inputs)} inputs and {len(outputs)} outputs"
-            )
-        self.input_detail, self.output_detail = inputs[0], outputs[0]
+        self.input_details = interpreter.get_input_details()
+        self.output_details = interpreter.get_output_details()
+        if not self.input_details or not self.output_details:
+            raise ValueError(f"the file has {len(self.input_details)} inputs and "
+                             f"{len(self.output_details)} outputs; TFLiteModel needs at least one of each")
+        self.input_detail, self.output_detail = self.input_details[0], self.output_details[0]
+        self.input_names = [_input_name(d) for d in self.input_details]
         self.batch_size = int(self.input_detail["shape"][0])
 
     @property
-    def input_shape(self):
-        """The shape of one sample (without the batch dimension)."""
-        return tuple(int(d) for d in self.input_detail["shape"][1:])
+    def input_shapes(self):
+        """The shape of one sample of each input (without the batch dimension)."""
+        return [tuple(int(d) for d in detail["shape"][1:]) for detail in self.input_details]
 
-    def quantize_input(self, batch):
-        """Float inputs as the file's input tensor wants them (int8 files take int8)."""
-        dtype = self.input_detail["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero_point = self.input_detail["quantization"]
+    @property
+    def input_shape(self):
+        """The shape of one sample of the first input (without the batch dimension)."""
+        return self.input_shapes[0]
+
+    def quantize_input(self, batch, detail=None):
+        """Inputs as the file's input tensor (default: the first) wants them.
+
+        Quantized inputs (int8 files with ``int8_io``) are rounded with the tensor's scale
+        and zero point; other inputs (float, or integer token ids) are cast to its type.
+        """
+        detail = self.input_detail if detail is None else detail
+        dtype = detail["dtype"]
+        if _quantized(detail):
+            scale, zero_point = detail["quantization"]
             info = np.iinfo(dtype)
             return np.clip(np.round(batch / scale + zero_point), info.min, info.max).astype(dtype)
-        return np.asarray(batch, dtype=dtype)
+        return np.asarray(batch).astype(dtype, copy=False)
 
-    def dequantize_output(self, values):
-        dtype = self.output_detail["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero_point = self.output_detail["quantization"]
+    def dequantize_output(self, values, detail=None):
+        """An output (default: the first) as float32, dequantized when it is quantized."""
+        detail = self.output_detail if detail is None else detail
+        if _quantized(detail):
+            scale, zero_point = detail["quantization"]
             return (values.astype(np.float32) - zero_point) * scale
         return values.astype(np.float32)
 
     def run_batch(self, batch):
-        """One invoke on exactly ``batch_size`` samples, from a zero recurrent state."""
-        self.interpreter.reset_all_variables()
-        self.interpreter.set_tensor(self.input_detail["index"], self.quantize_input(batch))
-        self.interpreter.invoke()
-        return self.dequantize_output(self.interpreter.get_tensor(self.output_detail["index"]))
+        """One invoke on exactly ``batch_size`` samples, from a zero recurrent state.
 
-    def _check(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise ValueError(
-                f"`x` has samples of shape {x.shape[1:]}, but the file takes {self.input_shape} "
-                f"(input tensor {tuple(int(d) for d in self.input_detail['shape'])})"
-            )
-        return x
+        ``batch`` is an array, or a list of arrays (one per input) for a file with several
+        inputs; the result is an array, or a list (one per output).
+        """
+        self.interpreter.reset_all_variables()
+        arrays = batch if isinstance(batch, list) else [batch]
+        for detail, array in zip(self.input_details, arrays, strict=True):
+            self.interpreter.set_tensor(detail["index"], self.quantize_input(array, detail))
+        self.interpreter.invoke()
+        outputs = [self.dequantize_output(self.interpreter.get_tensor(d["index"]), d)
+                   for d in self.output_details]
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def as_inputs(self, x, argument="x"):
+        """``x`` as a list with one array of samples per input, checked against the file.
+
+        Args:
+          x: for a file with one input, an array of shape (n, ...); for several, a list or
+            tuple of arrays in the file's input order, or a dict by input name.
+          argument: the name used in error messages.
+
+        Raises:
+          ValueError: the number of inputs, a sample shape or the number of samples does
+            not match the file; integer inputs that are not whole numbers.
+        """
+        arrays, labels = split_inputs(x, self.input_names, argument)
+        checked = []
+        for array, label, detail, shape in zip(arrays, labels, self.input_details, self.input_shapes,
+                                               strict=True):
+            checked.append(_checked_input(array, label, detail, shape))
+        counts = {len(a) for a in checked}
+        if len(counts) > 1:
+            raise ValueError(f"the arrays of `{argument}` hold different numbers of samples: "
+                             f"{[len(a) for a in checked]}")
+        return checked
 
     def predict(self, x):
-        """Outputs (dequantized, float32) for every sample of ``x``, shape (n, ...).
+        """Outputs (dequantized, float32) for every sample of ``x``.
 
         ``x`` is split into batches of the file's batch size (the last one padded with
         zeros); the variables are reset before every batch.
+
+        Args:
+          x: see `as_inputs`: an array of shape (n, ...) for a file with one input, a list
+            or a dict by input name for several.
+
+        Returns:
+          An array of shape (n, ...), or a list of them for a file with several outputs.
         """
-        x = self._check(x)
-        n, size = len(x), self.batch_size
-        outputs = []
+        arrays = self.as_inputs(x)
+        n, size = len(arrays[0]), self.batch_size
+        parts = [[] for _ in self.output_details]
         for start in range(0, n, size):
-            batch = x[start : start + size]
-            if len(batch) < size:
-                batch = np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
-            outputs.append(self.run_batch(batch)[: min(size, n - start)])
-        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+            result = self.run_batch([_padded(array[start : start + size], size) for array in arrays])
+            for part, output in zip(parts, result if isinstance(result, list) else [result], strict=True):
+                part.append(output[: min(size, n - start)])
+        merged = [np.concatenate(part) if part else np.zeros((0,), np.float32) for part in parts]
+        return merged if len(merged) > 1 else merged[0]
+
+
+def split_inputs(x, names, argument="x"):
+    """``(arrays, labels)``: ``x`` as one array-like per input, and how to name each in errors.
+
+    Args:
+      x: for one input, its array; for several (``names``), a list or tuple in that order,
+        or a dict by name. A one-element list holding an array is taken as that array.
+      names: the inputs' names.
+      argument: the argument's name in error messages (``x``, ``x[1]``, ``x['tokens']``).
+    """
+    if isinstance(x, dict):
+        if sorted(x) != sorted(names):
+            raise ValueError(f"`{argument}` must have one array per input, keys {names}; "
+                             f"received keys {list(x)}")
+        return [x[name] for name in names], [f"{argument}[{name!r}]" for name in names]
+    many = len(names) > 1
+    if many and not isinstance(x, (list, tuple)):
+        raise ValueError(f"the model has {len(names)} inputs {names}: `{argument}` must be a list of "
+                         f"{len(names)} arrays or a dict by input name; received one array of shape "
+                         f"{np.shape(x)}")
+    if many or (isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray)):
+        if len(x) != len(names):
+            raise ValueError(f"`{argument}` must hold {len(names)} arrays, one per input {names}; "
+                             f"received {len(x)}")
+        return list(x), [f"{argument}[{i}]" for i in range(len(names))]
+    return [x], [argument]
+
+
+def _padded(batch, size):
+    if len(batch) == size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
+
+
+def _checked_input(array, label, detail, shape):
+    """One input's samples as an array of the type to feed (float32, or integers)."""
+    array = np.asarray(array)
+    if array.shape[1:] != shape:
+        raise ValueError(f"`{label}` has samples of shape {array.shape[1:]}, but the file takes {shape} "
+                         f"(input tensor {tuple(int(d) for d in detail['shape'])})")
+    if np.issubdtype(detail["dtype"], np.integer) and not _quantized(detail):
+        if not np.issubdtype(array.dtype, np.integer):
+            if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+                raise ValueError(f"`{label}` must hold whole numbers (the file's input is "
+                                 f"{np.dtype(detail['dtype']).name}, e.g. token ids)")
+        return array.astype(detail["dtype"])
+    return array.astype(np.float32, copy=False)
 
 
 def load_interpreter(model, num_threads=1, runtime=None):
@@ -244,12 +358,16 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
 
 
 def _whole_batches(model, x, name=None):
-    """``x`` checked against the file's sample shape, cut into its batches (the rest dropped)."""
-    x, size = model._check(x), model.batch_size
-    if len(x) < size:
-        raise ValueError(f"`x` holds {len(x)} samples; the{'' if name is None else f' {name!r}'} file's "
-                         f"batch is {size}")
-    return [x[i : i + size] for i in range(0, len(x) - size + 1, size)]
+    """``x`` checked against the file's inputs, cut into its batches (the rest dropped).
+
+    Each batch is an array, or a list of arrays for a file with several inputs.
+    """
+    arrays, size = model.as_inputs(x), model.batch_size
+    if len(arrays[0]) < size:
+        raise ValueError(f"`x` holds {len(arrays[0])} samples; the{'' if name is None else f' {name!r}'} "
+                         f"file's batch is {size}")
+    batches = [[a[i : i + size] for a in arrays] for i in range(0, len(arrays[0]) - size + 1, size)]
+    return batches if len(arrays) > 1 else [batch[0] for batch in batches]
 
 
 def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None, seed=0):
@@ -301,21 +419,39 @@ def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=N
     return {name: Latency(np.median(t, axis=1)) for name, t in times.items()}
 
 
-def _load_inputs(path):
+def _load_inputs(path, model):
+    """``(x, {output index: labels})`` from a ``.npy`` or ``.npz`` for ``model`` (see `main`)."""
     data = np.load(path)
     if isinstance(data, np.ndarray):
-        return data, None
+        return data, {}
     names = list(data.files)
-    x = data["x"] if "x" in names else data[names[0]]
-    return x, (data["y"] if "y" in names else None)
+    if len(model.input_names) > 1:
+        missing = [name for name in model.input_names if name not in names]
+        if missing:
+            raise SystemExit(f"{path}: the file's inputs are {model.input_names}; the .npz needs one array "
+                             f"named after each, and lacks {missing} (it has {names})")
+        x = {name: data[name] for name in model.input_names}
+    else:
+        x = data["x"] if "x" in names else data[names[0]]
+    if len(model.output_details) == 1:
+        return x, ({0: data["y"]} if "y" in names else {})
+    return x, {i: data[f"y{i}"] for i in range(len(model.output_details)) if f"y{i}" in names}
+
+
+def _first(x, count):
+    return {k: v[:count] for k, v in x.items()} if isinstance(x, dict) else x[:count]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Run a .tflite classifier on inputs with NumPy and a TFLite runtime."
+        description="Run a .tflite classifier on inputs with NumPy and a TFLite runtime.",
+        epilog="INPUTS for a file with one input: a .npy of inputs, or a .npz with 'x' and optional "
+        "'y' (class indices or one-hot rows). For a file with several inputs: a .npz with one array "
+        "named after each input (the names the runner prints, the Keras model's input names). For "
+        "a file with several outputs, labels are 'y0', 'y1', ... (one per output, each optional).",
     )
     parser.add_argument("model", help="the .tflite file")
-    parser.add_argument("inputs", help=".npy of inputs, or .npz with 'x' (and 'y' labels)")
+    parser.add_argument("inputs", help=".npy of inputs, or .npz (see below)")
     parser.add_argument("--repeats", type=int, default=20, help="timed invokes per sample (default 20)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--runtime", choices=list(RUNTIMES), default=None,
@@ -323,23 +459,33 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples")
     parser.add_argument("--show", type=int, default=10, help="predictions to print (default 10)")
     args = parser.parse_args(argv)
-    x, y = _load_inputs(args.inputs)
-    if args.limit is not None:
-        x = x[: args.limit]
-        y = None if y is None else y[: args.limit]
     model = load_interpreter(args.model, num_threads=args.threads, runtime=args.runtime)
+    x, labels = _load_inputs(args.inputs, model)
+    if args.limit is not None:
+        x = _first(x, args.limit)
+        labels = {i: y[: args.limit] for i, y in labels.items()}
     print(f"runtime: {model.runtime}  numpy {np.__version__}  python {sys.version.split()[0]}")
-    print(f"model: {args.model}  input {tuple(int(d) for d in model.input_detail['shape'])} "
-          f"{np.dtype(model.input_detail['dtype']).name}")
+    shown = [f"{tuple(int(d) for d in detail['shape'])} {np.dtype(detail['dtype']).name}"
+             for detail in model.input_details]
+    if len(shown) == 1:
+        print(f"model: {args.model}  input {shown[0]}")
+    else:
+        print(f"model: {args.model}  inputs "
+              + ", ".join(f"{name} {text}" for name, text in zip(model.input_names, shown, strict=True)))
     outputs = model.predict(x)
-    predictions = outputs.argmax(axis=-1)
-    shown = ", ".join(str(int(p)) for p in predictions[: args.show])
-    print(f"predictions ({len(predictions)} samples): {shown}{' ...' if len(predictions) > args.show else ''}")
-    if y is not None:
-        labels = np.asarray(y)
-        labels = labels.argmax(axis=-1) if labels.ndim > 1 else labels
-        print(f"accuracy: {100 * float(np.mean(predictions == labels)):.2f}%")
-    latency = measure_latency(model, x[: max(model.batch_size, min(len(x), 50))], repeats=args.repeats)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    for index, output in enumerate(outputs):
+        predictions = output.argmax(axis=-1)
+        which = f"output {index} " if len(outputs) > 1 else ""
+        shown = ", ".join(str(p) for p in predictions[: args.show].tolist())
+        print(f"{which}predictions ({len(predictions)} samples): {shown}"
+              f"{' ...' if len(predictions) > args.show else ''}")
+        if index in labels:
+            y = np.asarray(labels[index])
+            y = y.argmax(axis=-1) if y.ndim == predictions.ndim + 1 else y
+            print(f"{which}accuracy: {100 * float(np.mean(predictions == y)):.2f}%")
+    count = max(model.batch_size, min(len(outputs[0]), 50))
+    latency = measure_latency(model, _first(x, count), repeats=args.repeats)
     print(f"latency: {latency.median_us:.1f} us per invoke (batch {model.batch_size}, "
           f"{args.threads} thread(s), median over {len(latency.per_sample)} samples x {args.repeats} repeats)")
     return 0

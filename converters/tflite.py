@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from converters import inputs
 from converters import plan as planning
 from converters.describe import RUNTIME_TARGETS, describe_tflite
 from tf_vib._keras import keras, require_tf_keras_model, tf
@@ -75,38 +76,11 @@ def _check_mode(quantization, int8_io, runtime, recurrent_plan):
         raise ValueError(f"`recurrent_plan` must be one of {list(RECURRENT_PLANS)}; received {recurrent_plan!r}")
 
 
-def _as_samples(data, sample_shape, argument):
-    """Representative data as a float32 array of samples of ``sample_shape``."""
-    if isinstance(data, tf.data.Dataset):
-        arrays = []
-        for element in data.as_numpy_iterator():
-            x = element[0] if isinstance(element, tuple) else element
-            arrays.append(np.asarray(x)[None] if np.ndim(x) == len(sample_shape) else np.asarray(x))
-        if not arrays:
-            raise ValueError(f"`{argument}` is an empty dataset")
-        data = np.concatenate(arrays)
-    try:
-        x = np.asarray(data, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"`{argument}` must be an array of input samples or a tf.data.Dataset; "
-                        f"received {type(data).__name__}") from error
-    if x.ndim != len(sample_shape) + 1 or x.shape[1:] != tuple(sample_shape):
-        raise ValueError(
-            f"`{argument}` must have shape (n, {', '.join(map(str, sample_shape))}) to match the "
-            f"model's input; received shape {x.shape}"
-        )
-    if len(x) == 0:
-        raise ValueError(f"`{argument}` holds no samples")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"`{argument}` contains NaN or infinite values")
-    return x
-
-
 class _Job:
-    def __init__(self, name, quantization, int8_io, runtime, batch_size, model, spec, plans):
+    def __init__(self, name, quantization, int8_io, runtime, batch_size, model, specs, plans):
         self.name, self.quantization, self.int8_io = name, quantization, int8_io
         self.runtime, self.batch_size = runtime, batch_size
-        self.model, self.spec, self.plans = model, spec, plans
+        self.model, self.specs, self.plans = model, specs, plans
 
     def describe_layers(self):
         kinds = sorted({type(layer).__name__ for layer in self.model.layers
@@ -144,17 +118,17 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
                                              feature_selection=feature_selection,
                                              unit_multiple=unit_multiple)
         jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key]))
-    spec = jobs[0].spec
-    sample_shape = tuple(spec.shape[1:])
+    specs = jobs[0].specs
     representative = None
     if representative_data is not None:
-        representative = _as_samples(representative_data, sample_shape, "representative_data")
-        representative = representative[:calibration_samples]
-        if len(representative) < batch_size:
-            raise ValueError(f"`representative_data` holds {len(representative)} samples, fewer "
+        limits = inputs.token_limits(jobs[0].model)
+        representative = inputs.as_samples(representative_data, specs, limits, "representative_data")
+        representative = [samples[:calibration_samples] for samples in representative]
+        if len(representative[0]) < batch_size:
+            raise ValueError(f"`representative_data` holds {len(representative[0])} samples, fewer "
                              f"than one batch of batch_size={batch_size}")
     for job in jobs:
-        function = planning.export_function(job.model, job.spec)
+        function = planning.export_function(job.model, job.specs)
         bad = planning.unsupported_ops(function, job.model)
         if bad:
             listed = ", ".join(f"{op} in layer {layer!r}" for op, layer in bad)
@@ -191,7 +165,7 @@ def _crash_error(job, returncode, log):
     except ValueError:
         name = f"signal {-returncode}"
     recurrent = [p for p in job.plans if p.kind != "SelectFeatures"]
-    loops = [p for p in recurrent if p.becomes.startswith("WHILE")]
+    loops = [p for p in recurrent if "WHILE" in p.becomes]
     hint = ""
     if job.quantization == "int8" and loops:
         hint = (" Full-int8 conversion of WHILE loops is known to crash TFLite (TF 2.21): "
@@ -248,16 +222,18 @@ def _convert(jobs, representative, isolate, timeout):
             if key not in exported:
                 exported[key] = f"saved_model_{len(exported)}"
                 _export(job, directory / exported[key])
-            probe = (representative[: job.batch_size] if representative is not None else
-                     np.random.default_rng(0).normal(size=job.spec.shape).astype(np.float32))
-            np.save(directory / f"{job.name}.probe.npy", probe)
+            probe = ([samples[: job.batch_size] for samples in representative] if representative is not None
+                     else inputs.probe_batch(job.specs, inputs.token_limits(job.model)))
+            np.savez(directory / f"{job.name}.probe.npz", *probe)
             records.append({"name": job.name, "quantization": job.quantization, "int8_io": job.int8_io,
                             "runtime": job.runtime, "batch_size": job.batch_size,
-                            "saved_model": exported[key], "probe": f"{job.name}.probe.npy",
+                            "saved_model": exported[key], "probe": f"{job.name}.probe.npz",
+                            "inputs": [spec.name for spec in job.specs],
+                            "outputs": inputs.output_names(job.model),
                             "shorten_names": any(p.becomes.startswith("unrolled") for p in job.plans),
-                            "representative": "representative.npy" if job.quantization == "int8" else None})
+                            "representative": "representative.npz" if job.quantization == "int8" else None})
         if representative is not None:
-            np.save(directory / "representative.npy", representative)
+            np.savez(directory / "representative.npz", *representative)
         (directory / "job.json").write_text(json.dumps(records))
         if isolate:
             _run_child(directory, jobs, timeout)
@@ -311,19 +287,24 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
     Conversion and the first invoke run in a child process.
 
     Args:
-      model: a tf_keras Sequential or functional model with one input and one output. It
-        is not modified.
+      model: a tf_keras Sequential or functional model, with one or more inputs (float
+        features, or int32 token ids, which stay int32 in every mode) and outputs. It is
+        not modified. The file's inputs and outputs are in the model's order and its inputs
+        keep their names (see `converters.inputs.input_specs`).
       quantization: ``"float32"``, ``"dynamic"`` (default; int8 weights, float
         activations), ``"float16"`` (float16 weights) or ``"int8"`` (full integer).
-      representative_data: input samples, shape (n, ...) like the model's input, or a
+      representative_data: input samples, shape (n, ...) like the model's input (for
+        several inputs: a list in the model's order or a dict by input name), or a
         ``tf.data.Dataset`` of them; required for int8 (calibration), optional otherwise.
+        Token ids must lie in ``[0, input_dim)`` of the ``Embedding`` reading them.
       batch_size: int >= 1, default 1: the file's fixed batch dimension.
       int8_io: bool, default False. With int8, make the input and output tensors int8 too.
       runtime: ``"ai-edge-litert"`` (default) or ``"tflite-runtime-2.14"``: the runtime the
         file must load in. For tflite-runtime 2.14, dynamic-range weights use per-tensor
         scales (per-channel ones need ops it lacks); a file that still cannot load there
         raises before it is returned.
-      time_steps: int, the number of steps for a model whose input has no fixed length.
+      time_steps: int, the number of steps for a model whose input has no fixed length
+        (``Input((None, features))`` or token ids ``Input((None,), dtype="int32")``).
       recurrent_plan: ``"auto"`` (default) or ``"loop"``; see `RECURRENT_PLANS`.
       feature_selection: what the ``SelectFeatures`` gather of a stripped model (its kept
         input features) becomes: ``"auto"`` (default) zero rows in the next layer's kernel

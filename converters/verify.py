@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 
 from converters.describe import describe_tflite
-from converters.runtime import TFLiteModel, load_interpreter
+from converters.inputs import input_names
+from converters.runtime import TFLiteModel, load_interpreter, split_inputs
 from tf_vib._keras import require_tf_keras_model
 
 __all__ = ["Verification", "verify", "evaluate_tflite", "TOLERANCES", "INT8_ACCURACY_DROP"]
@@ -41,7 +42,8 @@ class Verification:
       samples: number of inputs compared.
       max_abs_diff, mean_abs_diff: over every output value.
       argmax_agreement: share of samples where both pick the same class.
-      keras_accuracy, tflite_accuracy: with labels, else None.
+      keras_accuracy, tflite_accuracy: with labels, else None; for a file with several
+        outputs, a list with one entry (or None) per output.
       runtime: the TFLite runtime used.
       criterion: the target that applies, in words.
       passed: whether the target holds.
@@ -52,8 +54,8 @@ class Verification:
     max_abs_diff: float
     mean_abs_diff: float
     argmax_agreement: float
-    keras_accuracy: float | None
-    tflite_accuracy: float | None
+    keras_accuracy: float | list | None
+    tflite_accuracy: float | list | None
     runtime: str
     criterion: str
     passed: bool
@@ -63,9 +65,14 @@ class Verification:
                 f"(mean {self.mean_abs_diff:.3g}), same class on {100 * self.argmax_agreement:.2f}% "
                 f"of {self.samples} samples")
         if self.keras_accuracy is not None:
-            text += (f", accuracy keras {100 * self.keras_accuracy:.2f}% / tflite "
-                     f"{100 * self.tflite_accuracy:.2f}%")
+            text += f", accuracy keras {_percent(self.keras_accuracy)} / tflite {_percent(self.tflite_accuracy)}"
         return f"{text} [{self.criterion}: {'passed' if self.passed else 'FAILED'}] ({self.runtime})"
+
+
+def _percent(value):
+    if isinstance(value, list):
+        return "[" + ", ".join("-" if v is None else f"{100 * v:.2f}%" for v in value) + "]"
+    return f"{100 * value:.2f}%"
 
 
 def _are_logits(outputs):
@@ -98,31 +105,110 @@ def _loaded(tflite, num_threads, runtime):
     return load_interpreter(flat, num_threads=num_threads, runtime=runtime), flat
 
 
+def _as_list(value):
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _per_output_labels(y, n, outputs):
+    """``[labels or None]`` per output: ``y`` itself for one output, a list/tuple of them for several."""
+    if y is None:
+        return [None] * outputs
+    if outputs == 1:
+        return [_labels(y, n)]
+    if not isinstance(y, (list, tuple)) or len(y) != outputs:
+        raise ValueError(f"the file has {outputs} outputs: `y` must be a list of {outputs} label arrays "
+                         f"(or None entries), one per output; received {type(y).__name__}"
+                         + (f" of {len(y)}" if isinstance(y, (list, tuple)) else ""))
+    return [None if labels is None else _labels(labels, n, f"y[{i}]") for i, labels in enumerate(y)]
+
+
+def _checked_inputs(model, loaded, x):
+    """``x`` as the file's list of inputs, checked against the file and the model before anything runs."""
+    if len(model.inputs) != len(loaded.input_details):
+        raise ValueError(f"`model` has {len(model.inputs)} inputs but the file has "
+                         f"{len(loaded.input_details)} ({loaded.input_names}): is it the model's file?")
+    arrays = loaded.as_inputs(x)
+    if len(arrays[0]) == 0:
+        raise ValueError("`x` holds no samples")
+    for array, tensor, label in zip(arrays, model.inputs, split_inputs(x, loaded.input_names)[1], strict=True):
+        expected = tuple(tensor.shape[1:])
+        if len(expected) != array.ndim - 1 or any(e not in (None, d) for e, d in zip(expected, array.shape[1:], strict=False)):
+            raise ValueError(f"`{label}` has samples of shape {array.shape[1:]}, but the model takes {expected}")
+    return arrays
+
+
+def _keras_inputs(model, arrays):
+    if len(arrays) == 1:
+        return arrays[0]
+    return dict(zip(input_names(model), arrays, strict=True)) if isinstance(model.input, dict) else arrays
+
+
 def evaluate_tflite(tflite, x, y, *, num_threads=1, runtime=None):
     """Accuracy of a ``.tflite`` classifier (bytes, path or `TFLiteModel`) on ``(x, y)``.
 
-    Int8 inputs and outputs are quantized and dequantized with the file's own scales; the
-    recurrent state is reset before every batch.
+    ``x`` is an array, or for a file with several inputs a list or a dict by input name
+    (see `TFLiteModel.as_inputs`). Int8 inputs and outputs are quantized and dequantized
+    with the file's own scales; the recurrent state is reset before every batch.
+
+    Returns:
+      The accuracy; for a file with several outputs, ``y`` is a list of labels (one per
+      output) and the result a list of accuracies.
     """
     model, _ = _loaded(tflite, num_threads, runtime)
-    x = np.asarray(x, dtype=np.float32)
-    labels = _labels(y, len(x))
-    return float(np.mean(model.predict(x).argmax(axis=-1) == labels))
+    arrays = model.as_inputs(x)
+    outputs = len(model.output_details)
+    labels = _per_output_labels(y, len(arrays[0]), outputs)
+    got = _as_list(model.predict(arrays))
+    accuracies = [None if lab is None else float(np.mean(g.argmax(axis=-1) == lab)) for g, lab in zip(got, labels, strict=True)]
+    return accuracies if outputs > 1 else accuracies[0]
+
+
+def _judge(quantization, expected, got, labels):
+    """``(criterion, passed, keras accuracy, tflite accuracy, agreement)`` for one output."""
+    diff = np.abs(expected - got)
+    agreement = float(np.mean(expected.argmax(-1) == got.argmax(-1)))
+    keras_accuracy = tflite_accuracy = None
+    if labels is not None:
+        keras_accuracy = float(np.mean(expected.argmax(-1) == labels))
+        tflite_accuracy = float(np.mean(got.argmax(-1) == labels))
+    if quantization in TOLERANCES:
+        tolerance, relative = TOLERANCES[quantization]
+        scale = max(1.0, float(np.abs(expected).max())) if relative else 1.0
+        criterion = f"max |diff| <= {tolerance:g}" + (f" x output scale {scale:.3g}" if relative else "")
+        passed = float(diff.max()) <= tolerance * scale
+        if relative and not passed and _are_logits(expected):
+            probs = float(np.abs(_softmax(expected) - _softmax(got)).max())
+            criterion += f", or max |diff| of softmax probabilities {probs:.3g} <= {tolerance:g}"
+            passed = probs <= tolerance
+    elif keras_accuracy is not None:
+        criterion = f"accuracy within {100 * INT8_ACCURACY_DROP:g} point of Keras"
+        passed = tflite_accuracy >= keras_accuracy - INT8_ACCURACY_DROP - 1e-12
+    else:
+        criterion = f"same class as Keras on >= {100 * (1 - INT8_ACCURACY_DROP):g}% of samples"
+        passed = agreement >= 1 - INT8_ACCURACY_DROP - 1e-12
+    return criterion, bool(passed), keras_accuracy, tflite_accuracy, agreement
 
 
 def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtime=None):
     """Compare a Keras model and its ``.tflite`` file on inputs ``x`` (and labels ``y``).
 
+    ``x`` is checked against the file and the model (number of inputs, each sample's
+    shape) before either runs.
+
     Args:
       model: the tf_keras model the file came from (plain or with VIB layers).
       tflite: the file's bytes, its path, or a `TFLiteModel`.
-      x: inputs, shape (n, ...).
-      y: optional labels (class indices or one-hot): int8 is then judged on accuracy.
+      x: inputs, shape (n, ...); for a model with several inputs, a list of arrays in the
+        model's input order or a dict by input name.
+      y: optional labels (class indices or one-hot): int8 is then judged on accuracy. For
+        a model with several outputs, a list with one entry (labels or None) per output.
       quantization: the mode whose target applies; default: read from the file.
       num_threads, runtime: as in `converters.runtime.load_interpreter`.
 
     Returns:
-      A `Verification`; ``passed`` says whether the target holds (nothing is raised).
+      A `Verification`; ``passed`` says whether the target holds (nothing is raised). With
+      several outputs, every output must meet the target: the differences are over all
+      of them, ``argmax_agreement`` is the lowest, and the accuracies are lists.
     """
     require_tf_keras_model(model, "model")
     loaded, flat = _loaded(tflite, num_threads, runtime)
@@ -132,32 +218,20 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
         quantization = describe_tflite(flat).quantization
     if quantization not in (*TOLERANCES, "int8"):
         raise ValueError(f"`quantization` must be one of {[*TOLERANCES, 'int8']}; received {quantization!r}")
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) == 0:
-        raise ValueError("`x` holds no samples")
-    expected = np.asarray(model.predict(x, verbose=0, batch_size=256), dtype=np.float32)
-    got = loaded.predict(x)
-    diff = np.abs(expected.reshape(got.shape) - got)
-    agreement = float(np.mean(expected.reshape(got.shape).argmax(-1) == got.argmax(-1)))
-    keras_accuracy = tflite_accuracy = None
-    if y is not None:
-        labels = _labels(y, len(x))
-        keras_accuracy = float(np.mean(expected.argmax(-1) == labels))
-        tflite_accuracy = float(np.mean(got.argmax(-1) == labels))
-    if quantization in TOLERANCES:
-        tolerance, relative = TOLERANCES[quantization]
-        scale = max(1.0, float(np.abs(expected).max())) if relative else 1.0
-        criterion = f"max |diff| <= {tolerance:g}" + (f" x output scale {scale:.3g}" if relative else "")
-        passed = float(diff.max()) <= tolerance * scale
-        if relative and not passed and _are_logits(expected):
-            probs = float(np.abs(_softmax(expected.reshape(got.shape)) - _softmax(got)).max())
-            criterion += f", or max |diff| of softmax probabilities {probs:.3g} <= {tolerance:g}"
-            passed = probs <= tolerance
-    elif keras_accuracy is not None:
-        criterion = f"accuracy within {100 * INT8_ACCURACY_DROP:g} point of Keras"
-        passed = tflite_accuracy >= keras_accuracy - INT8_ACCURACY_DROP - 1e-12
-    else:
-        criterion = f"same class as Keras on >= {100 * (1 - INT8_ACCURACY_DROP):g}% of samples"
-        passed = agreement >= 1 - INT8_ACCURACY_DROP - 1e-12
-    return Verification(quantization, len(x), float(diff.max()), float(diff.mean()), agreement,
-                        keras_accuracy, tflite_accuracy, loaded.runtime, criterion, bool(passed))
+    arrays = _checked_inputs(model, loaded, x)
+    labels = _per_output_labels(y, len(arrays[0]), len(model.outputs))
+    expected = [np.asarray(e, dtype=np.float32)
+                for e in _as_list(model.predict(_keras_inputs(model, arrays), verbose=0, batch_size=256))]
+    got = _as_list(loaded.predict(arrays))
+    expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
+    judged = [_judge(quantization, e, g, lab) for e, g, lab in zip(expected, got, labels, strict=True)]
+    criteria = list(dict.fromkeys(j[0] for j in judged))
+    diffs = np.concatenate([np.abs(e - g).ravel() for e, g in zip(expected, got, strict=True)])
+    accuracies = [[j[2] for j in judged], [j[3] for j in judged]]
+    if len(judged) == 1:
+        accuracies = [accuracies[0][0], accuracies[1][0]]
+    elif all(a is None for a in accuracies[0]):
+        accuracies = [None, None]
+    return Verification(quantization, len(arrays[0]), float(diffs.max()), float(diffs.mean()),
+                        min(j[4] for j in judged), *accuracies, loaded.runtime, "; ".join(criteria),
+                        all(j[1] for j in judged))

@@ -217,6 +217,10 @@ class _FixedOutputs(runtime.TFLiteModel):
 
     def __init__(self, outputs):
         self.outputs, self.runtime = outputs, "fixed"
+        detail = {"name": "serving_default_input:0", "shape": np.array([1, 3]), "dtype": np.float32,
+                  "quantization": (0.0, 0)}
+        self.input_details = self.output_details = [detail]
+        self.input_names = ["input"]
 
     def predict(self, x):
         return self.outputs
