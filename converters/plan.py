@@ -147,7 +147,8 @@ def _plan_layer(layer, node, int8, recurrent_plan):
     masked = _has_input_mask(node)
     fusable = kind in ("LSTM", "RNN(LSTMCell)") and not masked and not layer.stateful
     if fusable:
-        replacement = _as_lstm(layer) if kind != "LSTM" or layer.unroll else None
+        dropout = getattr(layer.cell, "dropout", 0) or getattr(layer.cell, "recurrent_dropout", 0)
+        replacement = _as_lstm(layer) if kind != "LSTM" or layer.unroll or dropout else None
         return LayerPlan(layer.name, kind, "UNIDIRECTIONAL_SEQUENCE_LSTM (fused)"), replacement
     if not int8 or recurrent_plan == "loop":
         why = " (its input carries a Keras mask)" if masked else ""
@@ -377,8 +378,10 @@ def pad_units(model, multiple):
 
 def _as_lstm(layer):
     cell = layer.cell
+    # Dropout acts only while training; a recurrent dropout would keep Keras off the fused
+    # kernel that TFLite recognises.
     config = {key: value for key, value in cell.get_config().items()
-              if key not in ("name", "trainable", "dtype", "implementation")}
+              if key not in ("name", "trainable", "dtype", "implementation", "dropout", "recurrent_dropout")}
     lstm = keras.layers.LSTM(
         **config, return_sequences=layer.return_sequences, go_backwards=layer.go_backwards,
         time_major=layer.time_major, name=layer.name,
