@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from converters.inputs import input_specs, output_names
-from tf_vib._graph import graph_nodes, tensor_users
+from tf_vib._graph import graph_nodes, rebuild, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress import UNIT_MULTIPLE
 from tf_vib.layers.base import is_vib_layer
@@ -533,6 +533,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
 
         model = strip_masks(model)
     specs = input_specs(model, batch_size, time_steps)
+    model = _with_fixed_steps(model, specs)
     model, feature_plans = fold_feature_selection(model, feature_selection)
     plans, replacements = [], {}
     for node in graph_nodes(model):
@@ -548,19 +549,32 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     return model, specs, plans + feature_plans + padding_plans
 
 
-def _clone_with(model, replacements):
-    def clone(layer):
-        if id(layer) in replacements:
-            return replacements[id(layer)]
-        return layer.__class__.from_config(layer.get_config())
+def _with_fixed_steps(model, specs):
+    """``model`` rebuilt on inputs of the specs' number of steps, where its own is None (an
+    unrolled layer needs to know it)."""
+    if all(None not in tensor.shape[1:] for tensor in model.inputs):
+        return model
+    steps = {id(tensor): spec.shape[1:] for tensor, spec in zip(model.inputs, specs, strict=True)}
 
-    clone_model = keras.models.clone_model(model, clone_function=clone)
-    for old, new in zip(model.layers, clone_model.layers, strict=True):
-        if id(old) not in replacements:
-            new.set_weights(old.get_weights())
-        elif hasattr(new, "_tf_vib_weights"):
+    def new_input(tensor, name):
+        return keras.Input(shape=tuple(steps[id(tensor)]), dtype=tensor.dtype, name=name)
+
+    return rebuild(model, new_input=new_input)
+
+
+def _clone_with(model, replacements):
+    """``model`` rebuilt (`tf_vib._graph.rebuild`) with the layers of ``replacements``
+    (``{id(layer): new layer}``, weights in ``new._tf_vib_weights`` where they change)."""
+    def replace(call):
+        new = replacements.get(id(call.layer))
+        if new is None:
+            return None
+        outputs = call.call(new)
+        if hasattr(new, "_tf_vib_weights"):
             new.set_weights(new._tf_vib_weights)
-    return clone_model
+        return outputs
+
+    return rebuild(model, replace)
 
 
 def export_function(model, specs):

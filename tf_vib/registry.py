@@ -80,7 +80,7 @@ def rule_of(layer):
         inner = rule_of(layer.layer)
         if inner.role == KERNEL and isinstance(layer.layer, L.Dense):
             return inner
-        if inner.role == CARRIER:
+        if inner.role == CARRIER and not isinstance(layer.layer, L.BatchNormalization):
             return inner
         return Rule(BREAKER, reason=f"TimeDistributed({type(layer.layer).__name__}) mixes units")
     if isinstance(layer, _IDENTITY_AT_INFERENCE) or isinstance(layer, _LINEAR_POOLING):

@@ -15,128 +15,33 @@ through; any other layer must receive its input unchanged.
 """
 
 import collections
-import dataclasses
 
 import numpy as np
 
+from tf_vib._carriers import carry
 from tf_vib._graph import graph_nodes, is_model_output, node_outputs, rebuild, tensor_users
+from tf_vib._kept import (
+    Channels,
+    LayerRecord,
+    alive_units,
+    check_threshold,
+    deterministic,
+    force_min,
+    full_like,
+    mask_kept,
+    unit_gates,
+)
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import MEMORYLESS_BIAS, VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
-from tf_vib.layers.vib_mask import GaussianMask
-from tf_vib.registry import CARRIER, KERNEL, RECURRENT, activation_values, rule_of
+from tf_vib.registry import CARRIER, KERNEL, RECURRENT, rule_of
 from tf_vib.wrap import RNN_KEYS
 
 __all__ = ["strip_masks", "kept_input_features", "alive_units", "unit_gates", "LayerRecord", "MEMORYLESS_BIAS"]
 
 _COLUMN_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Embedding)
-
-
-@dataclasses.dataclass
-class Channels:
-    physical: np.ndarray  # original channel index of each channel of the new tensor
-    scale: np.ndarray
-    live: np.ndarray
-    total: int
-
-    @classmethod
-    def full(cls, total):
-        return cls(np.arange(total), np.ones(total), np.ones(total, bool), total)
-
-    @classmethod
-    def subset(cls, indices, total):
-        indices = np.asarray(indices)
-        return cls(indices, np.ones(len(indices)), np.ones(len(indices), bool), total)
-
-    @property
-    def is_full(self):
-        return (
-            len(self.physical) == self.total
-            and np.array_equal(self.physical, np.arange(self.total))
-            and self.live.all()
-            and np.all(self.scale == 1.0)
-        )
-
-
-@dataclasses.dataclass
-class LayerRecord:
-    """What stripping did to one layer: the basis of ``tf_vib.summary``."""
-
-    name: str
-    kind: str
-    units_total: int | None
-    units_kept: int | None
-    inputs_total: int | None
-    inputs_kept: int | None
-    params_before: int
-    params_after: int
-
-
-def _check_threshold(threshold):
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-        raise TypeError(f"`threshold` must be a number or None; received {threshold!r}")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(
-            f"`threshold` must be a finite number >= 0 (a unit is kept while its log_alpha "
-            f"< threshold; 0 is the paper's rule and prunes the most); received {threshold!r}"
-        )
-    return float(threshold)
-
-
-def _kept(mask: GaussianMask, threshold):
-    threshold = mask.settings.keep_threshold if threshold is None else threshold
-    log_alpha = np.asarray(mask.log_alpha(), dtype=np.float64)
-    return log_alpha < threshold, log_alpha
-
-
-def unit_gates(cell):
-    """The gates of a VIB cell whose mask can remove a unit, the state's own first: an
-    LSTM's output, candidate and input gates (``"oci"``); a GRU's or SimpleRNN's ``"h"``."""
-    return cell.UNIT_GATES
-
-
-def alive_units(cell, threshold):
-    """Which units of a VIB cell survive ``threshold``, and each unit's score.
-
-    A unit survives while every mask that can remove it keeps it (``unit_gates``); its
-    score is the largest log_alpha among those masks (large means noise). Returns
-    ``(alive, score)``, NumPy vectors of ``cell.units``.
-    """
-    kept, score = {}, np.full(cell.units, -np.inf)
-    for gate in unit_gates(cell):
-        if gate in cell.vib_masks:
-            kept[gate], log_alpha = _kept(cell.vib_masks[gate], threshold)
-            score = np.maximum(score, log_alpha)
-    return cell.unit_alive(kept), score
-
-
-def _deterministic(mask, kept):
-    mu = np.asarray(mask.mu, dtype=np.float64)
-    return mu * kept if mask.folds else kept.astype(np.float64)
-
-
-def _too_few(layer_name, what, log_alpha_of_unit, total):
-    best = float(np.min(log_alpha_of_unit))
-    return ValueError(
-        f"strip_masks would remove all {total} {what} of layer {layer_name!r}. Its most "
-        f"informative unit has log_alpha {best:.4g}: pass threshold > {max(best, 0.0):.4g} "
-        "to keep it, or min_units=1 to keep the best units of every layer"
-    )
-
-
-def _force_min(kept_unit, score, min_units, layer_name, what):
-    """Keep at least ``min_units`` units (those with the lowest score), or raise."""
-    if kept_unit.sum() >= max(min_units, 1):
-        return kept_unit
-    if min_units == 0:
-        raise _too_few(layer_name, what, score, len(score))
-    forced = kept_unit.copy()
-    forced[np.argsort(score, kind="stable")[: min(min_units, len(score))]] = True
-    return forced
 
 
 def _vib_cell(layer):
@@ -187,22 +92,22 @@ class _Stripper:
 
     def feature_mask_values(self, layer):
         if layer.name not in self._feature_values:
-            kept, log_alpha = _kept(layer.mask, self.threshold)
-            kept = _force_min(kept, log_alpha, self.min_units, layer.name, "features")
-            self._feature_values[layer.name] = _deterministic(layer.mask, kept)
+            kept, log_alpha = mask_kept(layer.mask, self.threshold)
+            kept = force_min(kept, log_alpha, self.min_units, layer.name, "features")
+            self._feature_values[layer.name] = deterministic(layer.mask, kept)
         return self._feature_values[layer.name]
 
     def cell_mask_values(self, layer):
         """Deterministic value of every gate mask, and which units are alive."""
         cell = layer.cell
-        kept = {gate: _kept(mask, self.threshold)[0] for gate, mask in cell.vib_masks.items()}
+        kept = {gate: mask_kept(mask, self.threshold)[0] for gate, mask in cell.vib_masks.items()}
         alive, score = alive_units(cell, self.threshold)
-        forced = _force_min(alive, score, self.min_units, layer.name, "units")
+        forced = force_min(alive, score, self.min_units, layer.name, "units")
         for gate in unit_gates(cell):
             if gate in kept:
                 kept[gate] = kept[gate] | (forced & ~alive)
         values = {g: np.ones(cell.units) for g in cell.GATES}
-        values.update({g: _deterministic(m, kept[g]) for g, m in cell.vib_masks.items()})
+        values.update({g: deterministic(m, kept[g]) for g, m in cell.vib_masks.items()})
         return values, forced
 
     def _droppable_columns(self):
@@ -239,7 +144,7 @@ class _Stripper:
     # -- the walk -----------------------------------------------------------------------
 
     def new_input(self, tensor, name):
-        channels = _full_like(tensor)
+        channels = full_like(tensor)
         new = None
         kept = self._kept_model_input(tensor)
         if kept is not None:
@@ -349,7 +254,7 @@ class _Stripper:
                 layer.count_params(), new_layer.count_params(),
             )
         )
-        return output, out_channels or [_full_like(t) for t in node_outputs(call.node)]
+        return output, out_channels or [full_like(t) for t in node_outputs(call.node)]
 
     def strip_recurrent(self, call, source):
         layer = call.layer
@@ -419,54 +324,7 @@ class _Stripper:
         return output, Channels(physical, scale, np.ones(len(physical), bool), total), new_layer
 
     def carry(self, call, inputs):
-        """A carrier (`tf_vib.registry`) takes the record through."""
-        layer, node = call.layer, call.node
-        if isinstance(layer, keras.layers.Concatenate):
-            return None, self._concatenated(node, inputs)
-        channels = inputs[0]
-        rule = rule_of(layer)
-        inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-        if isinstance(inner, keras.layers.BatchNormalization):
-            return self._batch_norm(call, channels)
-        if not rule.linear:
-            positive = isinstance(inner, (keras.layers.GlobalMaxPooling1D, keras.layers.MaxPooling1D))
-            ok_scale = np.all(channels.scale > 0) if positive else np.all(channels.scale == 1.0)
-            zero_stays = positive or channels.live.all() or np.all(activation_values(inner, [0.0]) == 0)
-            if not (ok_scale and zero_stays):
-                raise ValueError(
-                    f"strip_masks cannot carry rescaled units through layer {layer.name!r} "
-                    f"({type(layer).__name__}): the masks before it must be hard at inference "
-                    "(add_vib_masks makes them so)"
-                )
-        return None, channels
-
-    def _concatenated(self, node, inputs):
-        if any(c is None for c in inputs):
-            raise ValueError(f"strip_masks cannot carry units through {node.layer.name!r}: an input's "
-                             "feature axis is unknown")
-        offsets = np.cumsum([0] + [c.total for c in inputs])
-        return Channels(np.concatenate([c.physical + o for c, o in zip(inputs, offsets[:-1], strict=True)]),
-                        np.concatenate([c.scale for c in inputs]), np.concatenate([c.live for c in inputs]),
-                        int(offsets[-1]))
-
-    def _batch_norm(self, call, channels):
-        """Slice BatchNormalization's four vectors; a unit's scale folds into gamma and the mean."""
-        layer = call.layer
-        if not channels.live.all():
-            raise ValueError(f"strip_masks cannot carry pruned-but-present units through {layer.name!r}: "
-                             "BatchNormalization maps a zero unit to a constant")
-        names = [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
-        weights = dict(zip(names, (w[channels.physical] for w in layer.get_weights()), strict=True))
-        scale = channels.scale
-        if np.any(scale != 1.0):
-            if "gamma" not in weights:
-                raise ValueError(f"BatchNormalization {layer.name!r} has scale=False: a unit's scale cannot fold")
-            weights["gamma"] = weights["gamma"] * scale
-            weights["moving_mean"] = weights["moving_mean"] / scale
-        new_layer = type(layer).from_config(layer.get_config())
-        output = call.call(new_layer)
-        new_layer.set_weights([weights[n].astype(np.float32) for n in names])
-        return output, Channels.subset(channels.physical, channels.total)
+        return carry(call, inputs)
 
     def copy_other(self, call, inputs):
         layer = call.layer
@@ -481,12 +339,7 @@ class _Stripper:
             LayerRecord(layer.name, type(layer).__name__, _units(layer), _units(layer), None, None,
                         layer.count_params(), layer.count_params())
         )
-        return None, [_full_like(t) for t in node_outputs(call.node)]
-
-
-def _full_like(tensor):
-    rank = tensor.shape.rank
-    return Channels.full(int(tensor.shape[-1])) if rank and tensor.shape[-1] is not None else None
+        return None, [full_like(t) for t in node_outputs(call.node)]
 
 
 def _units(layer):
@@ -565,7 +418,7 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
     ['LSTM', 'Dense']
     """
     _check_model(model, input_features, min_units)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     stripper = _Stripper(model, threshold, int(min_units), input_features)
     stripped = stripper.run()
     return (stripped, stripper.records) if return_records else stripped
@@ -578,6 +431,6 @@ def kept_input_features(model, *, threshold=None, min_units=0):
     user's data must hold for ``strip_masks(model, input_features="kept")``.
     """
     _check_model(model, "kept", min_units)
-    stripper = _Stripper(model, _check_threshold(threshold), int(min_units), "kept")
+    stripper = _Stripper(model, check_threshold(threshold), int(min_units), "kept")
     stripper.run()
     return dict(stripper.kept_inputs)

@@ -1,0 +1,61 @@
+"""Carriers (`tf_vib.registry`) take a channel record through: pooling, dropout,
+activations, BatchNormalization (its four vectors sliced), Concatenate (records joined)."""
+
+import numpy as np
+
+from tf_vib._kept import Channels
+from tf_vib._keras import keras
+from tf_vib.registry import activation_values, rule_of
+
+__all__ = ["carry"]
+
+
+def carry(call, inputs):
+    """A carrier (`tf_vib.registry`) takes the record through."""
+    layer, node = call.layer, call.node
+    if isinstance(layer, keras.layers.Concatenate):
+        return None, _concatenated(node, inputs)
+    channels = inputs[0]
+    rule = rule_of(layer)
+    inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+    if isinstance(inner, keras.layers.BatchNormalization):
+        return _batch_norm(call, channels)
+    if not rule.linear:
+        positive = isinstance(inner, (keras.layers.GlobalMaxPooling1D, keras.layers.MaxPooling1D))
+        ok_scale = np.all(channels.scale > 0) if positive else np.all(channels.scale == 1.0)
+        zero_stays = positive or channels.live.all() or np.all(activation_values(inner, [0.0]) == 0)
+        if not (ok_scale and zero_stays):
+            raise ValueError(
+                f"strip_masks cannot carry rescaled units through layer {layer.name!r} "
+                f"({type(layer).__name__}): the masks before it must be hard at inference "
+                "(add_vib_masks makes them so)"
+            )
+    return None, channels
+
+def _concatenated(node, inputs):
+    if any(c is None for c in inputs):
+        raise ValueError(f"strip_masks cannot carry units through {node.layer.name!r}: an input's "
+                         "feature axis is unknown")
+    offsets = np.cumsum([0] + [c.total for c in inputs])
+    return Channels(np.concatenate([c.physical + o for c, o in zip(inputs, offsets[:-1], strict=True)]),
+                    np.concatenate([c.scale for c in inputs]), np.concatenate([c.live for c in inputs]),
+                    int(offsets[-1]))
+
+def _batch_norm(call, channels):
+    """Slice BatchNormalization's four vectors; a unit's scale folds into gamma and the mean."""
+    layer = call.layer
+    if not channels.live.all():
+        raise ValueError(f"strip_masks cannot carry pruned-but-present units through {layer.name!r}: "
+                         "BatchNormalization maps a zero unit to a constant")
+    names = [w.name.split("/")[-1].split(":")[0] for w in layer.weights]
+    weights = dict(zip(names, (w[channels.physical] for w in layer.get_weights()), strict=True))
+    scale = channels.scale
+    if np.any(scale != 1.0):
+        if "gamma" not in weights:
+            raise ValueError(f"BatchNormalization {layer.name!r} has scale=False: a unit's scale cannot fold")
+        weights["gamma"] = weights["gamma"] * scale
+        weights["moving_mean"] = weights["moving_mean"] / scale
+    new_layer = type(layer).from_config(layer.get_config())
+    output = call.call(new_layer)
+    new_layer.set_weights([weights[n].astype(np.float32) for n in names])
+    return output, Channels.subset(channels.physical, channels.total)
