@@ -52,6 +52,10 @@ XFAIL = {
     # int8 of the stripped, untrained models with random masks. Trained (docs/deployment.md),
     # the Bidirectional and BatchNormalization models miss int8 even unstripped (74%, 86% same
     # class): TFLite's int8 kernels; embedding_lstm passes once trained (99.2%).
+    # A fused int8 LSTM concatenated with a wider-ranged tensor gets the CONCATENATION's scale
+    # (docs/deployment.md, "Layers around the RNN").
+    "two_inputs_list": {"tflite_int8": _int8("max |keras - tflite| 2.44, same class on 19.32% of 88 samples")},
+    "two_inputs_dict": {"tflite_int8": _int8("max |keras - tflite| 2.44, same class on 19.32% of 88 samples")},
     "bilstm_concat": {"tflite_int8": _int8("max |keras - tflite| 0.668, same class on 17.57% of 74 samples")},
     "bilstm_sum": {"tflite_int8": _int8("max |keras - tflite| 0.424, same class on 70.59% of 85 samples")},
     "bilstm_ave": {"tflite_int8": _int8("max |keras - tflite| 0.212, same class on 70.59% of 85 samples")},
@@ -118,7 +122,7 @@ def _decisive(model, x, kind):
     """The samples of ``x`` on which the model's class (every step's, for a tagger) is clear."""
     if kind == "regressor":
         return x
-    scores = np.sort(np.asarray(model.predict(x, verbose=0)), axis=-1)
+    scores = np.sort(_outputs(model, x)[0], axis=-1)  # the first output: the class head
     gap = (scores[..., -1] - scores[..., -2]).reshape(len(scores), -1).min(axis=-1)
     return take(x, np.flatnonzero(gap >= DECISIVE_GAP * float(np.abs(scores).max())))
 
