@@ -346,3 +346,14 @@ def test_compress_a_per_step_tagger():
     predicted = np.argmax(model.predict(x[:12], verbose=0), axis=-1)
     assert result.report.baseline.test_accuracy == pytest.approx(np.mean(predicted == steps[:12]))
     assert result.model.predict(x[:2], verbose=0).shape == (2, T, 3)
+
+
+def test_several_outputs_need_the_accuracy_metric(no_training):
+    inputs = keras.Input((T, 3))
+    h = keras.layers.LSTM(4)(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(3, name="kind")(h), keras.layers.Dense(1, name="size")(h)])
+    model.compile(keras.optimizers.Adam(1e-2), [SPARSE, "mse"])
+    y = np.arange(N) % 3
+    with pytest.raises(ValueError, match=r"`model` has 2 outputs; compress\(\) scores several outputs by their "
+                                         r"mean accuracy only.*received metric=None"):
+        tf_vib.compress(model, (_x(), [y, y.astype("float32")]), verbose=0)

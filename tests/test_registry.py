@@ -168,3 +168,16 @@ def test_users_model_is_untouched():
     tf_vib.strip_masks(tf_vib.add_vib_masks(model), min_units=1)
     assert model.get_config() == config
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+
+
+def test_a_shared_kernel_layer_gets_no_feature_mask_and_strips(rng):
+    a, b = keras.Input((3,)), keras.Input((3,))
+    shared = L.Dense(2, name="shared")
+    out = L.Concatenate()([shared(L.Dense(4, name="left")(a)), shared(L.Dense(4, name="right")(b))])
+    model = keras.Model([a, b], L.Dense(2)(out))
+    plan = mask_plan(model)
+    assert not any(name.startswith("shared") for name in plan.feature_masks.values())
+    vib = tf_vib.add_vib_masks(model)
+    randomize_masks(vib, rng)
+    x = [rng.normal(size=(4, 3)).astype("float32") for _ in range(2)]
+    assert max_abs_diff(vib, tf_vib.strip_masks(vib), x) <= 1e-5

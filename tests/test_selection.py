@@ -203,3 +203,10 @@ def test_scorers_follow_the_model_and_the_metric():
     assert bounded.condition() == "mean_squared_error <= 0.11"
     floor = accuracy.bounded(0.9, 0.05)
     assert floor.bound == pytest.approx(0.85) and floor.meets(0.85) and not floor.meets(0.84)
+
+
+def test_several_outputs_are_scored_by_their_mean_logged_accuracy():
+    logs = {"val_loss": 1.0, "val_kind_accuracy": 0.5, "val_flag_accuracy": 1.0, "kind_accuracy": 0.0}
+    assert selection.ACCURACY.logged(logs) == 0.75
+    assert selection.ACCURACY.logged({"val_accuracy": 0.25, "val_kind_accuracy": 1.0}) == 0.25
+    assert selection.ACCURACY.logged({"val_loss": 1.0}) == -np.inf

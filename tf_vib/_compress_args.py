@@ -118,7 +118,7 @@ def prepare_data(model, train_data, validation_data, test_data, validation_fract
         x_train, y_train = take(x_train, keep), take(y_train, keep)
     test = None
     if test_data is not None:
-        x_test, y_test, labels_test = read(test_data, "test_data")
-        test = (x_test, labels_test if classifier else y_test)
+        x_test, y_test, _ = read(test_data, "test_data")
+        test = (x_test, y_test)
     lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()]
     return Data((x_train, y_train), (x_val, y_val), labels_val, test, lines)

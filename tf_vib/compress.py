@@ -278,6 +278,12 @@ def compress(
     loss_fn = resolve_loss(model, loss)
     classifier = is_classifier(model, loss_fn)
     scorer = make_scorer(metric, loss=loss_fn, classifier=classifier)
+    if len(model.outputs) > 1 and not scorer.is_accuracy:
+        raise ValueError(
+            f"`model` has {len(model.outputs)} outputs; compress() scores several outputs by their mean "
+            f"accuracy only, so every output must be trained with a cross-entropy and `metric` must be "
+            f"None or 'accuracy'; received metric={metric!r} with the loss {loss_fn!r}"
+        )
     data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn,
                         classifier=classifier)
     undistilled = why_not_distilled(model) if distill and classifier else None

@@ -95,8 +95,15 @@ class Scorer:
         return float(value) if self.higher_is_better else -float(value)
 
     def logged(self, logs):
-        """The validation score in Keras logs, ``worst`` when absent."""
-        return (logs or {}).get(self.log_key, self.worst)
+        """The validation score in Keras logs, ``worst`` when absent. A model with several
+        outputs logs one score per output (``val_<output>_accuracy``): their mean, as
+        `training.accuracy` averages its outputs."""
+        logs = logs or {}
+        if self.log_key in logs:
+            return logs[self.log_key]
+        suffix = "_" + self.log_key[len("val_"):]
+        per_output = [v for k, v in logs.items() if k.startswith("val_") and k.endswith(suffix)]
+        return float(np.mean(per_output)) if per_output else self.worst
 
     def meets(self, value, target=None):
         """Whether ``value`` reaches ``target`` (default: the bound). The slack (1e-6 relative)

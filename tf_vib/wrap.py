@@ -183,8 +183,8 @@ def mask_plan(model, *, feature_masks=True, dense_masks=True):
     for node in nodes:
         layer, role = node.layer, rule_of(node.layer).role
         main = _main_input(node)
-        if role not in (KERNEL, RECURRENT) or main is None or not _maskable_tensor(main):
-            continue
+        if role not in (KERNEL, RECURRENT) or main is None or not _maskable_tensor(main) or calls[id(layer)] > 1:
+            continue  # a shared layer keeps one kernel for every call: its rows cannot follow one mask
         kinds = _sources(main, units)
         if (feature_masks and role == RECURRENT and kinds - {"vib"}) or (
                 dense_masks and role == KERNEL and "kernel" in kinds):
