@@ -118,8 +118,13 @@ def _plan_bidirectional(layer, node, int8, recurrent_plan):
     stateful = forward.stateful or backward.stateful
     if (type(forward) is type(backward) is keras.layers.LSTM and not masked and not stateful
             and not forward.unroll and not backward.unroll):
+        replacement = None
+        if any(d.cell.dropout or d.cell.recurrent_dropout for d in (forward, backward)):
+            replacement = keras.layers.Bidirectional(_as_lstm(forward), backward_layer=_as_lstm(backward),
+                                                     merge_mode=layer.merge_mode, name=layer.name)
+            replacement._tf_vib_weights = layer.get_weights()  # dropout has no weights: the same list
         return LayerPlan(layer.name, kind, "2 UNIDIRECTIONAL_SEQUENCE_LSTM (fused, one per direction) "
-                                           "and REVERSE_V2"), None
+                                           "and REVERSE_V2"), replacement
     if not int8 or recurrent_plan == "loop":
         why = " (its input carries a Keras mask)" if masked else ""
         return LayerPlan(layer.name, kind, f"2 WHILE loops{why}"), None

@@ -452,3 +452,19 @@ def test_c_array_holds_the_file_bytes():
     assert f"tiny_model_len = {len(flat)};" in header
     with pytest.raises(ValueError, match="C identifier"):
         converters.to_c_array(flat, name="1bad-name")
+
+
+def test_dropout_is_dropped_for_export_and_the_lstms_stay_fused():
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        layers.LSTM(4, recurrent_dropout=0.2, return_sequences=True),
+        layers.Bidirectional(layers.LSTM(4, dropout=0.2, recurrent_dropout=0.2)),
+        layers.Dense(3),
+    ])
+    x = np.random.default_rng(0).normal(size=(16, 6, 3)).astype("float32")
+    flat = converters.to_tflite(model, quantization="float32")
+    ops = converters.describe_tflite(flat).ops
+    assert list(ops).count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3 and "WHILE" not in ops
+    assert converters.verify(model, flat, x).passed
+    assert model.layers[0].recurrent_dropout == 0.2  # the user's model keeps its settings
