@@ -24,13 +24,12 @@ it still grows by a few kilobytes of graph per time step (tensors and their quan
 parameters), which is why the float modes keep the loop.
 """
 
-import collections
 import dataclasses
 
 import numpy as np
 
 from converters.inputs import input_specs, output_names
-from tf_vib._graph import graph_nodes, rebuild, tensor_users
+from tf_vib._graph import call_counts, graph_nodes, rebuild, tensor_users
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress import UNIT_MULTIPLE
 from tf_vib.layers.base import is_vib_layer
@@ -238,7 +237,7 @@ def fold_feature_selection(model, feature_selection="auto"):
                          f"received {feature_selection!r}")
     nodes = list(graph_nodes(model))
     users = tensor_users(model)
-    calls = collections.Counter(id(node.layer) for node in nodes)
+    calls = call_counts(model)
     plans, replacements = [], {}
     for node in nodes:
         layer = node.layer
@@ -344,7 +343,7 @@ def pad_units(model, multiple):
         return model, []
     nodes = list(graph_nodes(model))
     users = tensor_users(model)
-    calls = collections.Counter(id(node.layer) for node in nodes)
+    calls = call_counts(model)
     plans, weights, configs = [], {}, {}
     for node in nodes:
         layer = node.layer

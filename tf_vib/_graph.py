@@ -9,12 +9,13 @@ inputs and outputs keep their structure (a single tensor, a list or a dict). A
 (VIB layers out) and low rank are such callbacks.
 """
 
+import collections
 import dataclasses
 
 from tf_vib._keras import keras, tf
 
 __all__ = ["graph_nodes", "as_list", "node_outputs", "tensor_users", "rebuild", "NodeCall", "copy_layer",
-           "is_model_output", "is_keras_tensor"]
+           "is_model_output", "is_keras_tensor", "call_counts"]
 
 
 def graph_nodes(model):
@@ -38,6 +39,12 @@ def tensor_users(model):
         for tensor in node.keras_inputs:
             users.setdefault(id(tensor), []).append(node)
     return users
+
+
+def call_counts(model):
+    """``{id(layer): calls}`` in ``model``'s own graph (a layer reused by another model, as a
+    stripped Sequential's are, is counted here only for this one)."""
+    return collections.Counter(id(node.layer) for node in graph_nodes(model))
 
 
 def is_model_output(model, tensor):

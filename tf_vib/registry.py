@@ -24,7 +24,7 @@ import numpy as np
 from tf_vib._keras import keras
 
 __all__ = ["RECURRENT", "KERNEL", "CARRIER", "BREAKER", "Rule", "rule_of", "recurrent_kind",
-           "ELEMENTWISE_ACTIVATIONS", "activation_values"]
+           "ELEMENTWISE_ACTIVATIONS", "COLUMN_PRODUCERS", "activation_values"]
 
 RECURRENT, KERNEL, CARRIER, BREAKER = "recurrent", "kernel", "carrier", "breaker"
 
@@ -47,6 +47,8 @@ class Rule:
 
 
 _KERNEL_TYPES = (L.Dense, L.Conv1D)
+#: Layers whose output columns stripping can drop when every reader prunes them.
+COLUMN_PRODUCERS = (L.Dense, L.Conv1D, L.Embedding)
 _IDENTITY_AT_INFERENCE = (L.Dropout, L.SpatialDropout1D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
                           L.ActivityRegularization)
 _LINEAR_POOLING = (L.GlobalAveragePooling1D, L.AveragePooling1D)

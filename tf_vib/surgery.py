@@ -14,12 +14,18 @@ some of their units lose those columns; carriers (`tf_vib.registry`) carry the r
 through; any other layer must receive its input unchanged.
 """
 
-import collections
 
 import numpy as np
 
 from tf_vib._carriers import carry
-from tf_vib._graph import graph_nodes, is_model_output, node_outputs, rebuild, tensor_users
+from tf_vib._graph import (
+    call_counts,
+    graph_nodes,
+    is_model_output,
+    node_outputs,
+    rebuild,
+    tensor_users,
+)
 from tf_vib._kept import (
     Channels,
     LayerRecord,
@@ -36,12 +42,11 @@ from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import MEMORYLESS_BIAS, VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
-from tf_vib.registry import CARRIER, KERNEL, RECURRENT, rule_of
-from tf_vib.wrap import RNN_KEYS
+from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, rule_of
+from tf_vib.wrap import rnn_arguments
 
 __all__ = ["strip_masks", "kept_input_features", "alive_units", "unit_gates", "LayerRecord", "MEMORYLESS_BIAS"]
 
-_COLUMN_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Embedding)
 
 
 def _vib_cell(layer):
@@ -58,9 +63,7 @@ def _vib_recurrent(layer):
 def _plain_recurrent(layer, units):
     cell = layer.cell
     config = {**cell.plain_cell_config(), "units": units}
-    config.update({k: v for k, v in layer.get_config().items() if k in RNN_KEYS})
-    if config.get("activity_regularizer") is not None:
-        config["activity_regularizer"] = keras.regularizers.deserialize(config["activity_regularizer"])
+    config.update(rnn_arguments(layer))
     return cell.PLAIN_LAYER(**config)
 
 
@@ -69,10 +72,6 @@ def _kernel_indices(layer):
     if isinstance(layer, keras.layers.Bidirectional):
         return [0, len(layer.forward_layer.get_weights())]
     return [0]
-
-
-def _call_counts(model):
-    return collections.Counter(id(node.layer) for node in graph_nodes(model))
 
 
 class _Stripper:
@@ -113,10 +112,10 @@ class _Stripper:
     def _droppable_columns(self):
         """``{layer name: kept columns}`` for Dense/Conv1D/Embedding layers whose every reader
         (through carriers) is a FeatureMask that prunes some of their units."""
-        columns, calls = {}, _call_counts(self.model)
+        columns, calls = {}, call_counts(self.model)
         for node in graph_nodes(self.model):
             layer = node.layer
-            if type(layer) not in _COLUMN_PRODUCERS or calls[id(layer)] > 1:
+            if type(layer) not in COLUMN_PRODUCERS or calls[id(layer)] > 1:
                 continue
             kept = self._kept_downstream(node_outputs(node)[0])
             if kept is not None and not kept.all():

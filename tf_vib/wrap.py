@@ -19,10 +19,10 @@ and why. With the masks' means at exactly 1 (the warm start), the copy predicts 
 original.
 """
 
-import collections
 import dataclasses
 
 from tf_vib._graph import (
+    call_counts,
     graph_nodes,
     is_keras_tensor,
     is_model_output,
@@ -36,16 +36,23 @@ from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
-from tf_vib.registry import BREAKER, CARRIER, KERNEL, RECURRENT, recurrent_kind, rule_of
+from tf_vib.registry import (
+    BREAKER,
+    CARRIER,
+    COLUMN_PRODUCERS,
+    KERNEL,
+    RECURRENT,
+    recurrent_kind,
+    rule_of,
+)
 
-__all__ = ["add_vib_masks", "mask_plan", "MaskPlan", "LayerDecision", "recurrent_kind", "RNN_KEYS"]
+__all__ = ["add_vib_masks", "mask_plan", "MaskPlan", "LayerDecision", "recurrent_kind", "RNN_KEYS", "rnn_arguments"]
 
 _WARM_MU = {"class_name": "Constant", "config": {"value": 1.0}}
 _VIB_CELLS = {"lstm": VIBLSTMCell, "gru": VIBGRUCell, "simple_rnn": VIBSimpleRNNCell}
 #: The RNN layer's own arguments (the rest of a plain recurrent layer's config is its cell's).
 RNN_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "time_major",
             "zero_output_for_mask", "name", "trainable", "dtype", "activity_regularizer")
-_COLUMN_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Embedding)
 
 
 @dataclasses.dataclass
@@ -126,7 +133,7 @@ def _sources(tensor, masked_units):
         return {"input"}
     if layer.name in masked_units:
         return {"vib"}
-    if type(layer) in _COLUMN_PRODUCERS:
+    if type(layer) in COLUMN_PRODUCERS:
         return {"kernel"}
     node = layer._inbound_nodes[history.node_index]
     if rule_of(layer).role == CARRIER:
@@ -161,7 +168,7 @@ def mask_plan(model, *, feature_masks=True, dense_masks=True):
     require_tf_keras_model(model, "model")
     users = tensor_users(model)
     nodes = list(graph_nodes(model))
-    calls = collections.Counter(id(node.layer) for node in nodes)
+    calls = call_counts(model)
     units, blocked = {}, {}
     for node in nodes:
         layer = node.layer
@@ -220,10 +227,15 @@ def _vib_rnn(layer, mask_kwargs, gates, hard):
     cell_class = _VIB_CELLS[kind]
     state_gate = cell_class.STATE_GATE
     cell = cell_class(masked_gates=gate_set, hard_gates=state_gate if hard else "", **cell_config, **mask_kwargs)
-    rnn_config = {k: v for k, v in layer.get_config().items() if k in RNN_KEYS}
-    if rnn_config.get("activity_regularizer") is not None:
-        rnn_config["activity_regularizer"] = keras.regularizers.deserialize(rnn_config["activity_regularizer"])
-    return VIBRNN(cell, **rnn_config)
+    return VIBRNN(cell, **rnn_arguments(layer))
+
+
+def rnn_arguments(layer):
+    """The ``keras.layers.RNN`` arguments of a recurrent layer (``RNN_KEYS``), ready to pass."""
+    arguments = {k: v for k, v in layer.get_config().items() if k in RNN_KEYS}
+    if arguments.get("activity_regularizer") is not None:
+        arguments["activity_regularizer"] = keras.regularizers.deserialize(arguments["activity_regularizer"])
+    return arguments
 
 
 def _copy_recurrent_weights(new, old):
