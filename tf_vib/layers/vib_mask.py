@@ -80,11 +80,6 @@ class MaskSettings:
             else log_sigma2_initializer
         )
 
-    @classmethod
-    def pop_from(cls, kwargs):
-        """Take the mask settings out of a layer's ``**kwargs``."""
-        return cls(**{key: kwargs.pop(key) for key in cls.KEYS if key in kwargs})
-
     def get_config(self):
         return {
             "kl_factor": self.kl_factor,
