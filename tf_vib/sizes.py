@@ -186,7 +186,7 @@ def _tensor_storage(name, values, index_bits, gap_bits):
 
 
 def clustered_storage(model, *, index_bits=None, gap_bits=5):
-    """Bits needed to store a pruned and/or clustered model (Deep Compression, section 4).
+    """Bits needed to store a pruned and/or clustered model (Deep Compression, docs/method.md section 5).
 
     Per weight tensor, with ``k`` distinct stored values (the clusters, plus 0 where zeros
     are stored), the cheapest encoding among those in ``TensorStorage`` is counted:

@@ -131,7 +131,7 @@ def _as_logits(predictions, is_softmax):
 
 def distillation_loss(y_true, student_logits, teacher_logits, *, alpha=0.1, beta=0.9,
                       temperature=4.0):
-    """Hinton's knowledge-distillation loss (method.md section 5), averaged over the batch::
+    """Hinton's knowledge-distillation loss (docs/method.md section 7), averaged over the batch::
 
         alpha * CE(y, softmax(s)) + beta * T**2 * KL(softmax(t / T) || softmax(s / T))
 
@@ -228,7 +228,7 @@ class Distiller(keras.Model):
 def distill(student, teacher, train_ds, *, epochs, validation_ds=None, learning_rate=1e-3,
             alpha=0.1, beta=0.9, temperature=4.0, metrics=("accuracy",), preserve_sparsity=True,
             verbose=1):
-    """Fine-tune a copy of ``student`` against ``teacher`` (Hinton et al.; method.md section 5).
+    """Fine-tune a copy of ``student`` against ``teacher`` (Hinton et al.; docs/method.md section 7).
 
     Args:
       student: the plain (compressed) tf_keras model (not modified).

@@ -1,7 +1,7 @@
 """Intrinsic Sparse Structures: group Lasso over the weights tied to each hidden unit.
 
 Wen et al., "Learning intrinsic sparse structures within long short-term memory"
-(ICLR 2018), method.md section 2::
+(ICLR 2018), docs/method.md section 3::
 
     R(w) = lambda * sum_k ||w_k||_2
 

@@ -75,7 +75,7 @@ def _is_prunable(layer):
 def magnitude_prune(model, train_ds, *, sparsity, epochs, validation_ds=None, learning_rate=1e-3,
                     loss=None, metrics=("accuracy",), begin_step=0, teacher=None,
                     distillation=None, verbose=1):
-    """Magnitude pruning (Han et al. 2015, method.md section 3) through tfmot.
+    """Magnitude pruning (Han et al. 2015, docs/method.md section 4) through tfmot.
 
     Wraps every Dense, LSTM, GRU, SimpleRNN, Conv1D (and RNN of a prunable cell) of a copy
     of ``model`` with ``tfmot.sparsity.keras.prune_low_magnitude`` under tfmot's
@@ -186,7 +186,7 @@ def _clusterable_weights(layer):
 def cluster(model, train_ds, *, n_clusters, epochs, validation_ds=None, learning_rate=1e-4,
             loss=None, metrics=("accuracy",), preserve_sparsity=True, teacher=None,
             distillation=None, verbose=1):
-    """Weight sharing (Deep Compression, method.md section 4) through tfmot clustering.
+    """Weight sharing (Deep Compression, docs/method.md section 5) through tfmot clustering.
 
     Every weight tensor tfmot can cluster (kernels of Dense and Conv1D, kernel and
     recurrent kernel of LSTM, GRU, SimpleRNN) in a layer whose clustered weights all have

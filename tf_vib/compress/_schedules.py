@@ -3,7 +3,7 @@
 ``VIBSchedule`` is a ``tfmot.sparsity.keras.PruningSchedule`` (so ``prune_low_magnitude``
 accepts it and a pruned model saves it in its config) that also says how the VIB loss
 evolves: the KL weight of ``loss = cross_entropy + kl_weight * sum(kl_mult * KL)``
-(method.md section 1) ramps from 0 to ``kl_factor``, and at ``harden_step`` the pruned
+(docs/method.md section 1.2) ramps from 0 to ``kl_factor``, and at ``harden_step`` the pruned
 masks are frozen at zero so that fine-tuning adapts to the final structure.
 ``VIBScheduleCallback`` applies it to a model during ``fit``.
 """
@@ -26,7 +26,7 @@ _LOG_EPS = float(np.log(1e-8))  # GaussianMask.log_alpha adds 1e-8 to mu^2
 class VIBSchedule(tfmot.sparsity.keras.PruningSchedule):
     """KL warm-up, hardening step and expected pruned fraction of a VIB training run.
 
-    KL weight (the factor of the VIB loss, method.md section 1)::
+    KL weight (the factor of the VIB loss, docs/method.md section 1.4)::
 
         kl_weight(step) = kl_factor * clip((step - begin_step) / warmup_steps, 0, 1)
 
