@@ -331,8 +331,11 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
 
     Example:
 
-    >>> flat = converters.to_tflite(model, quantization="int8", representative_data=x[:200])
-    >>> print(converters.describe_tflite(flat))
+    >>> model = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    >>> x = np.random.default_rng(0).normal(size=(32, 6, 3)).astype("float32")
+    >>> flat = converters.to_tflite(model, quantization="int8", representative_data=x)
+    >>> "UNIDIRECTIONAL_SEQUENCE_LSTM" in converters.describe_tflite(flat).ops
+    True
     """
     _check_mode(quantization, int8_io, runtime, recurrent_plan)
     return to_tflite_many(

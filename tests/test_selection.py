@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import tf_vib
-from tf_vib.compress import _choice as selection
 from tf_vib._keras import keras
+from tf_vib.compress import _choice as selection
 from tf_vib.compress._choice import (
     Candidate,
     Scorer,
