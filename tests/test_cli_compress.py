@@ -1,7 +1,11 @@
 """``tf-vib compress`` end to end on saved files, the shared .npz reader, and the refusals
 (bad arrays, unreadable models, Lambda layers without --unsafe) before any training."""
 
+import contextlib
+import functools
+import io
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +17,7 @@ from tf_vib.cli import main
 from tf_vib.cli.files import UsageError, read_arrays
 
 STEPS, FEATURES, UNITS = 8, 3, 6
-QUICK = ["--epochs", "1", "--finetune-epochs", "1", "--batch-size", "16", "--verbose", "1"]
+QUICK = ["--epochs", "1", "--finetune-epochs", "1", "--batch-size", "16", "--unit-multiple", "1", "--verbose", "1"]
 
 
 def _sequences(n, seed):
@@ -23,32 +27,6 @@ def _sequences(n, seed):
     x = rng.normal(size=(n, STEPS, FEATURES)).astype("float32")
     x[:, :, 0] += np.where(y == 1, 1.0, -1.0)[:, None]
     return x, y
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _interim_bridge():
-    """INTERIM until tf_vib.bridge lands (branch bridge): tf_keras load/save in its place."""
-    import types
-
-    try:
-        import tf_vib.bridge  # noqa: F401
-        yield
-        return
-    except ImportError:
-        pass
-    from tf_vib.schedules import vib_scope
-
-    def load_model(path, *, safe_mode=True):
-        with vib_scope():
-            return keras.models.load_model(path, safe_mode=safe_mode)
-
-    stand_in = types.ModuleType("tf_vib.bridge")
-    stand_in.load_model, stand_in.save_model = load_model, lambda model, path: model.save(path)
-    sys.modules["tf_vib.bridge"] = stand_in
-    import tf_vib
-    tf_vib.bridge = stand_in
-    yield
-    del sys.modules["tf_vib.bridge"], tf_vib.bridge
 
 
 @pytest.fixture(scope="module")
@@ -78,37 +56,89 @@ def _lstm_units(model):
     return [layer.units for layer in model.layers if "LSTM" in type(layer).__name__]
 
 
-def test_compress_a_tf_keras_file_end_to_end(files, capsys):
+@pytest.fixture(scope="module")
+def run(files):
+    """One real ``tf-vib compress`` of the tf_keras .keras file with --tflite float32:
+    ``(exit code, printed, the CompressionResult compress() returned)``."""
+    import tf_vib
+
+    real, results = tf_vib.compress, []
+
+    @functools.wraps(real)  # the parser reads compress()'s defaults from its signature
+    def recording(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    with pytest.MonkeyPatch.context() as patch, _captured() as printed:
+        patch.setattr(tf_vib, "compress", recording)
+        code = main(_args(files, "model.keras", "out", "--tflite", "float32"))
+    return code, printed.getvalue(), results[0]
+
+
+@contextlib.contextmanager
+def _captured():
+    """stdout captured in a module-scoped fixture, which capsys cannot serve."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
+
+
+def test_compress_a_tf_keras_file_end_to_end(files, run):
     from tf_vib import bridge
 
-    code = main(_args(files, "model.keras", "out", "--tflite", "float32"))
-    printed = capsys.readouterr().out
+    code, printed, result = run
     assert code == 0
     out = files / "out"
     assert {p.name for p in out.iterdir()} >= {"compressed.keras", "report.json", "report.txt",
                                                 "accuracy_vs_size.png", "compressed_float32.tflite"}
     assert "[tf-vib] stage 1/" in printed and "[tf-vib compress] TFLite" in printed
-    compressed = bridge.load_model(str(out / "compressed.keras"))
+    compressed = bridge.load_model(out / "compressed.keras")
     assert isinstance(compressed, keras.Model)
     assert 1 <= _lstm_units(compressed)[0] <= UNITS
+    assert compressed.count_params() == result.model.count_params()
     report = json.loads((out / "report.json").read_text())
-    assert report["compression"]["stages"][0]["stage"] == "baseline"
-    assert report["compression"]["stages"][-1]["params"] == compressed.count_params() or not report[
-        "compression"]["bound_met"]
+    assert report["compression"] == json.loads(result.report.to_json())
     (tflite,) = report["tflite"]
     assert tflite["mode"] == "float32" and tflite["verified"] is True
     assert tflite["file_bytes"] == (out / "compressed_float32.tflite").stat().st_size
     table = (out / "report.txt").read_text()
-    assert "recurrent ratio" in table and "compressed  float32" in table
+    assert table.startswith(str(result.report)) and "compressed  float32" in table
 
 
-def test_an_h5_file_comes_back_as_h5(files, capsys):
+def test_an_h5_file_comes_back_as_h5(files, run, monkeypatch, capsys):
+    """The format round trip, on the real run's result (compress() itself ran above)."""
+    import tf_vib
     from tf_vib import bridge
 
+    given = []
+    monkeypatch.setattr(tf_vib, "compress", functools.wraps(tf_vib.compress)(
+        lambda model, *a, **k: given.append(model) or run[2]))
     assert main(_args(files, "model.h5", "out_h5")) == 0
+    assert isinstance(given[0], keras.Model) and _lstm_units(given[0]) == [UNITS]
     names = {p.name for p in (files / "out_h5").iterdir()}
     assert "compressed.h5" in names and not any(n.endswith(".tflite") for n in names)
-    assert 1 <= _lstm_units(bridge.load_model(str(files / "out_h5" / "compressed.h5")))[0] <= UNITS
+    back = bridge.load_model(files / "out_h5" / "compressed.h5")
+    assert _lstm_units(back) == _lstm_units(run[2].model)
+
+
+@pytest.mark.xfail(strict=True, reason="compress() does not take Keras 3 models yet (the lead wires it "
+                   "through tf_vib.bridge, issue 15)")
+def test_compress_a_keras3_file(files, capsys):
+    import keras as keras3
+
+    from tf_vib import bridge
+
+    keras3.utils.set_random_seed(0)
+    model = keras3.Sequential([keras3.Input((STEPS, FEATURES)), keras3.layers.LSTM(UNITS), keras3.layers.Dense(2)])
+    model.compile(keras3.optimizers.Adam(1e-2), keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    train = np.load(files / "train.npz")
+    model.fit(train["x"], train["y"], epochs=2, batch_size=16, verbose=0)
+    model.save(files / "keras3.keras")
+    assert main(_args(files, "keras3.keras", "out_k3")) == 0
+    compressed = bridge.load_model(files / "out_k3" / "compressed.keras")
+    assert bridge.is_keras3(compressed) and 1 <= _lstm_units(compressed)[0] <= UNITS
+    assert json.loads((files / "out_k3" / "report.json").read_text())["compression"]["stages"]
 
 
 def _refused(argv, capsys):
@@ -141,7 +171,7 @@ def test_bad_arrays_are_refused_before_training(files, capsys):
     ]
     for path, message in cases:
         argv[data] = path
-        assert __import__("re").search(message, _refused(argv, capsys)), message
+        assert re.search(message, _refused(argv, capsys)), message
 
 
 def test_unreadable_models_are_refused(files, capsys):
