@@ -105,20 +105,27 @@ def test_compress_a_tf_keras_file_end_to_end(files, run):
     assert table.startswith(str(result.report)) and "compressed  float32" in table
 
 
-def test_an_h5_file_comes_back_as_h5(files, run, monkeypatch, capsys):
+@pytest.mark.parametrize("given, written", [
+    ("model.h5", "compressed.h5"),
+    pytest.param("saved_model", "compressed", marks=pytest.mark.slow),  # saving a SavedModel: ~30 s
+])
+def test_the_result_comes_back_in_the_input_format(files, run, monkeypatch, capsys, given, written):
     """The format round trip, on the real run's result (compress() itself ran above)."""
     import tf_vib
     from tf_vib import bridge
 
-    given = []
+    if given == "saved_model":
+        keras.models.load_model(files / "model.keras").save(files / given, save_format="tf")
+    models = []
     monkeypatch.setattr(tf_vib, "compress", functools.wraps(tf_vib.compress)(
-        lambda model, *a, **k: given.append(model) or run[2]))
-    assert main(_args(files, "model.h5", "out_h5")) == 0
-    assert isinstance(given[0], keras.Model) and _lstm_units(given[0]) == [UNITS]
-    names = {p.name for p in (files / "out_h5").iterdir()}
-    assert "compressed.h5" in names and not any(n.endswith(".tflite") for n in names)
-    back = bridge.load_model(files / "out_h5" / "compressed.h5")
-    assert _lstm_units(back) == _lstm_units(run[2].model)
+        lambda model, *a, **k: models.append(model) or run[2]))
+    out = files / f"out_{given}"
+    assert main(_args(files, given, out.name)) == 0
+    assert isinstance(models[0], keras.Model) and _lstm_units(models[0]) == [UNITS]
+    names = {p.name for p in out.iterdir()}
+    assert written in names and not any(n.endswith(".tflite") for n in names)
+    assert (out / written).is_dir() == (given == "saved_model")
+    assert _lstm_units(bridge.load_model(out / written)) == _lstm_units(run[2].model)
 
 
 @pytest.mark.xfail(strict=True, reason="compress() does not take Keras 3 models yet (the lead wires it "
@@ -184,6 +191,12 @@ def test_unreadable_models_are_refused(files, capsys):
     (files / "empty_dir").mkdir()
     argv[1] = str(files / "empty_dir")
     assert "directory without saved_model.pb" in _refused(argv, capsys)
+    exported = files / "exported"  # what Keras 3's export() leaves: no keras_metadata.pb
+    exported.mkdir()
+    (exported / "saved_model.pb").write_bytes(b"")
+    for argv in (_args(files, "exported"), ["convert", str(exported), "-o", str(files / "e.tflite")]):
+        message = _refused(argv, capsys)
+        assert "without a Keras layer graph" in message and "Pass the .keras file" in message
 
 
 @pytest.fixture(scope="module")

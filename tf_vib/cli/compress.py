@@ -16,8 +16,8 @@ import time
 
 __all__ = ["add_command", "run", "OPTIONS"]
 
-#: compress() keyword arguments given as flags: ``(name, type, help)``; a flag left out
-#: keeps compress()'s default, shown in the help.
+#: compress() keyword arguments given as flags: ``(name, type, help)``, a tuple type being
+#: the choices; a flag left out keeps compress()'s default, shown in the help.
 OPTIONS = (
     ("epochs", int, "VIB training epochs"),
     ("finetune_epochs", int, "fine-tuning epochs"),
@@ -26,11 +26,11 @@ OPTIONS = (
     ("max_accuracy_drop", float, "accepted validation-accuracy loss, a fraction (0.005: half a point)"),
     ("metric", str, "what choices are made on: accuracy, loss or a Keras metric name (mae, auc...)"),
     ("max_metric_drop", float, "accepted loss of the metric, in its units"),
-    ("on_miss", str, "what comes back when no model meets the bound: original or best"),
+    ("on_miss", ("original", "best"), "what comes back when no model meets the bound"),
     ("unit_multiple", int, "trim LSTM units to a multiple of this when accuracy allows (1: off)"),
     ("validation_fraction", float, "share of --data held out when --validation is not given"),
     ("seed", int, "random seed"),
-    ("verbose", int, "0 silent, 1 stage lines and progress bars, 2 one line per epoch"),
+    ("verbose", (0, 1, 2), "0 silent, 1 stage lines and progress bars, 2 one line per epoch"),
 )
 
 
@@ -63,8 +63,11 @@ def add_command(commands):
     parser.add_argument("--unsafe", action="store_true",
                         help="load a model whose Lambda layers run code (only for a file you trust)")
     for name, kind, text in OPTIONS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                            help=f"{text} (default {defaults[name]})")
+        choices = kind if isinstance(kind, tuple) else None
+        default = defaults[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(choices[0]) if choices else kind,
+                            choices=choices, default=None,
+                            help=f"{text} (default: {'chosen by compress()' if default is None else default})")
     parser.set_defaults(run=run)
     return parser
 

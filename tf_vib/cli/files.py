@@ -45,9 +45,12 @@ def load_model(path, *, unsafe=False, argument="MODEL"):
     try:
         return bridge.load_model(str(path), safe_mode=not unsafe)
     except (ValueError, TypeError, OSError) as error:
-        hint = ("; if you trust this file, pass --unsafe to run its code" if "safe" in str(error).lower()
-                and not unsafe and "--unsafe" not in str(error) else "")
-        raise UsageError(f"{argument} {str(path)!r} could not be loaded: {error}{hint}") from error
+        message = str(error).rstrip()
+        if str(path) not in message:
+            message = f"{str(path)!r} could not be loaded: {message}"
+        if "Lambda" in message and "--unsafe" not in message:  # Keras's own refusal names safe_mode only
+            message += " On the command line: pass --unsafe, only for a file you trust."
+        raise UsageError(f"{argument}: {message}") from error
 
 
 def _parts(data, letter, path, argument):
