@@ -38,12 +38,18 @@ def model_format(path, argument="MODEL"):
 
 def load_model(path, *, unsafe=False, argument="MODEL"):
     """The model at ``path`` (either Keras), loaded by `tf_vib.bridge.load_model` in safe mode
-    unless ``unsafe``: a Lambda layer's code is not run from a file the user did not vouch for."""
+    unless ``unsafe``: a Lambda layer's code is not run from a file the user did not vouch for.
+
+    Inside `tf_vib.vib_scope`, as ``tf-vib convert`` always loaded: a tf_keras file saved
+    mid-pruning holds tfmot's wrappers, which only that scope names.
+    """
     from tf_vib import bridge
+    from tf_vib.schedules import vib_scope
 
     model_format(path, argument)
     try:
-        return bridge.load_model(str(path), safe_mode=not unsafe)
+        with vib_scope():
+            return bridge.load_model(str(path), safe_mode=not unsafe)
     except (ValueError, TypeError, OSError) as error:
         message = str(error).rstrip()
         if str(path) not in message:
