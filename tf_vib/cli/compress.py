@@ -123,7 +123,7 @@ def run(args):
 
 
 def _samples(data):
-    from tf_vib._data import num_samples
+    from tf_vib.compress._data import num_samples
 
     return ", ".join(f"{num_samples(x)} samples in {flag}" for flag, (x, _) in data.items())
 
@@ -144,9 +144,9 @@ def _tflite(model, data, modes, out):
     """
     import dataclasses
 
-    from tf_vib._data import take
     from tf_vib.cli.deploy import convert_and_measure, files_table
     from tf_vib.cli.files import labels_in_output_order
+    from tf_vib.compress._data import take
 
     x_train = data["--data"][0]
     flag = next(f for f in ("--test", "--validation", "--data") if f in data)

@@ -41,9 +41,9 @@ def convert_and_measure(models, modes, calibration, x_test, y_test, *, repeats=1
         samples. ``x_test`` is an array, or several inputs as `converters.verify` takes them.
     """
     import converters
-    from tf_vib._data import take
-    from tf_vib.compression_report import recurrent_params
-    from tf_vib.storage import gzip_size
+    from tf_vib.compress._data import take
+    from tf_vib.compress._report import recurrent_params
+    from tf_vib.sizes import gzip_size
 
     files, figures = {}, []
     for name, model in models.items():
@@ -92,7 +92,7 @@ def ratio_rows(figures, baseline, other):
 def files_table(figures, ratios=None):
     """The files side by side (`FileFigures`), then the ``ratios`` rows (`ratio_rows`) and,
     with a baseline float32 and a compressed int8 file, the one comparing those two."""
-    from tf_vib.report import format_table
+    from tf_vib.compress._summary import format_table
 
     def percent(value):
         return "-" if value is None else f"{100 * value:.2f}"

@@ -43,8 +43,7 @@ def load_model(path, *, unsafe=False, argument="MODEL"):
     Inside `tf_vib.vib_scope`, as ``tf-vib convert`` always loaded: a tf_keras file saved
     mid-pruning holds tfmot's wrappers, which only that scope names.
     """
-    from tf_vib import bridge
-    from tf_vib.schedules import vib_scope
+    from tf_vib import bridge, vib_scope
 
     model_format(path, argument)
     try:

@@ -160,9 +160,6 @@ class GaussianMask:
         kept = tf.cast(self.kept_tensor(threshold), self.mu.dtype)
         return self.mu * kept if self.folds else kept
 
-    def deterministic_numpy(self, threshold=None):
-        return np.asarray(self.deterministic(threshold), dtype=np.float64)
-
     def sample(self, batch_size):
         """``mu + sigma * eps`` with one draw per row of the batch: shape (batch, units)."""
         eps = tf.random.normal((batch_size, self.units), dtype=self.mu.dtype)
