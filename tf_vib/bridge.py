@@ -114,6 +114,7 @@ class _Converter:
         layers = list(_leaf_layers(model, self.source))
         bad = _bridge_config.unsupported_layers(
             [layer for layer in layers if type(layer).__name__ not in self.extra], self.source)
+        bad += [(op.name, type(op).__name__) for op in _bare_operations(model, self.source)]
         if bad:
             listed = ", ".join(f"{name!r} ({kind})" for name, kind in bad)
             raise ValueError(
@@ -129,7 +130,8 @@ class _Converter:
         else:
             new = _bridge_config.layer_from_config(
                 type(layer).__name__, layer.get_config(), source=self.source, target=self.target,
-                to_keras3=self.to_keras3, extra=self.extra)
+                to_keras3=self.to_keras3, extra=self.extra,
+                rank=_input_rank(layer))
             self.pairs.append((layer, new))
         self.built[id(layer)] = new
         return new
@@ -151,6 +153,8 @@ class _Converter:
         inputs = _map(_inputs_struct(model), lambda t: tensors.setdefault(id(t), self._input(t)))
         for node in _call_nodes(model):
             operation = node.operation if hasattr(node, "operation") else node.layer
+            if not isinstance(operation, self.source.layers.Layer):
+                continue  # a Keras 3 mask computation, which tf_keras makes itself
             args, kwargs = _node_arguments(node)
             args = _map(args, lambda t: tensors[id(t)])
             kwargs = _map(kwargs, lambda t: tensors[id(t)])
@@ -159,6 +163,15 @@ class _Converter:
                 tensors[id(old)] = new
         outputs = _map(_outputs_struct(model), lambda t: tensors[id(t)])
         return self.target.Model(inputs, outputs, name=model.name)
+
+
+def _input_rank(layer):
+    """The rank of a built tf_keras layer's (first) input, or None."""
+    shape = getattr(layer, "_build_input_shape", None)
+    try:
+        return len(shape) if shape is not None and not isinstance(shape, (list, dict)) else None
+    except (TypeError, ValueError):  # an unknown-rank TensorShape
+        return None
 
 
 def _has_inputs(model):
@@ -182,9 +195,36 @@ def _call_nodes(model):
 
 
 def _node_arguments(node):
-    if hasattr(node, "arguments"):
-        return list(node.arguments.args), dict(node.arguments.kwargs)
-    return list(node.call_args), dict(node.call_kwargs)
+    """A call's arguments as the user gave them: Keras 3 records the call context's
+    ``training`` (overridden at every call) and the mask it propagates itself."""
+    if not hasattr(node, "arguments"):
+        return list(node.call_args), dict(node.call_kwargs)
+    args, kwargs = list(node.arguments.args), dict(node.arguments.kwargs)
+    kwargs.pop("training", None)
+    first = _flatten(args[0]) if args else []
+    implicit = [getattr(t, "_keras_mask", None) for t in first]
+    mask = kwargs.get("mask")
+    if mask is not None and [id(m) for m in _flatten(mask)] == [id(m) for m in implicit]:
+        del kwargs["mask"]
+    return args, kwargs
+
+
+def _bare_operations(model, source):
+    """Keras 3 operations outside any layer (``x + 1`` on a Keras tensor) that the model's
+    layers or outputs read; its own mask computations are left out."""
+    nested = [op for layer in model.layers if isinstance(layer, source.Model)
+              for op in _bare_operations(layer, source)]
+    if isinstance(model, source.Sequential) or not hasattr(model, "operations"):
+        return nested
+    used = {id(t) for t in _flatten(_outputs_struct(model))}
+    for node in _call_nodes(model):
+        if not isinstance(node.operation, source.layers.Layer):
+            continue
+        args, kwargs = _node_arguments(node)
+        used |= {id(t) for t in _flatten([args, kwargs]) if _is_tensor(t)}
+    return nested + [node.operation for node in _call_nodes(model)
+            if not isinstance(node.operation, source.layers.Layer)
+            and any(id(t) in used for t in node.outputs)]
 
 
 def _is_tensor(value):

@@ -1,0 +1,128 @@
+"""The Keras 3 bridge: every registry layer type across and back, model files of both Keras."""
+
+import numpy as np
+import pytest
+
+from tf_vib import bridge
+from tf_vib._keras import keras as tf_keras
+
+keras = pytest.importorskip("keras")
+L = keras.layers
+
+SEQ = (5, 3)
+
+#: (id, input shape, input dtype, the layer(s) applied to the input).
+LAYERS = [
+    ("lstm", SEQ, "float32", lambda x: L.LSTM(3, return_sequences=True)(x)),
+    ("lstm_regularized", SEQ, "float32", lambda x: L.LSTM(
+        3, kernel_regularizer=keras.regularizers.L2(0.01), recurrent_constraint=keras.constraints.MaxNorm(2.0),
+        bias_initializer="ones", unit_forget_bias=False, go_backwards=True)(x)),
+    ("gru_reset_after", SEQ, "float32", lambda x: L.GRU(3, return_sequences=True)(x)),
+    ("gru_reset_before", SEQ, "float32", lambda x: L.GRU(3, reset_after=False)(x)),
+    ("simple_rnn", SEQ, "float32", lambda x: L.SimpleRNN(3, activation="relu")(x)),
+    ("rnn_lstm_cell", SEQ, "float32", lambda x: L.RNN(L.LSTMCell(3))(x)),
+    ("rnn_gru_cell", SEQ, "float32", lambda x: L.RNN(L.GRUCell(3, reset_after=False))(x)),
+    ("rnn_simple_cell", SEQ, "float32", lambda x: L.RNN(L.SimpleRNNCell(3), return_sequences=True)(x)),
+    *[(f"bidirectional_{mode}", SEQ, "float32",
+       lambda x, mode=mode: L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode=mode)(x))
+      for mode in ("concat", "sum", "mul", "ave", None)],
+    ("bidirectional_gru", SEQ, "float32", lambda x: L.Bidirectional(L.GRU(2))(x)),
+    ("dense", SEQ, "float32", lambda x: L.Dense(4, activation="tanh", kernel_constraint="non_neg")(x)),
+    ("conv1d", SEQ, "float32", lambda x: L.Conv1D(4, 2, padding="causal", dilation_rate=2)(x)),
+    ("conv2d", (4, 4, 2), "float32", lambda x: L.Conv2D(3, (2, 2), strides=2, activation="relu")(x)),
+    ("time_distributed_dense", SEQ, "float32", lambda x: L.TimeDistributed(L.Dense(2))(x)),
+    ("time_distributed_conv2d", (2, 4, 4, 1), "float32", lambda x: L.TimeDistributed(L.Conv2D(2, 3))(x)),
+    ("embedding_mask_zero", (6,), "int32", lambda x: L.LSTM(2)(L.Embedding(7, 3, mask_zero=True)(x))),
+    ("embedding", (6,), "int32", lambda x: L.Embedding(7, 3)(x)),
+    ("masking", SEQ, "float32", lambda x: L.GRU(2)(L.Masking(0.0)(x))),
+    *[(name, SEQ, "float32", lambda x, layer=layer: layer()(x)) for name, layer in [
+        ("dropout", lambda: L.Dropout(0.5)), ("spatial_dropout1d", lambda: L.SpatialDropout1D(0.3)),
+        ("gaussian_noise", lambda: L.GaussianNoise(0.2)), ("gaussian_dropout", lambda: L.GaussianDropout(0.2)),
+        ("alpha_dropout", lambda: L.AlphaDropout(0.2)), ("activity_regularization", lambda: L.ActivityRegularization(l1=0.1)),
+        ("max_pooling1d", lambda: L.MaxPooling1D(2)), ("average_pooling1d", lambda: L.AveragePooling1D(2, padding="same")),
+        ("global_max_pooling1d", lambda: L.GlobalMaxPooling1D()),
+        ("global_average_pooling1d", lambda: L.GlobalAveragePooling1D(keepdims=True)),
+        ("activation", lambda: L.Activation("swish")), ("relu", lambda: L.ReLU(max_value=0.5)),
+        ("leaky_relu", lambda: L.LeakyReLU(0.2)), ("elu", lambda: L.ELU(0.7)), ("prelu", lambda: L.PReLU()),
+        ("softmax", lambda: L.Softmax()), ("batch_normalization", lambda: L.BatchNormalization(epsilon=0.01)),
+        ("layer_normalization", lambda: L.LayerNormalization()), ("flatten", lambda: L.Flatten()),
+        ("reshape", lambda: L.Reshape((3, 5))), ("permute", lambda: L.Permute((2, 1))),
+    ]],
+    *[(name, (4, 4, 2), "float32", lambda x, layer=layer: layer()(x)) for name, layer in [
+        ("spatial_dropout2d", lambda: L.SpatialDropout2D(0.3)), ("max_pooling2d", lambda: L.MaxPooling2D(2)),
+        ("average_pooling2d", lambda: L.AveragePooling2D(2)), ("global_max_pooling2d", lambda: L.GlobalMaxPooling2D()),
+        ("global_average_pooling2d", lambda: L.GlobalAveragePooling2D()),
+    ]],
+    ("repeat_vector", (3,), "float32", lambda x: L.RepeatVector(2)(x)),
+    ("attention", SEQ, "float32", lambda x: L.Attention(use_scale=True)([x, x])),
+    ("additive_attention", SEQ, "float32", lambda x: L.AdditiveAttention()([x, x])),
+    ("multi_head_attention", SEQ, "float32", lambda x: L.MultiHeadAttention(2, 2)(x, x)),
+]
+
+
+def _randomize(model, seed=0):
+    """Nonzero weights (positive, so a BatchNormalization variance is valid) of the same shapes."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.uniform(0.1, 0.9, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+def _sample(model, seed=1):
+    rng = np.random.default_rng(seed)
+    samples = []
+    for tensor in model.inputs:
+        shape = (2, *tuple(tensor.shape)[1:])
+        if "int" in str(tensor.dtype):
+            ids = rng.integers(0, 7, shape)
+            ids[:, -2:] = 0
+            samples.append(ids.astype("int32"))
+        else:
+            samples.append(rng.normal(size=shape).astype("float32"))
+    return samples
+
+
+def _outputs(model, samples):
+    outputs = model(samples if len(samples) > 1 else samples[0], training=False)
+    return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
+def _rounded(value):
+    """A config with its floats to 6 significant digits (tf_keras stores some as float32)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+def _assert_same(a, b, samples):
+    assert [type(x).__name__ for x in a.layers] == [type(x).__name__ for x in b.layers]
+    for old, new in zip(a.layers, b.layers, strict=True):
+        assert _rounded(old.get_config()) == _rounded(new.get_config()), old.name
+        for w_old, w_new in zip(old.get_weights(), new.get_weights(), strict=True):
+            np.testing.assert_array_equal(w_old, w_new)
+    for x, y in zip(_outputs(a, samples), _outputs(b, samples), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape, dtype, build", [row[1:] for row in LAYERS], ids=[row[0] for row in LAYERS])
+def test_each_registry_layer_crosses_both_ways(shape, dtype, build):
+    inputs = keras.Input(shape, dtype=dtype, name="features")
+    original = _randomize(keras.Model(inputs, build(inputs), name="one_layer"))
+    samples = _sample(original)
+
+    internal = bridge.to_tf_keras(original)
+    assert isinstance(internal, tf_keras.Model)
+    assert internal.inputs[0].dtype.name == dtype and internal.layers[0].name == "features"
+    for x, y in zip(_outputs(original, samples), _outputs(internal, samples), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+    for old, new in zip(original.layers, internal.layers, strict=True):
+        for w_old, w_new in zip(old.get_weights(), new.get_weights(), strict=True):
+            np.testing.assert_array_equal(w_old, w_new)
+
+    back = bridge.to_keras3(internal)
+    assert bridge.is_keras3(back) and not bridge.is_keras3(internal)
+    _assert_same(original, back, samples)
+    _assert_same(internal, bridge.to_tf_keras(back), samples)
