@@ -126,3 +126,64 @@ def test_each_registry_layer_crosses_both_ways(shape, dtype, build):
     assert bridge.is_keras3(back) and not bridge.is_keras3(internal)
     _assert_same(original, back, samples)
     _assert_same(internal, bridge.to_tf_keras(back), samples)
+
+
+def test_nested_functional_model_with_two_inputs_shared_layers_and_merges_crosses_both_ways():
+    encoder = keras.Sequential([keras.Input((5, 3)), L.LSTM(4, return_sequences=True), L.Dense(4)], name="encoder")
+    steps, extra = keras.Input((5, 3), name="steps"), keras.Input((4,), name="extra")
+    shared = L.Dense(4, name="shared")
+    encoded = L.GlobalAveragePooling1D()(encoder(steps))
+    merged = L.Concatenate()([shared(encoded), shared(extra)])
+    summed = L.Add()([shared(encoded), extra])
+    product = L.Multiply()([summed, extra])
+    original = _randomize(keras.Model({"steps": steps, "extra": extra},
+                                      [L.Dense(2, name="head")(merged), product], name="two_in"))
+    rng = np.random.default_rng(2)
+    sample = {"steps": rng.normal(size=(3, 5, 3)).astype("float32"), "extra": rng.normal(size=(3, 4)).astype("float32")}
+
+    internal = bridge.to_tf_keras(original)
+    back = bridge.to_keras3(internal)
+    assert isinstance(internal.get_layer("encoder"), tf_keras.Sequential)
+    assert bridge.is_keras3(back.get_layer("encoder"))
+    assert len(internal.get_layer("shared")._inbound_nodes) == 3  # still one layer, called three times
+    for model in (internal, back):
+        for x, y in zip(original(sample), model(sample), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=0)
+        assert sorted(i.name for i in model.inputs) == ["extra", "steps"] or isinstance(model, tf_keras.Model)
+    assert [layer.name for layer in back.layers] == [layer.name for layer in original.layers]
+
+
+def test_a_layer_the_bridge_cannot_map_is_refused_before_anything_is_built():
+    class Scale(L.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, L.Dense(2)(Scale(name="twice")(L.LSTM(3, return_sequences=True)(inputs))))
+    built = []
+    original_layer_from_config = bridge._bridge_config.layer_from_config
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bridge._bridge_config, "layer_from_config",
+                      lambda *a, **k: built.append(a) or original_layer_from_config(*a, **k))
+        with pytest.raises(ValueError, match=r"cannot map layer 'twice' \(Scale\).*LSTM, GRU, SimpleRNN"):
+            bridge.to_tf_keras(model)
+    assert built == []
+
+    raw = keras.Input((3,))
+    with pytest.raises(ValueError, match=r"cannot map layer 'add(_\d+)?' \(keras.ops Add outside any layer\)"):
+        bridge.to_tf_keras(keras.Model(raw, L.Dense(2)(raw + 1.0)))
+    with pytest.raises(TypeError, match="must be a Keras 3 model; received tf_keras"):
+        bridge.to_tf_keras(tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)]))
+
+
+def test_a_stripped_model_with_select_features_crosses_both_ways():
+    from tf_vib.layers import SelectFeatures
+
+    inputs = tf_keras.Input((5, 4), name="features")
+    picked = SelectFeatures([0, 2, 3])(inputs)
+    model = _randomize(tf_keras.Model(inputs, tf_keras.layers.Dense(2)(tf_keras.layers.LSTM(3)(picked))))
+    samples = _sample(model)
+    back = bridge.to_keras3(model)
+    assert type(back.layers[1]).__name__ == "SelectFeatures" and back.layers[1].indices == [0, 2, 3]
+    _assert_same(model, bridge.to_tf_keras(back), samples)
+    np.testing.assert_allclose(_outputs(model, samples)[0], _outputs(back, samples)[0], atol=1e-5, rtol=0)

@@ -10,6 +10,7 @@ Keras 3 is imported only when a function here needs it.
 ``load_model``/``save_model`` read and write model files of either Keras.
 """
 
+import functools
 import json
 import os
 import zipfile
@@ -114,7 +115,8 @@ class _Converter:
         layers = list(_leaf_layers(model, self.source))
         bad = _bridge_config.unsupported_layers(
             [layer for layer in layers if type(layer).__name__ not in self.extra], self.source)
-        bad += [(op.name, type(op).__name__) for op in _bare_operations(model, self.source)]
+        bad += [(op.name, f"keras.ops {type(op).__name__} outside any layer")
+                for op in _bare_operations(model, self.source)]
         if bad:
             listed = ", ".join(f"{name!r} ({kind})" for name, kind in bad)
             raise ValueError(
@@ -260,8 +262,39 @@ def _leaf_layers(model, source):
 
 
 def _tf_vib_layers(reverse=False):
-    """tf-vib's own layers a stripped model may hold: {name: (source class, target class)}."""
-    return {}
+    """tf-vib's own layers a stripped model may hold: ``{name: (source class, target class)}``
+    from tf_keras to Keras 3 (``reverse``: the other way)."""
+    from tf_vib.layers import SelectFeatures
+
+    pair = (SelectFeatures, _keras3_select_features())
+    return {"SelectFeatures": pair[::-1] if reverse else pair}
+
+
+@functools.cache
+def _keras3_select_features():
+    """The Keras 3 twin of ``tf_vib.layers.SelectFeatures`` (registered under the same name,
+    so a Keras 3 ``.keras`` file of a stripped model loads once the bridge is imported)."""
+    keras = _keras3()
+
+    @keras.saving.register_keras_serializable(package="tf_vib")
+    class SelectFeatures(keras.layers.Layer):
+        """Gather ``indices`` (sorted, distinct ints) from the last axis of the input."""
+
+        def __init__(self, indices, **kwargs):
+            super().__init__(**kwargs)
+            self.indices = [int(i) for i in indices]
+            self.supports_masking = True
+
+        def call(self, inputs):
+            return keras.ops.take(inputs, self.indices, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], len(self.indices))
+
+        def get_config(self):
+            return {**super().get_config(), "indices": list(self.indices)}
+
+    return SelectFeatures
 
 
 def load_model(path, *, safe_mode=True):
