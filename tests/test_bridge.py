@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tf_vib import _bridge_graph as bridge_graph
 from tf_vib import bridge
 from tf_vib._keras import keras as tf_keras
 
@@ -161,9 +162,9 @@ def test_a_layer_the_bridge_cannot_map_is_refused_before_anything_is_built():
     inputs = keras.Input((5, 3))
     model = keras.Model(inputs, L.Dense(2)(Scale(name="twice")(L.LSTM(3, return_sequences=True)(inputs))))
     built = []
-    original_layer_from_config = bridge._bridge_config.layer_from_config
+    original_layer_from_config = bridge_graph.layer_from_config
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bridge._bridge_config, "layer_from_config",
+        patch.setattr(bridge_graph, "layer_from_config",
                       lambda *a, **k: built.append(a) or original_layer_from_config(*a, **k))
         with pytest.raises(ValueError, match=r"cannot map layer 'twice' \(Scale\).*LSTM, GRU, SimpleRNN"):
             bridge.to_tf_keras(model)
@@ -187,3 +188,102 @@ def test_a_stripped_model_with_select_features_crosses_both_ways():
     assert type(back.layers[1]).__name__ == "SelectFeatures" and back.layers[1].indices == [0, 2, 3]
     _assert_same(model, bridge.to_tf_keras(back), samples)
     np.testing.assert_allclose(_outputs(model, samples)[0], _outputs(back, samples)[0], atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    import tf_vib
+
+    return tf_vib.datasets.digits_rows()
+
+
+def _trained_keras3(digits, recurrent, epochs=6):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(digits.input_shape), recurrent, L.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits.x_train, digits.y_train, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def test_a_keras3_lstm_converts_to_the_fused_lstm_in_every_mode_and_verifies(digits):
+    import converters
+
+    model = _trained_keras3(digits, L.LSTM(12))
+    files = converters.to_tflite_many(model, converters.QUANTIZATIONS, representative_data=digits.x_train[:200])
+    for mode, flat in files.items():
+        ops = converters.describe_tflite(flat).op_counts
+        assert ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] == 1 and "WHILE" not in ops, mode
+        result = converters.verify(model, flat, digits.x_test, digits.y_test)
+        assert result.passed, (mode, result)
+    assert bridge.is_keras3(model)  # the user's model is used, not replaced
+
+
+def test_a_keras3_gru_gets_the_plans_of_its_tf_keras_twin_in_every_mode(digits):
+    import converters
+
+    model = _trained_keras3(digits, L.GRU(8), epochs=2)
+    sample = digits.x_train[:100]
+    files = converters.to_tflite_many(model, converters.QUANTIZATIONS, representative_data=sample)
+    twin = converters.to_tflite_many(bridge.to_tf_keras(model), converters.QUANTIZATIONS, representative_data=sample)
+    for mode in converters.QUANTIZATIONS:
+        assert converters.describe_tflite(files[mode]).op_counts == converters.describe_tflite(twin[mode]).op_counts
+    assert converters.verify(model, files["float32"], digits.x_test[:100]).passed
+
+
+def test_strip_masks_takes_a_keras3_model_and_gives_one_back():
+    import tf_vib
+
+    inputs = keras.Input((5, 3))
+    model = _randomize(keras.Model(inputs, L.Dense(2)(L.LSTM(3)(inputs))))
+    stripped = tf_vib.strip_masks(model)
+    assert bridge.is_keras3(stripped) and stripped is not model
+    samples = _sample(model)
+    np.testing.assert_allclose(_outputs(model, samples)[0], _outputs(stripped, samples)[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"`model`: The Keras bridge cannot map layer 'twice'"):
+        tf_vib.strip_masks(keras.Sequential([keras.Input((3,)), L.Lambda(lambda x: 2 * x, name="twice")]))
+
+
+def _small(module):
+    return module.Sequential([module.Input((5, 3), name="steps"), module.layers.GRU(3), module.layers.Dense(2)],
+                             name="small")
+
+
+@pytest.mark.parametrize("keras_of, name", [("keras3", "model.keras"), ("tf_keras", "model.keras"),
+                                            ("keras3", "model.h5"), ("tf_keras", "model.h5"),
+                                            ("tf_keras", "saved_model")])
+def test_load_model_gives_the_model_back_in_the_keras_that_wrote_it(tmp_path, keras_of, name):
+    model = _randomize(_small(keras if keras_of == "keras3" else tf_keras))
+    path = tmp_path / name
+    bridge.save_model(model, path)
+    loaded = bridge.load_model(path)
+    assert bridge.is_keras3(loaded) == (keras_of == "keras3")
+    assert isinstance(loaded, tf_keras.Model) == (keras_of == "tf_keras")
+    samples = _sample(model)
+    np.testing.assert_allclose(_outputs(model, samples)[0], _outputs(loaded, samples)[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("keras_of, name", [("keras3", "l.keras"), ("tf_keras", "l.keras"),
+                                            ("keras3", "l.h5"), ("tf_keras", "l.h5"), ("tf_keras", "l_saved")])
+def test_lambda_layers_are_refused_in_safe_mode_in_every_format(tmp_path, keras_of, name):
+    module = keras if keras_of == "keras3" else tf_keras
+    model = module.Sequential([module.Input((3,)), module.layers.Lambda(lambda x: x * 2.0)])
+    path = tmp_path / name
+    bridge.save_model(model, path)
+    with pytest.raises(ValueError, match=rf"{name}.*Lambda"):
+        bridge.load_model(path)
+    unsafe = bridge.load_model(path, safe_mode=False)
+    np.testing.assert_allclose(np.asarray(unsafe(np.ones((1, 3), "float32"))), 2.0)
+
+
+def test_files_tf_vib_cannot_rebuild_are_refused_naming_the_path(tmp_path):
+    exported = tmp_path / "exported"
+    _small(keras).export(str(exported), verbose=False)
+    with pytest.raises(ValueError, match=r"exported' is a SavedModel without a Keras layer graph.*\.keras file"):
+        bridge.load_model(exported)
+    with pytest.raises(FileNotFoundError, match=r"missing\.keras' does not exist"):
+        bridge.load_model(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"junk\.keras' is not a Keras \.keras file"):
+        bridge.load_model(tmp_path / "junk.keras")
+    with pytest.raises(ValueError, match=r"a Keras 3 model is saved as a \.keras"):
+        bridge.save_model(_small(keras), tmp_path / "out")
