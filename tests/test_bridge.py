@@ -218,6 +218,7 @@ def test_a_keras3_lstm_converts_to_the_fused_lstm_in_every_mode_and_verifies(dig
     assert bridge.is_keras3(model)  # the user's model is used, not replaced
 
 
+@pytest.mark.slow  # eight conversions
 def test_a_keras3_gru_gets_the_plans_of_its_tf_keras_twin_in_every_mode(digits):
     import converters
 
