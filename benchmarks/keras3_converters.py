@@ -9,9 +9,14 @@ as it is, the same with Flex ops (``SELECT_TF_OPS`` and tensor lists kept, the r
 error message gives), and ``converters.to_tflite``. Each file's ops, size and batch-1 latency
 on this host's ai-edge-litert (``converters.measure_latency``, 1 thread), and whether
 tflite-runtime 2.14 and ai-edge-litert load and run it inside the emulated Raspberry Pi
-userland of ``shared/tools/pi/pi-run``. The files are kept in ``benchmarks/results/keras3/``.
+userland of ``shared/tools/pi/pi-run`` (with the arm64 instructions an invoke takes, which
+are repeatable where emulated wall time is not). The files and pi-run's output are kept in
+``benchmarks/results/keras3/``.
 """
 
+import contextlib
+import io
+import os
 import pathlib
 import re
 import subprocess
@@ -44,36 +49,51 @@ def tf_converter(model, flex):
     if flex:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
         converter._experimental_lower_tensor_list_ops = False
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3's export() prints its signature
+        return converter.convert()
 
 
 def first_error_line(error):
     """The first MLIR ``error:`` message (without its location), or the first line."""
-    lines = [line.strip() for line in str(error).splitlines() if "error: " in line]
-    text = lines[0].rsplit("error: ", 1)[1] if lines else str(error).strip().splitlines()[0]
-    return text[:160]
+    messages = [line.rsplit("error: ", 1)[1] for line in str(error).splitlines() if "error: " in line]
+    messages = [m for m in messages if not m.startswith("loc(")] or [str(error).strip().splitlines()[0]]
+    return messages[0][:160]
 
 
 def host_latency_us(flat, x):
     try:
         return f"{converters.measure_latency(flat, x, repeats=50, runtime='ai_edge_litert').median_us:.0f} us"
     except (RuntimeError, ValueError) as error:
-        reason = re.search(r"cannot load the file \((.+?)\. ", str(error))
-        return f"does not load: {(reason.group(1) if reason else str(error))[:90]}"
+        return load_failure(str(error))
 
 
-def pi_loads(paths):
-    """``{(runtime, file name): "loads, runs" or its error}`` from pi-run's output."""
-    output = subprocess.run([str(PI_RUN), *map(str, paths)], capture_output=True, text=True, timeout=3600).stdout
-    results, runtime = {}, None
-    for line in output.splitlines():
-        header = re.match(r"=== emulated \S+, (\S+)", line)
-        if header:
-            runtime = header.group(1)
-            continue
-        for path in paths:
-            if path.name in line and runtime:
-                results[(runtime, path.name)] = line.split(path.name, 1)[1].strip(" :")[:90]
+def load_failure(message):
+    if "Select TensorFlow op" in message:
+        return "does not load (Flex ops, and the runtime has no Flex delegate)"
+    return f"does not load: {message[:80]}"
+
+
+def pi_loads(paths, invokes=3):
+    """``{(runtime, file name): cell}`` from pi-run's output: the file's arm64 instructions
+    per invoke (the median of ``invokes``) or why it does not load."""
+    output = subprocess.run([str(PI_RUN), *map(str, paths)], capture_output=True, text=True, timeout=3600,
+                            env={**os.environ, "NINV": str(invokes)}).stdout
+    results = {}
+    for section in output.split("=== emulated ")[1:]:
+        runtime = section.split(",", 1)[1].split()[0]
+        loaded = []
+        for line in section.splitlines():
+            name, _, rest = line.partition(".tflite: ")
+            if rest.startswith("cannot load"):
+                results[(runtime, name + ".tflite")] = load_failure(rest)
+            elif rest:
+                loaded.append(name + ".tflite")
+            counts = re.match(r"instructions per invoke .*: \[(.*)\]", line)
+            if counts:
+                values = [int(v) for v in counts.group(1).split(",")]
+                for i, name_ in enumerate(loaded):
+                    median = int(np.median(values[i * invokes:(i + 1) * invokes]))
+                    results[(runtime, name_)] = f"runs, {median / 1000:.0f}k instructions/invoke"
     return results, output
 
 
