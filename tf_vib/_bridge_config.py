@@ -29,11 +29,16 @@ SUPPORTED = (
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 #: Keys holding a serialized layer (the wrapped layer, the cell), built before the wrapper.
 _SUBLAYER_KEYS = ("layer", "backward_layer", "cell")
-#: Keyword arguments every Keras layer takes through ``**kwargs``.
-_BASE_KEYS = {"name", "trainable", "dtype"}
+#: Keyword arguments the base Layer takes through ``**kwargs`` (when a layer passes them on).
+_BASE_KEYS = {"name", "trainable", "dtype", "activity_regularizer"}
+#: Keyword arguments a base class takes through ``**kwargs``: {key: that base class's name}.
+_BASE_CLASS_KEYS = {"zero_output_for_mask": "RNN"}
 _NAMESPACES = ("initializers", "regularizers", "constraints")
-#: Keys that choose how a layer computes, not what: dropped when the other Keras lacks them.
-_HOW_NOT_WHAT = {"implementation", "use_cudnn"}
+#: Keys dropped when the other Keras lacks them: they choose how a layer computes, not what,
+#: or (``batch_input_shape``, tf_keras attention's ``*_shape``) repeat the shapes the rebuilt
+#: graph gives the layer when it calls it.
+_HOW_NOT_WHAT = {"implementation", "use_cudnn", "batch_input_shape", "query_shape", "key_shape",
+                 "value_shape"}
 
 
 def unsupported_layers(layers, source):
@@ -43,7 +48,7 @@ def unsupported_layers(layers, source):
             or getattr(source.layers, type(layer).__name__, None) is not type(layer)]
 
 
-def layer_from_config(class_name, config, *, source, target, to_keras3, extra=None):
+def layer_from_config(class_name, config, *, source, target, to_keras3, extra=None, rank=None):
     """A new ``target`` layer of ``class_name`` from ``source``'s ``config`` of one.
 
     Args:
@@ -52,6 +57,7 @@ def layer_from_config(class_name, config, *, source, target, to_keras3, extra=No
       source, target: the two Keras modules (``keras`` and ``tf_keras``).
       to_keras3: bool, the direction (picks the renamed keys' side).
       extra: optional dict, classes outside ``target.layers`` (tf-vib's own layers).
+      rank: optional int, the rank of the built layer's input.
 
     Returns:
       The unbuilt target layer.
@@ -70,6 +76,11 @@ def layer_from_config(class_name, config, *, source, target, to_keras3, extra=No
     if to_keras3:
         renames = {tf_key: k3_key for k3_key, tf_key in renames.items()}
     config = {renames.get(key, key): value for key, value in config.items()}
+    if class_name in ("BatchNormalization", "LayerNormalization") and isinstance(config.get("axis"), (list, tuple)):
+        # tf_keras counts the axes from the front once built (the user's -1 becomes 2) and
+        # lists them; Keras 3 keeps -1, and BatchNormalization takes one int
+        axes = [axis - rank if rank and axis >= 0 else axis for axis in config["axis"]]
+        config["axis"] = axes[0] if class_name == "BatchNormalization" and len(axes) == 1 else axes
     kwargs = {key: _value(value, source=source, target=target) for key, value in config.items()}
     kwargs = _accepted(target_cls, source_cls, kwargs, what=f"layer {config.get('name')!r} ({class_name})")
     return target_cls(**kwargs, **sublayers)
@@ -89,6 +100,8 @@ def _value(value, *, source, target):
                                   what=f"{namespace[:-1]} {value['class_name']}")
                 return {"class_name": value["class_name"], "config": inner}
         return {"class_name": value["class_name"], "config": value["config"]}
+    if isinstance(value, list):  # tf_keras's tracked ListWrapper, which Keras 3 refuses as an int
+        return [_value(v, source=source, target=target) for v in value]
     return value
 
 
@@ -97,11 +110,13 @@ def _accepted(target_cls, source_cls, kwargs, *, what):
     default (or None/False), since dropping a set one would change the layer."""
     accepted = _parameters(target_cls)
     defaults = _defaults(source_cls)
+    bases = {klass.__name__ for klass in target_cls.__mro__}
     kept = {}
     for key, value in kwargs.items():
-        if key in accepted or key in _BASE_KEYS:
+        if key in accepted or _BASE_CLASS_KEYS.get(key) in bases:
             kept[key] = value
-        elif key not in _HOW_NOT_WHAT and not (value is None or value is False or (key in defaults and defaults[key] == value)):
+        elif key not in _HOW_NOT_WHAT and not (value is None or value is False or defaults.get(key, value) == value
+                                               and key in defaults or (key, value) == ("trainable", True)):
             raise ValueError(
                 f"The bridge cannot map {what}: its {key}={value!r} has no equivalent in "
                 f"{target_cls.__module__.partition('.')[0]}.{target_cls.__name__}"
@@ -110,12 +125,15 @@ def _accepted(target_cls, source_cls, kwargs, *, what):
 
 
 def _parameters(cls):
+    """The keyword arguments ``cls()`` takes: its own and, through each ``**kwargs``, its bases'."""
     names = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
-            names |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                      if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return names - {"self"}
+            parameters = inspect.signature(klass.__init__).parameters.values()
+            names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+                return names - {"self"}
+    return (names | _BASE_KEYS) - {"self"}
 
 
 def _defaults(cls):

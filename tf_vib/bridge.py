@@ -3,24 +3,24 @@
 tf-vib works in tf_keras (tfmot accepts nothing else), while ``import keras`` in TF 2.21 is
 Keras 3. The bridge rebuilds a model in the other Keras layer by layer, through each layer's
 config (``tf_vib._bridge_config``) and weights (``get_weights``/``set_weights``, which both
-Keras order alike), walking the functional graph call by call, so nested models, shared
+Keras order alike), walking the functional graph call by call (``tf_vib._bridge_graph``), so nested models, shared
 layers, several inputs and outputs and the calls' keyword arguments come across as they were.
 Keras 3 is imported only when a function here needs it.
 
 ``load_model``/``save_model`` read and write model files of either Keras.
 """
 
+import functools
 import json
 import os
 import zipfile
 
-from tf_vib import _bridge_config
+from tf_vib._bridge_config import SUPPORTED
+from tf_vib._bridge_graph import Converter
 from tf_vib._keras import keras as tf_keras
 
 __all__ = ["is_keras3", "to_tf_keras", "to_keras3", "to_internal", "load_model", "save_model",
            "SUPPORTED"]
-
-SUPPORTED = _bridge_config.SUPPORTED
 
 
 def _keras3():
@@ -53,7 +53,7 @@ def to_tf_keras(model):
     if not is_keras3(model):
         raise TypeError(f"`model` must be a Keras 3 model; received {type(model).__module__}."
                         f"{type(model).__name__}")
-    return _Converter(_keras3(), tf_keras, to_keras3=False).model(model)
+    return Converter(_keras3(), tf_keras, to_keras3=False, extra=_tf_vib_layers(reverse=True)).model(model)
 
 
 def to_keras3(model):
@@ -72,7 +72,7 @@ def to_keras3(model):
     if not isinstance(model, tf_keras.Model):
         raise TypeError(f"`model` must be a tf_keras model; received {type(model).__module__}."
                         f"{type(model).__name__}")
-    return _Converter(tf_keras, _keras3(), to_keras3=True).model(model)
+    return Converter(tf_keras, _keras3(), to_keras3=True, extra=_tf_vib_layers()).model(model)
 
 
 def to_internal(model, argument="model"):
@@ -94,134 +94,40 @@ def _identity(result):
     return result
 
 
-class _Converter:
-    """One conversion: the layers built so far (shared layers stay shared) and weight pairs."""
-
-    def __init__(self, source, target, *, to_keras3):
-        self.source, self.target, self.to_keras3 = source, target, to_keras3
-        self.built = {}
-        self.pairs = []
-        self.extra = _tf_vib_layers() if to_keras3 else _tf_vib_layers(reverse=True)
-
-    def model(self, model):
-        self._refuse_unmapped(model)
-        new = self._model(model)
-        for old_layer, new_layer in self.pairs:
-            new_layer.set_weights(old_layer.get_weights())
-        return new
-
-    def _refuse_unmapped(self, model):
-        layers = list(_leaf_layers(model, self.source))
-        bad = _bridge_config.unsupported_layers(
-            [layer for layer in layers if type(layer).__name__ not in self.extra], self.source)
-        if bad:
-            listed = ", ".join(f"{name!r} ({kind})" for name, kind in bad)
-            raise ValueError(
-                f"The Keras bridge cannot map layer {listed} of model {model.name!r}; it maps "
-                f"Sequential and functional models of these layers: {', '.join(SUPPORTED)}"
-            )
-
-    def _layer(self, layer):
-        if id(layer) in self.built:
-            return self.built[id(layer)]
-        if isinstance(layer, self.source.Model):
-            new = self._model(layer)
-        else:
-            new = _bridge_config.layer_from_config(
-                type(layer).__name__, layer.get_config(), source=self.source, target=self.target,
-                to_keras3=self.to_keras3, extra=self.extra)
-            self.pairs.append((layer, new))
-        self.built[id(layer)] = new
-        return new
-
-    def _input(self, tensor):
-        history = tensor._keras_history
-        owner = history.operation if hasattr(history, "operation") else history.layer
-        dtype = getattr(tensor.dtype, "name", tensor.dtype)
-        return self.target.Input(batch_shape=tuple(tensor.shape), dtype=dtype, name=owner.name,
-                                 sparse=getattr(tensor, "sparse", False) or None)
-
-    def _model(self, model):
-        if isinstance(model, self.source.Sequential):
-            layers = [self._layer(layer) for layer in model.layers]
-            if _has_inputs(model):
-                layers.insert(0, self._input(model.inputs[0]))
-            return self.target.Sequential(layers, name=model.name)
-        tensors = {}
-        inputs = _map(_inputs_struct(model), lambda t: tensors.setdefault(id(t), self._input(t)))
-        for node in _call_nodes(model):
-            operation = node.operation if hasattr(node, "operation") else node.layer
-            args, kwargs = _node_arguments(node)
-            args = _map(args, lambda t: tensors[id(t)])
-            kwargs = _map(kwargs, lambda t: tensors[id(t)])
-            outputs = self._layer(operation)(*args, **kwargs)
-            for old, new in zip(_flatten(node.outputs), _flatten(outputs), strict=True):
-                tensors[id(old)] = new
-        outputs = _map(_outputs_struct(model), lambda t: tensors[id(t)])
-        return self.target.Model(inputs, outputs, name=model.name)
-
-
-def _has_inputs(model):
-    try:
-        return bool(model.inputs)
-    except (AttributeError, ValueError):
-        return False
-
-
-def _inputs_struct(model):
-    return model._inputs_struct if hasattr(model, "_inputs_struct") else model._nested_inputs
-
-
-def _outputs_struct(model):
-    return model._outputs_struct if hasattr(model, "_outputs_struct") else model._nested_outputs
-
-
-def _call_nodes(model):
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        yield from (n for n in model._nodes_by_depth[depth] if not n.is_input)
-
-
-def _node_arguments(node):
-    if hasattr(node, "arguments"):
-        return list(node.arguments.args), dict(node.arguments.kwargs)
-    return list(node.call_args), dict(node.call_kwargs)
-
-
-def _is_tensor(value):
-    return hasattr(value, "_keras_history")
-
-
-def _map(value, fn):
-    """``value`` with each Keras tensor in its lists, tuples and dicts replaced by ``fn(tensor)``."""
-    if _is_tensor(value):
-        return fn(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map(v, fn) for v in value)
-    if isinstance(value, dict):
-        return {k: _map(v, fn) for k, v in value.items()}
-    return value
-
-
-def _flatten(value):
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _flatten(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _flatten(v)]
-    return [value]
-
-
-def _leaf_layers(model, source):
-    """Every layer of ``model``, nested models' layers included (InputLayers left out)."""
-    for layer in model.layers:
-        if isinstance(layer, source.Model):
-            yield from _leaf_layers(layer, source)
-        elif type(layer).__name__ != "InputLayer":
-            yield layer
-
-
 def _tf_vib_layers(reverse=False):
-    """tf-vib's own layers a stripped model may hold: {name: (source class, target class)}."""
-    return {}
+    """tf-vib's own layers a stripped model may hold: ``{name: (source class, target class)}``
+    from tf_keras to Keras 3 (``reverse``: the other way)."""
+    from tf_vib.layers import SelectFeatures
+
+    pair = (SelectFeatures, _keras3_select_features())
+    return {"SelectFeatures": pair[::-1] if reverse else pair}
+
+
+@functools.cache
+def _keras3_select_features():
+    """The Keras 3 twin of ``tf_vib.layers.SelectFeatures`` (registered under the same name,
+    so a Keras 3 ``.keras`` file of a stripped model loads once the bridge is imported)."""
+    keras = _keras3()
+
+    @keras.saving.register_keras_serializable(package="tf_vib")
+    class SelectFeatures(keras.layers.Layer):
+        """Gather ``indices`` (sorted, distinct ints) from the last axis of the input."""
+
+        def __init__(self, indices, **kwargs):
+            super().__init__(**kwargs)
+            self.indices = [int(i) for i in indices]
+            self.supports_masking = True
+
+        def call(self, inputs):
+            return keras.ops.take(inputs, self.indices, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], len(self.indices))
+
+        def get_config(self):
+            return {**super().get_config(), "indices": list(self.indices)}
+
+    return SelectFeatures
 
 
 def load_model(path, *, safe_mode=True):
