@@ -21,6 +21,7 @@ import numpy as np
 from converters import inputs
 from converters import plan as planning
 from converters.describe import RUNTIME_TARGETS, describe_tflite
+from tf_vib import bridge
 from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
@@ -93,6 +94,7 @@ class _Job:
 
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
           representative_data, calibration_samples, feature_selection, unit_multiple):
+    model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
     planning.resolve_unit_multiple(unit_multiple, "float32")  # validates it
     batch_size = _positive_int("batch_size", batch_size)
@@ -287,7 +289,7 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
     Conversion and the first invoke run in a child process.
 
     Args:
-      model: a tf_keras Sequential or functional model, with one or more inputs (float
+      model: a tf_keras (or Keras 3) Sequential or functional model, with one or more inputs (float
         features, or int32 token ids, which stay int32 in every mode) and outputs. It is
         not modified. The file's inputs and outputs are in the model's order and its inputs
         keep their names (see `converters.inputs.input_specs`).
