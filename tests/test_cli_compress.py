@@ -128,8 +128,6 @@ def test_the_result_comes_back_in_the_input_format(files, run, monkeypatch, caps
     assert _lstm_units(bridge.load_model(out / written)) == _lstm_units(run[2].model)
 
 
-@pytest.mark.xfail(strict=True, reason="compress() does not take Keras 3 models yet (the lead wires it "
-                   "through tf_vib.bridge, issue 15)")
 def test_compress_a_keras3_file(files, capsys):
     import keras as keras3
 

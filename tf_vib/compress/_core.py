@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib import bridge
 from tf_vib._checks import check_float, check_int, optional
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model
@@ -109,7 +110,8 @@ def compress(
     ``on_miss="best"`` keeps such models instead, labelled: ``report.bound_met`` is False.
 
     Args:
-      model: a trained tf_keras Sequential or functional model, not modified: a classifier
+      model: a trained Sequential or functional model, tf_keras or Keras 3 (the result comes
+        back in the same Keras; the work is done on a tf_keras twin), not modified: a classifier
         (every output trained with a cross-entropy: softmax, logits or a sigmoid unit) or
         any model with a Keras loss (a forecaster on MSE, say).
       train_data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of (x, y). ``x``: one array, or
@@ -193,6 +195,10 @@ def compress(
       A ``CompressionResult``; ``report.bound``, ``report.bound_met`` and ``report.misses``
       say how it stands against the bound.
     """
+    user_model = model
+    model, back = bridge.to_internal(model, "model")  # a Keras 3 model trains as its tf_keras twin
+    if model is not user_model:
+        model = bridge.compiled_twin(user_model, model)
     require_tf_keras_model(model, "model")
     loss_fn = resolve_loss(model, loss)
     classifier = is_classifier(model, loss_fn)
@@ -267,7 +273,10 @@ def compress(
     if structured:
         plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
-    return run.run()
+    result = run.run()
+    if model is not user_model:  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
+        result.model = bridge.compiled_like(back(result.model), user_model)
+    return result
 
 
 def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
