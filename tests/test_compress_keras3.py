@@ -51,7 +51,7 @@ def test_the_keras3_result_equals_its_tf_keras_twin(compressed):
 
 def test_the_users_keras3_model_is_untouched(compressed):
     _, model, before, _, _ = compressed
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_a_keras3_loss_without_a_tf_keras_counterpart_is_refused_before_training():
