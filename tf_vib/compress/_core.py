@@ -202,7 +202,7 @@ def compress(
     require_tf_keras_model(model, "model")
     loss_fn = resolve_loss(model, loss)
     classifier = is_classifier(model, loss_fn)
-    scorer = make_scorer(metric, loss=loss_fn, classifier=classifier)
+    scorer = make_scorer(metric, loss=loss_fn, classifier=classifier, model=model)
     if len(model.outputs) > 1 and not scorer.is_accuracy:
         raise ValueError(
             f"`model` has {len(model.outputs)} outputs; compress() scores several outputs by their mean "
