@@ -182,3 +182,16 @@ def test_a_shared_kernel_layer_gets_no_feature_mask_and_strips(rng):
     x = [rng.normal(size=(4, 3)).astype("float32") for _ in range(2)]
     assert max_abs_diff(vib, tf_vib.strip_masks(vib), x) <= 1e-5
 
+
+
+@pytest.mark.parametrize("activation,masked", [("tanh", True), ("relu", True), ("sigmoid", False)])
+def test_a_summed_bidirectional_keeps_its_units_when_silencing_cannot_zero_them(activation, masked):
+    # a unit dead in one direction is silenced there (its candidate zeroed): its state then
+    # stays at activation(0), which is 0 for tanh and relu, 0.5 for a sigmoid
+    rnn = L.Bidirectional(L.SimpleRNN(4, activation=activation), merge_mode="sum", name="bi")
+    model = keras.Sequential([keras.Input((5, 3)), rnn, L.Dense(2)])
+    plan = mask_plan(model)
+    assert ("bi" in plan.units) == masked
+    if not masked:
+        reason = next(d.reason for d in plan.decisions if d.name == "bi")
+        assert "activation='sigmoid', which is not 0 at 0" in reason

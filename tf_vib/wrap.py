@@ -21,6 +21,8 @@ original.
 
 import dataclasses
 
+import numpy as np
+
 from tf_vib._graph import (
     call_counts,
     graph_nodes,
@@ -30,7 +32,7 @@ from tf_vib._graph import (
     rebuild,
     tensor_users,
 )
-from tf_vib._keras import keras, require_tf_keras_model
+from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
@@ -144,6 +146,14 @@ def _sources(tensor, masked_units):
     return {"other"}
 
 
+def _activation_at_zero(layer):
+    return float(np.asarray(layer.cell.activation(tf.zeros((1,))))[0])
+
+
+def _activation_name(layer):
+    return getattr(layer.cell.activation, "__name__", type(layer.cell.activation).__name__)
+
+
 def _units_blocked(layer, node):
     """Why a recurrent layer's units cannot be masked, or ""."""
     inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
@@ -152,6 +162,11 @@ def _units_blocked(layer, node):
             return f"merge_mode={layer.merge_mode!r} returns the directions apart"
         if recurrent_kind(layer.backward_layer) != recurrent_kind(inner):
             return "its two directions are different kinds of layer"
+        if layer.merge_mode != "concat" and _activation_at_zero(inner) != 0.0:
+            # a unit dead in one direction only is silenced there (its candidate zeroed),
+            # which keeps its state at activation(0): 0 only for zero-preserving activations
+            return (f"merge_mode={layer.merge_mode!r} with activation={_activation_name(inner)!r}, "
+                    "which is not 0 at 0: a unit cannot be silenced in one direction")
     if inner.return_state:
         return "return_state=True: its states are outputs too"
     if inner.stateful:
