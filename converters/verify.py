@@ -89,13 +89,15 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _labels(y, n, argument="y"):
+def _labels(y, n, rank, argument="y"):
+    """Class indices for an output of ``rank`` (2: one class per sample, 3: one per step)
+    from indices or one-hot rows."""
     labels = np.asarray(y)
-    if labels.ndim == 2:
+    if labels.ndim == rank:
         labels = labels.argmax(axis=-1)
-    if labels.ndim != 1 or len(labels) != n:
-        raise ValueError(f"`{argument}` must hold {n} class indices or one-hot rows; received shape "
-                         f"{np.shape(y)}")
+    if labels.ndim != rank - 1 or len(labels) != n:
+        what = "class indices or one-hot rows" if rank == 2 else "class indices per step (n, steps) or one-hot"
+        raise ValueError(f"`{argument}` must hold {n} {what}; received shape {np.shape(y)}")
     return labels.astype(np.int64)
 
 
@@ -110,17 +112,20 @@ def _as_list(value):
     return list(value) if isinstance(value, list) else [value]
 
 
-def _per_output_labels(y, n, outputs):
-    """``[labels or None]`` per output: ``y`` itself for one output, a list/tuple of them for several."""
+def _per_output_labels(y, n, ranks):
+    """``[labels or None]`` per output (``ranks``: each output's rank): ``y`` itself for one
+    output, a list/tuple of them for several."""
+    outputs = len(ranks)
     if y is None:
         return [None] * outputs
     if outputs == 1:
-        return [_labels(y, n)]
+        return [_labels(y, n, ranks[0])]
     if not isinstance(y, (list, tuple)) or len(y) != outputs:
         raise ValueError(f"the file has {outputs} outputs: `y` must be a list of {outputs} label arrays "
                          f"(or None entries), one per output; received {type(y).__name__}"
                          + (f" of {len(y)}" if isinstance(y, (list, tuple)) else ""))
-    return [None if labels is None else _labels(labels, n, f"y[{i}]") for i, labels in enumerate(y)]
+    return [None if labels is None else _labels(labels, n, rank, f"y[{i}]")
+            for i, (labels, rank) in enumerate(zip(y, ranks, strict=True))]
 
 
 def _checked_inputs(model, loaded, x):
@@ -158,7 +163,7 @@ def evaluate_tflite(tflite, x, y, *, num_threads=1, runtime=None):
     model, _ = _loaded(tflite, num_threads, runtime)
     arrays = model.as_inputs(x)
     outputs = len(model.output_details)
-    labels = _per_output_labels(y, len(arrays[0]), outputs)
+    labels = _per_output_labels(y, len(arrays[0]), [len(d["shape"]) for d in model.output_details])
     got = _as_list(model.predict(arrays))
     accuracies = [None if lab is None else float(np.mean(g.argmax(axis=-1) == lab)) for g, lab in zip(got, labels, strict=True)]
     return accuracies if outputs > 1 else accuracies[0]
@@ -202,7 +207,8 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
       tflite: the file's bytes, its path, or a `TFLiteModel`.
       x: inputs, shape (n, ...); for a model with several inputs, a list of arrays in the
         model's input order or a dict by input name.
-      y: optional labels (class indices or one-hot): int8 is then judged on accuracy. For
+      y: optional labels (class indices or one-hot; per step, ``(n, steps)``, for a per-step
+        output): int8 is then judged on accuracy. For
         a model with several outputs, a list with one entry (labels or None) per output.
       quantization: the mode whose target applies; default: read from the file.
       num_threads, runtime: as in `converters.runtime.load_interpreter`.
@@ -223,7 +229,7 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
     if quantization not in (*TOLERANCES, "int8"):
         raise ValueError(f"`quantization` must be one of {[*TOLERANCES, 'int8']}; received {quantization!r}")
     arrays = _checked_inputs(model, loaded, x)
-    labels = _per_output_labels(y, len(arrays[0]), len(model.outputs))
+    labels = _per_output_labels(y, len(arrays[0]), [len(o.shape) for o in model.outputs])
     expected = [np.asarray(e, dtype=np.float32)
                 for e in _as_list(user_model.predict(_keras_inputs(model, arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))

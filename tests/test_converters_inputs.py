@@ -271,3 +271,21 @@ def test_the_runner_help_says_how_to_pass_several_inputs():
                                timeout=60).stdout
     assert "one array named after each input" in " ".join(help_text.split())
     assert pathlib.Path(RUNNER).resolve() == pathlib.Path(runtime.__file__).resolve()
+
+
+def test_per_step_labels_judge_a_tagger_in_verify_and_evaluate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 6, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.TimeDistributed(keras.layers.Dense(3))])
+    y = model.predict(x, verbose=0).argmax(-1)
+    y[:, 0] = (y[:, 0] + 1) % 3  # the first step of each sequence is wrong: 5/6 right
+    flat = converters.to_tflite(model, quantization="float32")
+    result = converters.verify(model, flat, x, y)
+    assert result.passed and result.keras_accuracy == pytest.approx(5 / 6)
+    assert result.tflite_accuracy == pytest.approx(5 / 6)
+    one_hot = np.eye(3)[y]
+    assert converters.evaluate_tflite(flat, x, one_hot) == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match=r"`y` must hold 24 class indices per step \(n, steps\) or one-hot; "
+                                         r"received shape \(24,\)"):
+        converters.verify(model, flat, x, y[:, 0])
