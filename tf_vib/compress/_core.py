@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 
 from tf_vib import bridge
-from tf_vib._checks import check_float, check_int, optional
+from tf_vib._checks import BadArgument, check_float, check_int, optional
 from tf_vib._graph import graph_nodes
-from tf_vib._keras import keras, require_tf_keras_model
+from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress._choice import (
     check_on_miss,
     is_classifier,
@@ -21,6 +21,7 @@ from tf_vib.compress._defaults import (
     UNIT_MULTIPLE,
     default_kl_factor,
 )
+from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._prepare import (
     check_accuracy_drop,
     prepare_data,
@@ -85,6 +86,7 @@ def compress(
     distill_alpha=0.5,
     validation_fraction=0.2,
     seed=0,
+    strategy=None,
     verbose=1,
 ):
     """Compress a trained tf_keras LSTM/GRU model; return a small plain model and a report.
@@ -189,6 +191,13 @@ def compress(
         output or several outputs.
       validation_fraction: held-out share of ``train_data`` when no validation data is given.
       seed: seeds Keras, TensorFlow and NumPy for the run.
+      strategy: a ``tf.distribute.Strategy``, default the one in scope (so calling
+        compress() inside ``strategy.scope()`` works too; outside any, the default one
+        device). Every training phase runs under it: the VIB copy, its masks, the
+        optimizers and every fine-tuned model are created in its scope, ``batch_size`` is
+        the global batch, split across replicas, and the KL terms and the data loss are
+        reduced as Keras reduces them, so the objective is the one of a single device.
+        Choices are made on predictions of the whole validation set (docs/scaling.md).
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
 
     Returns:
@@ -259,6 +268,27 @@ def compress(
     if verbose:
         for note in data.notes:
             print(f"[tf-vib] {note}", flush=True)
+    strategy = _strategy(strategy)
+    with strategy.scope():
+        return _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer,
+                             classifier, input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed,
+                             distributed=tf.distribute.has_strategy())
+
+
+def _strategy(strategy):
+    if strategy is None:
+        return tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise BadArgument(f"`strategy` must be None or a tf.distribute.Strategy (MirroredStrategy, "
+                          f"MultiWorkerMirroredStrategy, ...); received {strategy!r:.80}")
+    return strategy
+
+
+def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer, classifier,
+                  input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, distributed):
+    if distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
+        model = copy_model(model)
+        model.compile(loss=loss_fn)
     structured = bool(vib) or settings["iss"] is not None
     vib_model = None
     if structured:

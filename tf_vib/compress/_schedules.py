@@ -235,7 +235,7 @@ class VIBScheduleCallback(keras.callbacks.Callback):
             )
         # A Python mirror of ``step`` and of the last weight assigned: once the warm-up is
         # over a batch costs no TensorFlow op here but the step increment.
-        self._step = int(self.step)
+        self._step = int(self.step.numpy())  # .numpy(): a MirroredVariable under a strategy has no int()
         self._assigned = None
         harden_step = self.schedule.harden_step
         if self.hardened is None and harden_step is not None and self._step >= harden_step:
