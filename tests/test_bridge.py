@@ -288,3 +288,12 @@ def test_files_tf_vib_cannot_rebuild_are_refused_naming_the_path(tmp_path):
         bridge.load_model(tmp_path / "junk.keras")
     with pytest.raises(ValueError, match=r"a Keras 3 model is saved as a \.keras"):
         bridge.save_model(_small(keras), tmp_path / "out")
+
+
+def test_a_subclassed_keras3_model_is_refused():
+    class Twice(keras.Model):
+        def call(self, x):
+            return 2.0 * x
+
+    with pytest.raises(TypeError, match=r"subclassed model \(Twice\).*Sequential or functional"):
+        bridge.to_tf_keras(Twice())
