@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 
 import tf_vib
-from tf_vib import selection
 from tf_vib._keras import keras
-from tf_vib.selection import Candidate, Scorer, Snapshots, StopAtScore, choose_smallest, make_scorer
+from tf_vib.compress import _choice as selection
+from tf_vib.compress._choice import (
+    Candidate,
+    Scorer,
+    Snapshots,
+    StopAtScore,
+    choose_smallest,
+    make_scorer,
+)
 from tf_vib.wrap import add_vib_masks
 
 
@@ -210,3 +217,21 @@ def test_several_outputs_are_scored_by_their_mean_logged_accuracy():
     assert selection.ACCURACY.logged(logs) == 0.75
     assert selection.ACCURACY.logged({"val_accuracy": 0.25, "val_kind_accuracy": 1.0}) == 0.25
     assert selection.ACCURACY.logged({"val_loss": 1.0}) == -np.inf
+
+
+def test_a_one_unit_logit_output_is_logged_at_the_threshold_it_is_scored_at():
+    # Keras's "accuracy" of one unit thresholds at 0.5, right for a sigmoid: for a logit the
+    # logged validation accuracy (fine-tuning's stop and best epoch) must read threshold 0
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4, 3)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(3), keras.layers.Dense(1)])
+    model.layers[-1].set_weights([np.array([[1.0], [0.0], [0.0]], "float32"), np.array([-0.25], "float32")])
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    scorer = make_scorer(None, loss=loss, classifier=True, model=model)
+    assert scorer.is_accuracy and scorer.logit_threshold == 0.0
+    model.compile("adam", loss, metrics=[scorer.metric()])
+    logged = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    assert logged == pytest.approx(scorer.score(model, x, y), abs=1e-6)
+    sigmoid = keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(3), keras.layers.Dense(1, "sigmoid")])
+    assert make_scorer(None, loss="binary_crossentropy", classifier=True, model=sigmoid).logit_threshold is None

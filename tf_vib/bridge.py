@@ -254,3 +254,53 @@ def _load_saved_model(path, *, safe_mode):
         _refuse_lambda(path, handle.read().decode("utf-8", "replace"), safe_mode)
     _custom_objects()
     return tf_keras.models.load_model(path)
+
+
+def compiled_twin(model, twin):
+    """``twin`` (the tf_keras copy of the Keras 3 ``model``) compiled with ``model``'s loss,
+    so that an entry point reading the compiled loss (``compress()``) sees the user's.
+
+    A loss given by name crosses as it is; a Keras 3 loss object through its class name and
+    config (the standard losses have the same names and arguments in both Keras). An
+    uncompiled model leaves ``twin`` uncompiled. Metrics and the optimizer do not cross:
+    compress() makes its own.
+    """
+    loss = getattr(model, "loss", None)
+    if loss is None or not getattr(model, "compiled", False):
+        return twin
+    keras3 = _keras3()
+    if isinstance(loss, (list, tuple)):
+        translated = [_loss(keras3, item) for item in loss]
+    elif isinstance(loss, dict):
+        translated = {name: _loss(keras3, item) for name, item in loss.items()}
+    else:
+        translated = _loss(keras3, loss)
+    twin.compile(optimizer="adam", loss=translated)
+    return twin
+
+
+def _loss(keras3, loss):
+    if isinstance(loss, str) or loss is None:
+        return loss
+    config = keras3.losses.serialize(loss)
+    name = config if isinstance(config, str) else config["class_name"]
+    try:
+        if isinstance(config, str):
+            return tf_keras.losses.get(config)
+        # get() raises for a name tf_keras does not know (deserialize alone may hand it back)
+        return tf_keras.losses.get(tf_keras.losses.deserialize({"class_name": name, "config": config["config"]}))
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`model`'s loss {name!r} has no tf_keras counterpart ({error}); compile the model with a "
+            "standard Keras loss, or pass `loss=` a tf_keras loss"
+        ) from None
+
+
+def compiled_like(result, model):
+    """The Keras 3 ``result`` compiled as the user's Keras 3 ``model`` was (optimizer,
+    loss, metrics, from its compile config; the optimizer's state starts afresh)."""
+    if getattr(model, "compiled", False):
+        config = model.get_compile_config()
+        if config:
+            result.compile_from_config(config)
+    return result

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tf_vib._data import labels_of
 from tf_vib._keras import keras, tf
-from tf_vib.stages import Distiller
+from tf_vib.compress._data import labels_of
+from tf_vib.compress._finetune import Distiller
+from tf_vib.compress._training import BestWeights, accuracy, binary_threshold, loss_kind, vib_layers
 from tf_vib.surgery import strip_masks
-from tf_vib.training import BestWeights, accuracy, loss_kind, vib_layers
 
 __all__ = ["ACCURACY", "BoundNotMetWarning", "Candidate", "ON_MISS", "Scorer", "Snapshots", "StopAtScore",
            "check_on_miss", "choose_smallest", "fine_tune", "is_classifier", "make_scorer"]
@@ -58,12 +58,16 @@ class Scorer:
         of the outputs against class labels, or one-hot rows).
       bound: the accepted value (None until ``bounded``): a floor when higher is better,
         a ceiling otherwise.
+      logit_threshold: for the accuracy of a one-unit logit output: 0, the threshold
+        training logs too (Keras's "accuracy" of one unit thresholds at 0.5, right for a
+        sigmoid only); None otherwise.
     """
 
     name: str
     higher_is_better: bool
     make_metric: Callable | None = None
     bound: float | None = None
+    logit_threshold: float | None = None
 
     @property
     def is_accuracy(self):
@@ -80,6 +84,8 @@ class Scorer:
 
     def metric(self):
         """The metric to compile a model with, so that ``fit`` logs ``log_key``."""
+        if self.is_accuracy and self.logit_threshold is not None:
+            return keras.metrics.BinaryAccuracy(name="accuracy", threshold=self.logit_threshold)
         return "accuracy" if self.is_accuracy else self.make_metric()
 
     def score(self, model, x, y):
@@ -140,7 +146,7 @@ def is_classifier(model, loss):
     return all(loss_kind(one) is not None for one in losses)
 
 
-def make_scorer(metric, *, loss, classifier):
+def make_scorer(metric, *, loss, classifier, model=None):
     """The ``Scorer`` of compress()'s ``metric`` argument.
 
     Args:
@@ -148,6 +154,8 @@ def make_scorer(metric, *, loss, classifier):
         metric name (e.g. "mae") or object, or a ``Scorer``.
       loss: the resolved training loss (``training.resolve_loss``).
       classifier: ``is_classifier(model, loss)``.
+      model: the model scored, if known: a single one-unit logit output is logged at
+        threshold 0 in training, as it is scored.
     """
     if isinstance(metric, Scorer):
         return dataclasses.replace(metric, bound=None)
@@ -158,7 +166,9 @@ def make_scorer(metric, *, loss, classifier):
             raise ValueError("`metric` 'accuracy' needs a classifier (several outputs trained with a "
                              "categorical cross-entropy); received it for a model trained on "
                              f"{_name(loss)!r}: use metric='loss' or a Keras metric such as 'mae'")
-        return ACCURACY
+        one_logit = (model is not None and len(model.outputs) == 1 and model.outputs[0].shape[-1] == 1
+                     and binary_threshold(model, 0) == 0.0)
+        return dataclasses.replace(ACCURACY, logit_threshold=0.0) if one_logit else ACCURACY
     if metric == "loss":
         return Scorer(_name(loss), False, _mean_of(_per_sample(loss)))
     try:
@@ -170,7 +180,7 @@ def make_scorer(metric, *, loss, classifier):
         return Scorer(found.name, _higher(found.name), lambda: type(found).from_config({**config, "name": "score"}))
     if not callable(found):
         raise ValueError("`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
-                         f"tf_vib.selection.Scorer; received {metric!r}")
+                         f"tf_vib.Scorer; received {metric!r}")
     name = metric if isinstance(metric, str) else _name(found)
     return Scorer(name, _higher(name), _mean_of(found))
 

@@ -1,15 +1,16 @@
 """Training helpers for compress(): accuracy, losses, the two-learning-rate trainer, best weights.
 
-The data checks are in `tf_vib._data`.
+The data checks are in `tf_vib.compress._data`.
 """
 
 import numpy as np
 
 from tf_vib._keras import keras, tf
-from tf_vib.schedules import vib_layers
+from tf_vib.compress._schedules import vib_layers
 
 __all__ = [
     "accuracy",
+    "binary_threshold",
     "resolve_loss",
     "loss_kind",
     "loss_name",
@@ -19,7 +20,7 @@ __all__ = [
 ]
 
 
-def _binary_threshold(model, index):
+def binary_threshold(model, index):
     """0.5 for a sigmoid output, 0 for a logit."""
     layer = model.outputs[index]._keras_history.layer
     while isinstance(layer, keras.layers.Wrapper):
@@ -33,7 +34,7 @@ def accuracy(model, x, labels, batch_size=256):
     predictions = tf.nest.flatten(model.predict(x, batch_size=batch_size, verbose=0))
     scores = []
     for index, (p, target) in enumerate(zip(predictions, tf.nest.flatten(labels), strict=True)):
-        guess = (p[..., 0] > _binary_threshold(model, index)) if p.shape[-1] == 1 else np.argmax(p, axis=-1)
+        guess = (p[..., 0] > binary_threshold(model, index)) if p.shape[-1] == 1 else np.argmax(p, axis=-1)
         scores.append(np.mean(guess == target))
     return float(np.mean(scores))
 
