@@ -297,17 +297,3 @@ def test_a_subclassed_keras3_model_is_refused():
 
     with pytest.raises(TypeError, match=r"subclassed model \(Twice\).*Sequential or functional"):
         bridge.to_tf_keras(Twice())
-
-
-def test_the_compiled_loss_and_optimizer_cross_both_ways():
-    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
-    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    internal = bridge.to_tf_keras(model)
-    assert isinstance(internal.loss, tf_keras.losses.SparseCategoricalCrossentropy)
-    assert internal.loss.get_config()["from_logits"]
-    assert type(internal.optimizer).__name__ == "Adam"  # tf_keras may pick its legacy Adam
-    assert float(internal.optimizer.learning_rate.numpy()) == pytest.approx(0.02)
-    back = bridge.to_keras3(internal)
-    assert isinstance(back.loss, keras.losses.SparseCategoricalCrossentropy) and back.loss.get_config()["from_logits"]
-    internal.compile("sgd", loss=[tf_keras.losses.mean_squared_error])
-    assert bridge.to_keras3(internal).loss[0] is keras.losses.mean_squared_error

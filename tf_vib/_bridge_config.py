@@ -9,7 +9,7 @@ few renamed keys, and wrapped layers and cells (``Bidirectional``, ``TimeDistrib
 
 import inspect
 
-__all__ = ["SUPPORTED", "layer_from_config", "unsupported_layers", "accepted_kwargs"]
+__all__ = ["SUPPORTED", "layer_from_config", "unsupported_layers"]
 
 #: Layer class names the bridge maps (the layer registry's types, their wrappers and cells).
 SUPPORTED = (
@@ -82,7 +82,7 @@ def layer_from_config(class_name, config, *, source, target, to_keras3, extra=No
         axes = [axis - rank if rank and axis >= 0 else axis for axis in config["axis"]]
         config["axis"] = axes[0] if class_name == "BatchNormalization" and len(axes) == 1 else axes
     kwargs = {key: _value(value, source=source, target=target) for key, value in config.items()}
-    kwargs = accepted_kwargs(target_cls, source_cls, kwargs, what=f"layer {config.get('name')!r} ({class_name})")
+    kwargs = _accepted(target_cls, source_cls, kwargs, what=f"layer {config.get('name')!r} ({class_name})")
     return target_cls(**kwargs, **sublayers)
 
 
@@ -96,7 +96,7 @@ def _value(value, *, source, target):
             target_cls = getattr(getattr(target, namespace), value["class_name"], None)
             source_cls = getattr(getattr(source, namespace), value["class_name"], None)
             if target_cls is not None and source_cls is not None:
-                inner = accepted_kwargs(target_cls, source_cls, dict(value["config"]),
+                inner = _accepted(target_cls, source_cls, dict(value["config"]),
                                   what=f"{namespace[:-1]} {value['class_name']}")
                 return {"class_name": value["class_name"], "config": inner}
         return {"class_name": value["class_name"], "config": value["config"]}
@@ -105,7 +105,7 @@ def _value(value, *, source, target):
     return value
 
 
-def accepted_kwargs(target_cls, source_cls, kwargs, *, what):
+def _accepted(target_cls, source_cls, kwargs, *, what):
     """``kwargs`` without the keys ``target_cls`` does not take; such a key must hold its
     default (or None/False), since dropping a set one would change the layer."""
     accepted = _parameters(target_cls)

@@ -4,7 +4,7 @@
 nodes (``operation``, ``arguments``) and tf_keras nodes (``layer``, ``call_args``) alike.
 """
 
-from tf_vib._bridge_config import SUPPORTED, accepted_kwargs, layer_from_config, unsupported_layers
+from tf_vib._bridge_config import SUPPORTED, layer_from_config, unsupported_layers
 
 __all__ = ["Converter"]
 
@@ -27,21 +27,7 @@ class Converter:
         new = self._model(model)
         for old_layer, new_layer in self.pairs:
             new_layer.set_weights(old_layer.get_weights())
-        self._compile_like(model, new)
         return new
-
-    def _compile_like(self, model, new):
-        """Compile ``new`` with ``model``'s loss and optimizer (its class and learning rate),
-        so that an entry point reading the compiled loss (compress()) finds it."""
-        loss = getattr(model, "loss", None)
-        if loss is None or getattr(model, "optimizer", None) is None:
-            return
-        optimizer = model.optimizer
-        learning_rate = float(optimizer.learning_rate.numpy()) if hasattr(optimizer.learning_rate, "numpy") \
-            else float(optimizer.learning_rate)
-        new.compile(optimizer=self.target.optimizers.get(
-                        {"class_name": type(optimizer).__name__, "config": {"learning_rate": learning_rate}}),
-                    loss=_map_losses(loss, self.source, self.target))
 
     def _refuse_unmapped(self, model):
         layers = list(_leaf_layers(model, self.source))
@@ -182,24 +168,6 @@ def _flatten(value):
     if isinstance(value, dict):
         return [t for v in value.values() for t in _flatten(v)]
     return [value]
-
-
-def _map_losses(loss, source, target):
-    """A loss (a name, a function, a Loss object; a list or dict of them) in ``target``'s terms."""
-    if isinstance(loss, (list, tuple)):
-        return [_map_losses(one, source, target) for one in loss]
-    if isinstance(loss, dict):
-        return {name: _map_losses(one, source, target) for name, one in loss.items()}
-    if isinstance(loss, str) or loss is None:
-        return loss
-    if isinstance(loss, source.losses.Loss):
-        name = type(loss).__name__
-        # each Keras's own default reduction (a mean over the batch) and float type; tf_keras's
-        # "fn" repeats the class
-        config = {key: value for key, value in loss.get_config().items() if key not in ("dtype", "reduction", "fn")}
-        config = accepted_kwargs(getattr(target.losses, name), type(loss), config, what=f"loss {name}")
-        return target.losses.get({"class_name": name, "config": config})
-    return target.losses.get(loss.__name__)
 
 
 def _is_graph(model, source):

@@ -5,7 +5,8 @@ Keras 3. The bridge rebuilds a model in the other Keras layer by layer, through 
 config (``tf_vib._bridge_config``) and weights (``get_weights``/``set_weights``, which both
 Keras order alike), walking the functional graph call by call (``tf_vib._bridge_graph``), so
 nested models, shared layers, several inputs and outputs and the calls' keyword arguments come
-across as they were. The model's compile state (loss, optimizer, metrics) does not.
+across as they were. The compile state does not (``compiled_twin``/``compiled_like`` carry it
+for compress()).
 Keras 3 is imported only when a function here needs it.
 
 ``load_model``/``save_model`` read and write model files of either Keras.
