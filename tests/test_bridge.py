@@ -297,3 +297,18 @@ def test_a_subclassed_keras3_model_is_refused():
 
     with pytest.raises(TypeError, match=r"subclassed model \(Twice\).*Sequential or functional"):
         bridge.to_tf_keras(Twice())
+
+
+def test_the_bridge_is_the_only_module_that_imports_keras3():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(bridge.__file__).parents[1]
+    importers = set()
+    for path in [*root.glob("tf_vib/**/*.py"), *root.glob("converters/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(name == "keras" or name.startswith("keras.") for name in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"tf_vib/bridge.py"}
