@@ -288,3 +288,27 @@ def test_files_tf_vib_cannot_rebuild_are_refused_naming_the_path(tmp_path):
         bridge.load_model(tmp_path / "junk.keras")
     with pytest.raises(ValueError, match=r"a Keras 3 model is saved as a \.keras"):
         bridge.save_model(_small(keras), tmp_path / "out")
+
+
+def test_a_subclassed_keras3_model_is_refused():
+    class Twice(keras.Model):
+        def call(self, x):
+            return 2.0 * x
+
+    with pytest.raises(TypeError, match=r"subclassed model \(Twice\).*Sequential or functional"):
+        bridge.to_tf_keras(Twice())
+
+
+def test_the_bridge_is_the_only_module_that_imports_keras3():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(bridge.__file__).parents[1]
+    importers = set()
+    for path in [*root.glob("tf_vib/**/*.py"), *root.glob("converters/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(name == "keras" or name.startswith("keras.") for name in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"tf_vib/bridge.py"}

@@ -18,6 +18,11 @@ class Converter:
         self.pairs = []
 
     def model(self, model):
+        if not _is_graph(model, self.source):
+            raise TypeError(
+                f"`model` {model.name!r} is a subclassed model ({type(model).__name__}), whose layer "
+                "graph the Keras bridge cannot read; rebuild it as a Sequential or functional model"
+            )
         self._refuse_unmapped(model)
         new = self._model(model)
         for old_layer, new_layer in self.pairs:
@@ -165,10 +170,16 @@ def _flatten(value):
     return [value]
 
 
+def _is_graph(model, source):
+    return isinstance(model, source.Sequential) or getattr(model, "_is_graph_network", None) is not False \
+        and hasattr(model, "_nodes_by_depth")
+
+
 def _leaf_layers(model, source):
-    """Every layer of ``model``, nested models' layers included (InputLayers left out)."""
+    """Every layer of ``model``, nested models' layers included (InputLayers left out; a nested
+    subclassed model is a layer of its own, which the bridge refuses)."""
     for layer in model.layers:
-        if isinstance(layer, source.Model):
+        if isinstance(layer, source.Model) and _is_graph(layer, source):
             yield from _leaf_layers(layer, source)
         elif type(layer).__name__ != "InputLayer":
             yield layer

@@ -1,9 +1,9 @@
 """The one place tf-vib imports Keras.
 
 tf-vib builds on ``tf_keras`` (the Keras 2 API) because
-tensorflow-model-optimization accepts nothing else; Keras 3 models are rejected
-by tfmot and by every public call of tf-vib. Everything else in the package
-imports ``keras`` from here.
+tensorflow-model-optimization accepts nothing else; Keras 3 models cross into
+it through ``tf_vib.bridge`` at the entry points (compress, strip_masks, the
+converters). Everything else in the package imports ``keras`` from here.
 """
 
 import os
@@ -32,9 +32,9 @@ def require_tf_keras_model(model, argument="model"):
     if module.startswith("keras"):
         raise TypeError(
             f"`{argument}` is a Keras 3 model ({type(model).__module__}.{type(model).__name__}); "
-            "tf-vib (like tensorflow-model-optimization) needs a tf_keras (Keras 2) model. "
-            "Build it with `import tf_keras as keras` (pip install tf-keras), or set "
-            "TF_USE_LEGACY_KERAS=1 before importing TensorFlow so that tf.keras is tf_keras."
+            "this call (like tensorflow-model-optimization) needs a tf_keras (Keras 2) model: "
+            "convert it with `tf_vib.bridge.to_tf_keras(model)`, or build it with "
+            "`import tf_keras as keras`."
         )
     raise TypeError(
         f"`{argument}` must be a tf_keras.Model (Sequential or functional); received "

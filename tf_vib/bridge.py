@@ -3,8 +3,10 @@
 tf-vib works in tf_keras (tfmot accepts nothing else), while ``import keras`` in TF 2.21 is
 Keras 3. The bridge rebuilds a model in the other Keras layer by layer, through each layer's
 config (``tf_vib._bridge_config``) and weights (``get_weights``/``set_weights``, which both
-Keras order alike), walking the functional graph call by call (``tf_vib._bridge_graph``), so nested models, shared
-layers, several inputs and outputs and the calls' keyword arguments come across as they were.
+Keras order alike), walking the functional graph call by call (``tf_vib._bridge_graph``), so
+nested models, shared layers, several inputs and outputs and the calls' keyword arguments come
+across as they were. The compile state does not (``compiled_twin``/``compiled_like`` carry it
+for compress()).
 Keras 3 is imported only when a function here needs it.
 
 ``load_model``/``save_model`` read and write model files of either Keras.
@@ -30,9 +32,8 @@ def _keras3():
 
 
 def is_keras3(model):
-    """Whether ``model`` is a Keras 3 model (checked without importing Keras 3)."""
-    module = type(model).__module__ or ""
-    if not module.startswith("keras"):
+    """Whether ``model`` is a Keras 3 model (Keras 3 is imported only for an object of its own)."""
+    if not any((klass.__module__ or "").startswith("keras") for klass in type(model).__mro__):
         return False
     return isinstance(model, _keras3().Model)
 
