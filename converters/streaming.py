@@ -36,7 +36,7 @@ from tf_vib._graph import copy_layer, graph_nodes, node_outputs
 from tf_vib._keras import keras, tf
 from tf_vib.layers.select_features import SelectFeatures
 
-__all__ = ["StreamingSignature", "step_model", "step_samples", "verify_streaming", "SUPPORTED"]
+__all__ = ["StreamingSignature", "step_model", "keras_steps", "step_samples", "verify_streaming", "SUPPORTED"]
 
 L = keras.layers
 
@@ -306,27 +306,43 @@ def _clip_arrays(signature, data, argument):
     return arrays, steps.pop()
 
 
-def step_samples(step, signature, data, count, *, argument="representative_data", seed=0):
-    """Inputs of the step model (frames and the states before them) gathered from whole clips.
+def keras_steps(step, signature, data, *, argument="x"):
+    """Run the Keras step model over clips from zero states, feeding its states back.
 
-    The Keras step model is run over each clip from zero states; at most ``count`` of the
-    (clip, step) pairs are kept, chosen at random with ``seed``. These calibrate an int8 file:
-    its states' ranges come from the states a real clip reaches.
+    Args:
+      step, signature: from `step_model`.
+      data: clips, shape (n, steps, ...) (a list or dict for several inputs; an input
+        without a time axis is (n, ...)).
 
     Returns:
-      One array per step-model input, in its order.
+      One ``(inputs, outputs)`` per step: the step model's inputs (frames and the states
+      before them) and its head outputs, as lists of arrays.
     """
     arrays, steps = _clip_arrays(signature, data, argument)
-    states = [np.zeros((len(arrays[0]), size), np.float32) for _, size in signature.states]
     for array, tensor, is_timed in zip(arrays, step.inputs[: len(arrays)], signature.timed, strict=True):
         if array.shape[1 + is_timed:] != tuple(tensor.shape[1:]):
             raise ValueError(f"`{argument}` has samples of shape {array.shape[1:]}; the model takes "
                              f"{('(steps, ' if is_timed else '(') + ', '.join(map(str, tensor.shape[1:]))})")
-    feeds = []
+    states = [np.zeros((len(arrays[0]), size), np.float32) for _, size in signature.states]
+    heads = len(signature.outputs)
     for t in range(steps):
-        feed = [a[:, t] if is_timed else a for a, is_timed in zip(arrays, signature.timed, strict=True)]
-        feeds.append(feed + states)
-        states = [np.asarray(s) for s in step(feed + states, training=False)[len(signature.outputs):]]
+        feed = [a[:, t] if is_timed else a for a, is_timed in zip(arrays, signature.timed, strict=True)] + states
+        result = [np.asarray(r) for r in step(feed, training=False)]
+        states = result[heads:]
+        yield feed, result[:heads]
+
+
+def step_samples(step, signature, data, count, *, argument="representative_data", seed=0):
+    """Inputs of the step model (frames and the states before them) gathered from whole clips.
+
+    The Keras step model is run over each clip from zero states (`keras_steps`); at most
+    ``count`` of the (clip, step) pairs are kept, chosen at random with ``seed``. These
+    calibrate an int8 file: its states' ranges come from the states a real clip reaches.
+
+    Returns:
+      One array per step-model input, in its order.
+    """
+    feeds = [feed for feed, _ in keras_steps(step, signature, data, argument=argument)]
     columns = [np.concatenate(column) for column in zip(*feeds, strict=True)]
     keep = np.random.default_rng(seed).permutation(len(columns[0]))[:count]
     return [column[np.sort(keep)] for column in columns]
