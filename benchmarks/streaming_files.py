@@ -3,28 +3,29 @@
     python benchmarks/streaming_files.py OUT_DIR
     ../shared/tools/pi/pi-run OUT_DIR/*.tflite
 
-Models (seeded weights; instruction counts do not depend on training): the demo's
-compressed ``LSTM(12) -> Dense(9)`` over 26 steps x 12 features, and a frame CNN
-``TimeDistributed(Conv2D 8, Conv2D 16, global pooling) -> LSTM(16) -> Dense(7)`` over 8
-frames of 32x32x3 (the synthetic action clips' shape). Each is written in float32 and int8,
-whole-clip (one invoke per clip) and streaming (one invoke per frame); every file is
-verified against its Keras model first (docs/deployment.md, "Streaming").
+Models, trained briefly (seed 0): the demo's compressed size, ``LSTM(12) -> Dense(9)`` on
+JapaneseVowels (26 steps x 12 features), and a frame CNN ``TimeDistributed(Conv2D 8,
+Conv2D 16, global pooling) -> LSTM(16) -> Dense(7)`` on synthetic action clips (8 frames of
+32x32x3). Each is written in float32 and int8, whole-clip (one invoke per clip) and
+streaming (one invoke per frame), and verified on the test clips against its Keras model
+(docs/deployment.md, "Streaming").
 """
 
 import pathlib
 import sys
 
-import numpy as np
-
 import converters
 from tf_vib._keras import keras
-from tf_vib.datasets import render_clips
+from tf_vib.datasets import synthetic_actions, uea
 
 
 def models(seed=0):
+    """``{name: (trained model, test clips, test labels)}``."""
     keras.utils.set_random_seed(seed)
+    vowels = uea("JapaneseVowels")
     features = keras.Sequential([keras.Input((26, 12)), keras.layers.LSTM(12), keras.layers.Dense(9)],
                                 name="lstm12")
+    actions = synthetic_actions(40, frames=8, size=32, seed=seed)
     frames = keras.Sequential([
         keras.Input((8, 32, 32, 3)),
         keras.layers.TimeDistributed(keras.layers.Conv2D(8, 3, strides=2, activation="relu")),
@@ -33,21 +34,23 @@ def models(seed=0):
         keras.layers.LSTM(16),
         keras.layers.Dense(7),
     ], name="cnn_lstm")
-    rng = np.random.default_rng(seed)
-    clips = render_clips(rng.integers(0, 7, 200), frames=8, size=32, seed=seed)
-    return {"lstm12": (features, rng.normal(size=(200, 26, 12)).astype("float32")),
-            "cnn_lstm": (frames, clips)}
+    trained = {}
+    for name, model, data, epochs in (("lstm12", features, vowels, 40), ("cnn_lstm", frames, actions, 15)):
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+        model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=16, verbose=0)
+        trained[name] = (model, data.x_train, data.x_test, data.y_test)
+    return trained
 
 
 def main(out):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, (model, x) in models().items():
+    for name, (model, x_train, x, y) in models().items():
         for streaming in (False, True):
-            flats = converters.to_tflite_many(model, ["float32", "int8"], representative_data=x,
+            flats = converters.to_tflite_many(model, ["float32", "int8"], representative_data=x_train,
                                               streaming=streaming)
             for mode, flat in flats.items():
-                check = (converters.verify_streaming if streaming else converters.verify)(model, flat, x[:50])
+                check = (converters.verify_streaming if streaming else converters.verify)(model, flat, x, y)
                 path = out / f"{name}_{'stream' if streaming else 'whole'}_{mode}.tflite"
                 path.write_bytes(flat)
                 print(f"{path.name}: {len(flat):,} bytes; {check}")

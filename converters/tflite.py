@@ -113,12 +113,13 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
             "quantization='int8' needs `representative_data`: a few hundred typical input "
             "samples, shape (n, ...) like the model's input, to calibrate activation ranges"
         )
-    source, signature = streams.step_model(model) if streaming else (model, None)  # refusals first
-    jobs, prepared = [], {}
+    signature = streams.step_model(model)[1] if streaming else None  # its refusals come first
+    jobs, prepared, sources = [], {}, {}
     for mode in dict.fromkeys(quantizations):
         key = mode == "int8"
         if key not in prepared:
-            prepared[key] = planning.prepare(source, quantization=mode, batch_size=batch_size,
+            sources[key] = streams.step_model(model, one_product=not key)[0] if streaming else model
+            prepared[key] = planning.prepare(sources[key], quantization=mode, batch_size=batch_size,
                                              time_steps=None if streaming else time_steps,
                                              recurrent_plan=recurrent_plan,
                                              feature_selection=feature_selection,
@@ -128,7 +129,9 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
     specs = jobs[0].specs
     representative = None
     if representative_data is not None and streaming:  # clips -> frames and the states before them
-        representative_data = streams.step_samples(source, signature, representative_data, calibration_samples)
+        representative_data = streams.step_samples(sources[True] if True in sources else sources[False],
+                                                   signature, representative_data,
+                                                   calibration_samples)
     if representative_data is not None:
         limits = inputs.token_limits(jobs[0].model)
         representative = inputs.as_samples(representative_data, specs, limits, "representative_data")

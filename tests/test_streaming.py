@@ -1,13 +1,19 @@
 """Streaming export: one frame per invoke, the states explicit, equal to the whole-clip model."""
 
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from helpers import DEVICE_ONLY
 
 import converters
 from converters.streaming import keras_steps, step_model
 from tf_vib._keras import keras
 
 L = keras.layers
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "raspberry_pi" / "stream_clip.py"
 RNG = np.random.default_rng(0)
 CLIPS = RNG.normal(size=(16, 7, 5)).astype("float32")
 
@@ -117,18 +123,42 @@ def test_runner_runs_the_states_in_and_out(stacked):
         runner.stream(x[:, :, :4])
 
 
-def test_cnn_front_end_with_a_per_step_head():
+@pytest.fixture(scope="module")
+def cnn():
+    """A TimeDistributed CNN -> LSTM with a per-step head, its float32 streaming file and clips."""
     keras.utils.set_random_seed(4)
     model = _model(L.TimeDistributed(L.Conv2D(4, 3, strides=2, activation="relu")),
                    L.TimeDistributed(L.GlobalAveragePooling2D()), L.LSTM(6, return_sequences=True),
                    L.Dense(3), shape=(5, 12, 12, 3))
     clips = RNG.uniform(size=(6, 5, 12, 12, 3)).astype("float32")
-    flat = converters.to_tflite(model, quantization="float32", streaming=True)
+    return model, converters.to_tflite(model, quantization="float32", streaming=True), clips
+
+
+def test_cnn_front_end_with_a_per_step_head(cnn):
+    model, flat, clips = cnn
     runner = converters.load_interpreter(flat)
     assert runner.input_shapes == [(12, 12, 3), (6,), (6,)]
     got = runner.stream(clips)
     assert np.abs(got - model.predict(clips, verbose=0)).max() <= 1e-5
     assert converters.verify_streaming(model, flat, clips).passed
+
+
+def test_stream_clip_example_needs_only_numpy_and_a_runtime(cnn, tmp_path):
+    model, flat, clips = cnn
+    (tmp_path / "stream.tflite").write_bytes(flat)
+    np.save(tmp_path / "clip.npy", clips[2])
+    (tmp_path / "sitecustomize.py").write_text(DEVICE_ONLY)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    expected = int(model.predict(clips[2:3], verbose=0)[0, -1].argmax())
+    for source, frames in ((["--clip", "clip.npy"], 5), ([], 8)):  # a saved clip, then a generated one
+        result = subprocess.run([sys.executable, str(EXAMPLE), "stream.tflite", *source, "--verbose"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "states lstm_h (6,), lstm_c (6,)" in result.stdout
+        assert result.stdout.count("\nframe ") == frames
+        assert f"class after {frames} frames: " in result.stdout and "latency per frame: median" in result.stdout
+        if source:
+            assert f"class after 5 frames: {expected} " in result.stdout
 
 
 def _bidirectional():
