@@ -5,7 +5,7 @@
 
 Models, trained briefly (seed 0): the demo's compressed size, ``LSTM(12) -> Dense(9)`` on
 JapaneseVowels (26 steps x 12 features), and a frame CNN ``TimeDistributed(Conv2D 8,
-Conv2D 16, global pooling) -> LSTM(16) -> Dense(7)`` on synthetic action clips (8 frames of
+Conv2D 8, max pooling, Flatten: 72 features) -> LSTM(16) -> Dense(7)`` on synthetic action clips (8 frames of
 32x32x3). Each is written in float32 and int8, whole-clip (one invoke per clip) and
 streaming (one invoke per frame), and verified on the test clips against its Keras model
 (docs/deployment.md, "Streaming").
@@ -29,13 +29,14 @@ def models(seed=0):
     frames = keras.Sequential([
         keras.Input((8, 32, 32, 3)),
         keras.layers.TimeDistributed(keras.layers.Conv2D(8, 3, strides=2, activation="relu")),
-        keras.layers.TimeDistributed(keras.layers.Conv2D(16, 3, strides=2, activation="relu")),
-        keras.layers.TimeDistributed(keras.layers.GlobalAveragePooling2D()),
+        keras.layers.TimeDistributed(keras.layers.Conv2D(8, 3, strides=2, activation="relu")),
+        keras.layers.TimeDistributed(keras.layers.MaxPooling2D(2)),
+        keras.layers.TimeDistributed(keras.layers.Flatten()),  # global pooling would lose where the shape is
         keras.layers.LSTM(16),
         keras.layers.Dense(7),
     ], name="cnn_lstm")
     trained = {}
-    for name, model, data, epochs in (("lstm12", features, vowels, 40), ("cnn_lstm", frames, actions, 15)):
+    for name, model, data, epochs in (("lstm12", features, vowels, 40), ("cnn_lstm", frames, actions, 25)):
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
         model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=16, verbose=0)
         trained[name] = (model, data.x_train, data.x_test, data.y_test)

@@ -303,8 +303,11 @@ def _output_names(interpreter, details):
         by_name = interpreter.get_signature_runner().get_output_details()
     except Exception:  # a file without a signature
         return [d["name"] for d in details]
-    by_index = {detail["index"]: name for name, detail in by_name.items()}
-    return [by_index.get(d["index"], d["name"]) for d in details]
+    names = {}
+    for name, detail in by_name.items():
+        names.setdefault(detail["index"], []).append(name)
+    # Two outputs may be one tensor (a streaming file whose output is a state): each gets a name.
+    return [names[d["index"]].pop(0) if names.get(d["index"]) else d["name"] for d in details]
 
 
 def split_inputs(x, names, argument="x"):

@@ -197,3 +197,11 @@ def test_stateful_layer_is_refused():
     model = keras.Sequential([keras.Input(batch_shape=(1, 7, 5)), L.LSTM(4, stateful=True, name="lstm")])
     with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): it is stateful"):
         step_model(model)
+
+
+def test_an_output_that_is_a_state_gets_both_names():
+    model = _model(L.GRU(4, return_sequences=True))  # the file's output and gru_h are one tensor
+    runner = converters.load_interpreter(converters.to_tflite(model, quantization="float32", streaming=True,
+                                                              isolate=False))
+    assert sorted(runner.output_names) == ["gru_h", "output"] and runner.state_names == ["gru_h"]
+    assert np.abs(runner.stream(CLIPS) - model.predict(CLIPS, verbose=0)).max() <= 1e-5
