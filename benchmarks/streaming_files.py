@@ -8,14 +8,14 @@ JapaneseVowels (26 steps x 12 features), and a frame CNN ``TimeDistributed(Conv2
 Conv2D 8, max pooling, Flatten: 72 features) -> LSTM(16) -> Dense(7)`` on synthetic action clips (8 frames of
 32x32x3). Each is written in float32 and int8, whole-clip (one invoke per clip) and
 streaming (one invoke per frame), and verified on the test clips against its Keras model
-(docs/deployment.md, "Streaming").
+(docs/deployment.md, "Streaming"); ``empty.tflite`` (one ADD) is the cost of an invoke.
 """
 
 import pathlib
 import sys
 
 import converters
-from tf_vib._keras import keras
+from tf_vib._keras import keras, tf
 from tf_vib.datasets import synthetic_actions, uea
 
 
@@ -43,9 +43,16 @@ def models(seed=0):
     return trained
 
 
+def empty_file():
+    """A file with one ADD: what an invoke costs before any work."""
+    function = tf.function(lambda x: x + 1.0, input_signature=[tf.TensorSpec((1, 12), tf.float32)])
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()]).convert()
+
+
 def main(out):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "empty.tflite").write_bytes(empty_file())
     for name, (model, x_train, x, y) in models().items():
         for streaming in (False, True):
             flats = converters.to_tflite_many(model, ["float32", "int8"], representative_data=x_train,
