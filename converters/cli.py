@@ -74,7 +74,7 @@ def load_npz(path, argument):
 def run_convert(args):
     import converters
     from tf_vib._keras import keras
-    from tf_vib.schedules import vib_scope
+    from tf_vib.compress._schedules import vib_scope
 
     with vib_scope():
         model = keras.models.load_model(args.model, compile=False)

@@ -198,31 +198,31 @@ def _run_child(directory, jobs, timeout):
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = str(pathlib.Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    pending = [job.name for job in jobs]
+    names = [job.name for job in jobs]
     log_path = directory / "worker.log"
-    while pending:
-        with open(log_path, "w") as log:
-            try:
-                process = subprocess.run(
-                    [sys.executable, "-m", "converters._worker", str(directory), *pending],
-                    stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
-                )
-            except subprocess.TimeoutExpired as error:
-                raise ConversionError(
-                    f"TFLite conversion of {pending} did not finish within timeout={timeout} s"
-                ) from error
-        done = [n for n in pending if (directory / f"{n}.json").exists()
-                or (directory / f"{n}.error.json").exists()]
-        if process.returncode == 0 and len(done) == len(pending):
-            return
-        crashed = next(n for n in pending if n not in done)
-        job = next(j for j in jobs if j.name == crashed)
-        if process.returncode < 0:
-            raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
-        raise ConversionError(
-            f"the TFLite converter process for {job.mode_text()} exited with code "
-            f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
-        )
+    with open(log_path, "w") as log:
+        try:
+            process = subprocess.run(
+                [sys.executable, "-m", "converters._worker", str(directory), *names],
+                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ConversionError(
+                f"TFLite conversion of {names} did not finish within timeout={timeout} s"
+            ) from error
+    done = [n for n in names if (directory / f"{n}.json").exists() or (directory / f"{n}.error.json").exists()]
+    if process.returncode == 0 and len(done) == len(names):
+        return
+    # the first job without a result is the one the child died in; if every job has one,
+    # the child failed after its work (at exit): name the last job
+    failed = next((n for n in names if n not in done), names[-1])
+    job = next(j for j in jobs if j.name == failed)
+    if process.returncode < 0:
+        raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
+    raise ConversionError(
+        f"the TFLite converter process for {job.mode_text()} exited with code "
+        f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
+    )
 
 
 def _convert(jobs, representative, isolate, timeout):

@@ -76,7 +76,7 @@ def run(args):
     import tf_vib
     from tf_vib import datasets
     from tf_vib.cli.deploy import convert_and_measure, ratio_rows
-    from tf_vib.report import format_table
+    from tf_vib.compress._summary import format_table
 
     _check_args(args)
     started = time.perf_counter()

@@ -39,8 +39,8 @@ def convert_and_measure(models, modes, calibration, x_test, y_test, *, repeats=1
       x_test, y_test: test data: accuracy of each model and file, and the latency samples.
     """
     import converters
-    from tf_vib.compression_report import recurrent_params
-    from tf_vib.storage import gzip_size
+    from tf_vib.compress._report import recurrent_params
+    from tf_vib.sizes import gzip_size
 
     files, figures = {}, []
     for name, model in models.items():

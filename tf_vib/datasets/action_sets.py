@@ -7,7 +7,7 @@ already be on disk.
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_choice,
     check_existing_dir,
     check_int,

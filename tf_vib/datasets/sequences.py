@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_existing_dir,
     check_fraction,
     check_int,

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_choice,
     check_existing_dir,
     check_fraction,
