@@ -7,6 +7,8 @@
 - `load_interpreter` / `measure_latency` (`converters.runtime`, NumPy-only: the file the
   Raspberry Pi runner is made of).
 - `to_c_array`: a C header for microcontroller builds.
+- `to_tflite(model, streaming=True)`: one frame per invoke, the recurrent states as inputs
+  and outputs (`converters.streaming`); `verify_streaming` checks it over whole clips.
 """
 
 from converters.c_array import to_c_array
@@ -19,6 +21,7 @@ from converters.runtime import (
     load_interpreter,
     measure_latency,
 )
+from converters.streaming import StreamingSignature, step_model, verify_streaming
 from converters.tflite import (
     QUANTIZATIONS,
     RECURRENT_PLANS,
@@ -53,4 +56,7 @@ __all__ = [
     "to_tflite",
     "to_tflite_many",
     "verify",
+    "verify_streaming",
+    "step_model",
+    "StreamingSignature",
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "UnrolledBidirectional",
     "export_function",
     "unsupported_ops",
+    "without_masks",
 ]
 
 #: What a ``SelectFeatures`` gather (the kept input features of a stripped model) becomes:
@@ -418,13 +419,16 @@ class _Unrolled(keras.layers.Layer):
     def build(self, input_shape):
         if input_shape[1] is None:
             raise ValueError(f"layer {self.name!r} needs a known number of time steps to unroll")
+        self._add_source_weights()
+        super().build(input_shape)
+
+    def _add_source_weights(self):
         self.kernel, self.recurrent_kernel, *bias = [
             self.add_weight(name=name, shape=w.shape, initializer=keras.initializers.Constant(w),
                             trainable=False)
             for name, w in zip(("kernel", "recurrent_kernel", "bias"), self._source_weights, strict=False)
         ]
         self.bias = bias[0] if bias else None
-        super().build(input_shape)
 
     def _projected_steps(self, inputs, input_bias, splits=None):
         """``x_t @ kernel + bias`` for every step in one product, split by step (and gate)."""
@@ -449,30 +453,35 @@ class UnrolledGRU(_Unrolled):
     the update and reset gates share one activation.
     """
 
-    def call(self, inputs):
-        units, reset_after = self.units, self.source_config.get("reset_after", True)
+    def _reset_after(self):
+        return self.source_config.get("reset_after", True)
+
+    def input_bias(self):
+        """The bias added to ``x_t @ kernel`` (the recurrent one, if any, is added in `step`)."""
+        if self.bias is None:
+            return None
+        return self.bias[0] if self._reset_after() else self.bias
+
+    def step(self, x_zr, x_h, h):
+        """The next state from the projected input (update/reset and candidate parts) and ``h``."""
+        units, reset_after = self.units, self._reset_after()
         recurrent_activation = keras.activations.get(self.source_config["recurrent_activation"])
-        input_bias = recurrent_bias = None
-        if self.bias is not None:
-            input_bias, recurrent_bias = (self.bias[0], self.bias[1]) if reset_after else (self.bias, None)
-        gates_kernel = self.recurrent_kernel if reset_after else self.recurrent_kernel[:, : 2 * units]
-        candidate_kernel = None if reset_after else self.recurrent_kernel[:, 2 * units :]
-        h = tf.zeros((tf.shape(inputs)[0], units), inputs.dtype)
+        inner = tf.matmul(h, self.recurrent_kernel if reset_after else self.recurrent_kernel[:, : 2 * units])
+        if reset_after and self.bias is not None:
+            inner = inner + self.bias[1]
+        inner_zr, inner_h = tf.split(inner, [2 * units, units], axis=-1) if reset_after else (inner, None)
+        z, r = tf.split(recurrent_activation(x_zr + inner_zr), 2, axis=-1)
+        if reset_after:
+            hh = self.activation(x_h + r * inner_h)
+        else:
+            hh = self.activation(x_h + tf.matmul(r * h, self.recurrent_kernel[:, 2 * units :]))
+        return hh + z * (h - hh)
+
+    def call(self, inputs):
+        h = tf.zeros((tf.shape(inputs)[0], self.units), inputs.dtype)
         outputs = []
-        for x_zr, x_h in self._projected_steps(inputs, input_bias, [2 * units, units]):
-            inner = tf.matmul(h, gates_kernel)
-            if recurrent_bias is not None:
-                inner = inner + recurrent_bias
-            if reset_after:
-                inner_zr, inner_h = tf.split(inner, [2 * units, units], axis=-1)
-            else:
-                inner_zr = inner
-            z, r = tf.split(recurrent_activation(x_zr + inner_zr), 2, axis=-1)
-            if reset_after:
-                hh = self.activation(x_h + r * inner_h)
-            else:
-                hh = self.activation(x_h + tf.matmul(r * h, candidate_kernel))
-            h = hh + z * (h - hh)
+        for x_zr, x_h in self._projected_steps(inputs, self.input_bias(), [2 * self.units, self.units]):
+            h = self.step(x_zr, x_h, h)
             outputs.append(h)
         return self._finish(outputs)
 
@@ -480,11 +489,18 @@ class UnrolledGRU(_Unrolled):
 class UnrolledSimpleRNN(_Unrolled):
     """A ``SimpleRNN`` unrolled with one copy of each weight."""
 
+    def input_bias(self):
+        return self.bias
+
+    def step(self, x_t, h):
+        """The next state from the projected input ``x_t @ kernel + bias`` and ``h``."""
+        return self.activation(x_t + tf.matmul(h, self.recurrent_kernel))
+
     def call(self, inputs):
         h = tf.zeros((tf.shape(inputs)[0], self.units), inputs.dtype)
         outputs = []
         for (x_t,) in self._projected_steps(inputs, self.bias):
-            h = self.activation(x_t + tf.matmul(h, self.recurrent_kernel))
+            h = self.step(x_t, h)
             outputs.append(h)
         return self._finish(outputs)
 
@@ -531,11 +547,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
       those of the padding.
     """
     multiple = resolve_unit_multiple(unit_multiple, quantization)
-    require_tf_keras_model(model, "model")
-    if any(is_vib_layer(layer) or type(layer).__name__ == "FeatureMask" for layer in model.layers):
-        from tf_vib.surgery import strip_masks
-
-        model = strip_masks(model)
+    model = without_masks(model)
     specs = input_specs(model, batch_size, time_steps)
     model = _with_fixed_steps(model, specs)
     model, feature_plans = fold_feature_selection(model, feature_selection)
@@ -551,6 +563,16 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
         model = _clone_with(model, replacements)
     model, padding_plans = pad_units(model, multiple)
     return model, specs, plans + feature_plans + padding_plans
+
+
+def without_masks(model):
+    """``model`` with its VIB layers stripped (``tf_vib.strip_masks``), or ``model`` itself."""
+    require_tf_keras_model(model, "model")
+    if any(is_vib_layer(layer) or type(layer).__name__ == "FeatureMask" for layer in model.layers):
+        from tf_vib.surgery import strip_masks
+
+        return strip_masks(model)
+    return model
 
 
 def _with_fixed_steps(model, specs):
@@ -581,13 +603,13 @@ def _clone_with(model, replacements):
     return rebuild(model, replace)
 
 
-def export_function(model, specs):
+def export_function(model, specs, names=None):
     """The model's inference as a ``tf.function`` with a fixed input signature.
 
-    Its outputs are a dict by `output_names`; the worker puts the file's inputs and
-    outputs in the Keras model's order.
+    Its outputs are a dict by ``names`` (default `output_names`); the worker puts the
+    file's inputs and outputs in the Keras model's order.
     """
-    names, structure = output_names(model), model.input
+    names, structure = names or output_names(model), model.input
 
     def call(*inputs):
         nested = inputs[0] if len(inputs) == 1 else tf.nest.pack_sequence_as(structure, list(inputs))

@@ -96,6 +96,10 @@ class TFLiteModel:
     input order, the Keras model's) or a dict by input name (`input_names`) and returns a
     list, one array per output.
 
+    A streaming file (one frame per invoke, the recurrent states as inputs and outputs of
+    the same names, ``state_names``) runs a clip with `stream`, or frame by frame with
+    `step`, starting from `zero_states`.
+
     Attributes:
       interpreter: the runtime's ``Interpreter``.
       runtime: which runtime loaded it (a key of `RUNTIMES`).
@@ -103,6 +107,9 @@ class TFLiteModel:
       input_details, output_details: the runtime's tensor details, in order.
       input_detail, output_detail: the first of each.
       input_names: the name of each input (the Keras input's name for a converted model).
+      output_names: the name of each output (its signature name: ``output``, ``output_0``...).
+      state_names: the inputs fed back from the outputs of the same name (empty unless the
+        file is a streaming one), in file order.
     """
 
     def __init__(self, interpreter, runtime):
@@ -115,6 +122,10 @@ class TFLiteModel:
                              f"{len(self.output_details)} outputs; TFLiteModel needs at least one of each")
         self.input_detail, self.output_detail = self.input_details[0], self.output_details[0]
         self.input_names = [_input_name(d) for d in self.input_details]
+        self.output_names = _output_names(interpreter, self.output_details)
+        # A streaming file (converters.to_tflite(..., streaming=True)) names each state
+        # output after the input it is fed back into.
+        self.state_names = [name for name in self.input_names if name in self.output_names]
         self.batch_size = int(self.input_detail["shape"][0])
 
     @property
@@ -209,6 +220,94 @@ class TFLiteModel:
                 part.append(output[: min(size, n - start)])
         merged = [np.concatenate(part) if part else np.zeros((0,), np.float32) for part in parts]
         return merged if len(merged) > 1 else merged[0]
+
+    def zero_states(self):
+        """The states a streaming file starts a clip from: ``{name: zeros}`` (float32)."""
+        return {name: np.zeros(self.input_details[self.input_names.index(name)]["shape"], np.float32)
+                for name in self.state_names}
+
+    def step(self, frames, states=None):
+        """One invoke of a streaming file: a frame in, the outputs on the current state out.
+
+        Args:
+          frames: the batch's current frame, shape ``(batch_size, ...)``, or a list with
+            one array per input that is not a state (an input without a time axis gets its
+            whole value at every step).
+          states: ``{name: array}`` from `zero_states` or the previous step; None: zeros.
+
+        Returns:
+          ``(outputs, states)``: the outputs (an array, or a list for several), dequantized,
+          and the next states, to pass to the next step.
+        """
+        if not self.state_names:
+            raise ValueError(f"the file has no state inputs (inputs {self.input_names}, outputs "
+                             f"{self.output_names}): it is not a streaming file; use predict")
+        feeds = [i for i, name in enumerate(self.input_names) if name not in self.state_names]
+        arrays = frames if isinstance(frames, list) else [frames]
+        if len(arrays) != len(feeds):
+            raise ValueError(f"`frames` must hold {len(feeds)} arrays, one per input "
+                             f"{[self.input_names[i] for i in feeds]}; received {len(arrays)}")
+        states = self.zero_states() if states is None else states
+        values = dict(zip((self.input_names[i] for i in feeds), arrays, strict=True))
+        for name, detail in zip(self.input_names, self.input_details, strict=True):
+            value = states[name] if name in self.state_names else values[name]
+            self.interpreter.set_tensor(detail["index"], self.quantize_input(value, detail))
+        self.interpreter.invoke()
+        outputs = {name: self.dequantize_output(self.interpreter.get_tensor(d["index"]), d)
+                   for name, d in zip(self.output_names, self.output_details, strict=True)}
+        heads = [outputs[name] for name in self.output_names if name not in self.state_names]
+        return (heads if len(heads) > 1 else heads[0]), {name: outputs[name] for name in self.state_names}
+
+    def stream(self, x):
+        """A streaming file's outputs at every step of each clip, its states fed back from zeros.
+
+        Args:
+          x: clips of shape ``(n, steps, ...)``, ``...`` being the file's frame shape, for
+            one input; for several, a list (the non-state inputs in file order) or a dict by
+            name, where an input without a time axis is ``(n, ...)``.
+
+        Returns:
+          The outputs at every step, shape ``(n, steps, ...)`` (the last step's is the
+          whole clip's answer), or a list of them for several outputs.
+        """
+        names = [name for name in self.input_names if name not in self.state_names]
+        arrays, labels = split_inputs(x, names, "x")
+        arrays, timed = [np.asarray(a) for a in arrays], []
+        for array, label, name in zip(arrays, labels, names, strict=True):
+            frame = self.input_shapes[self.input_names.index(name)]
+            timed.append(array.ndim == len(frame) + 2 and array.shape[2:] == frame)
+            if not timed[-1] and array.shape[1:] != frame:
+                raise ValueError(f"`{label}` has shape {array.shape}; the file takes frames of shape {frame}, "
+                                 f"so clips of shape (n, steps, {', '.join(map(str, frame))})")
+        steps = {a.shape[1] for a, t in zip(arrays, timed, strict=True) if t}
+        if len(steps) != 1:
+            raise ValueError(f"`x` must hold clips with one number of steps; received shapes "
+                             f"{[a.shape for a in arrays]}")
+        n, size, count = len(arrays[0]), self.batch_size, steps.pop()
+        parts = []
+        for start in range(0, n, size):
+            batch = [_padded(a[start : start + size], size) for a in arrays]
+            states, per_step = None, []
+            for t in range(count):
+                outputs, states = self.step([b[:, t] if is_timed else b for b, is_timed in zip(batch, timed, strict=True)],
+                                            states)
+                per_step.append([o[: min(size, n - start)] for o in (outputs if isinstance(outputs, list) else [outputs])])
+            parts.append([np.stack(column, axis=1) for column in zip(*per_step, strict=True)])
+        merged = [np.concatenate(column) for column in zip(*parts, strict=True)]
+        return merged if len(merged) > 1 else merged[0]
+
+
+def _output_names(interpreter, details):
+    """Each output's signature name (``output``, a state's name), or its tensor name without one."""
+    try:
+        by_name = interpreter.get_signature_runner().get_output_details()
+    except Exception:  # a file without a signature
+        return [d["name"] for d in details]
+    names = {}
+    for name, detail in by_name.items():
+        names.setdefault(detail["index"], []).append(name)
+    # Two outputs may be one tensor (a streaming file whose output is a state): each gets a name.
+    return [names[d["index"]].pop(0) if names.get(d["index"]) else d["name"] for d in details]
 
 
 def split_inputs(x, names, argument="x"):

@@ -20,6 +20,7 @@ import numpy as np
 
 from converters import inputs
 from converters import plan as planning
+from converters import streaming as streams
 from converters.describe import RUNTIME_TARGETS, describe_tflite
 from tf_vib import bridge
 from tf_vib._keras import keras, require_tf_keras_model, tf
@@ -78,10 +79,11 @@ def _check_mode(quantization, int8_io, runtime, recurrent_plan):
 
 
 class _Job:
-    def __init__(self, name, quantization, int8_io, runtime, batch_size, model, specs, plans):
+    def __init__(self, name, quantization, int8_io, runtime, batch_size, model, specs, plans, output_names=None):
         self.name, self.quantization, self.int8_io = name, quantization, int8_io
         self.runtime, self.batch_size = runtime, batch_size
         self.model, self.specs, self.plans = model, specs, plans
+        self.output_names = output_names or inputs.output_names(model)
 
     def describe_layers(self):
         kinds = sorted({type(layer).__name__ for layer in self.model.layers
@@ -93,9 +95,11 @@ class _Job:
 
 
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
-          representative_data, calibration_samples, feature_selection, unit_multiple):
+          representative_data, calibration_samples, feature_selection, unit_multiple, streaming=False):
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
+    if not isinstance(streaming, bool):
+        raise TypeError(f"`streaming` must be True or False; received {streaming!r}")
     planning.resolve_unit_multiple(unit_multiple, "float32")  # validates it
     batch_size = _positive_int("batch_size", batch_size)
     time_steps = _positive_int("time_steps", time_steps, allow_none=True)
@@ -111,17 +115,25 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
             "quantization='int8' needs `representative_data`: a few hundred typical input "
             "samples, shape (n, ...) like the model's input, to calibrate activation ranges"
         )
-    jobs, prepared = [], {}
+    signature = streams.step_model(model)[1] if streaming else None  # its refusals come first
+    jobs, prepared, sources = [], {}, {}
     for mode in dict.fromkeys(quantizations):
         key = mode == "int8"
         if key not in prepared:
-            prepared[key] = planning.prepare(model, quantization=mode, batch_size=batch_size,
-                                             time_steps=time_steps, recurrent_plan=recurrent_plan,
+            sources[key] = streams.step_model(model, one_product=not key)[0] if streaming else model
+            prepared[key] = planning.prepare(sources[key], quantization=mode, batch_size=batch_size,
+                                             time_steps=None if streaming else time_steps,
+                                             recurrent_plan=recurrent_plan,
                                              feature_selection=feature_selection,
                                              unit_multiple=unit_multiple)
-        jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key]))
+        jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key],
+                         signature and signature.output_names))
     specs = jobs[0].specs
     representative = None
+    if representative_data is not None and streaming:  # clips -> frames and the states before them
+        representative_data = streams.step_samples(sources[True] if True in sources else sources[False],
+                                                   signature, representative_data,
+                                                   calibration_samples)
     if representative_data is not None:
         limits = inputs.token_limits(jobs[0].model)
         representative = inputs.as_samples(representative_data, specs, limits, "representative_data")
@@ -130,7 +142,7 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
             raise ValueError(f"`representative_data` holds {len(representative[0])} samples, fewer "
                              f"than one batch of batch_size={batch_size}")
     for job in jobs:
-        function = planning.export_function(job.model, job.specs)
+        function = planning.export_function(job.model, job.specs, job.output_names)
         bad = planning.unsupported_ops(function, job.model)
         if bad:
             listed = ", ".join(f"{op} in layer {layer!r}" for op, layer in bad)
@@ -231,7 +243,7 @@ def _convert(jobs, representative, isolate, timeout):
                             "runtime": job.runtime, "batch_size": job.batch_size,
                             "saved_model": exported[key], "probe": f"{job.name}.probe.npz",
                             "inputs": [spec.name for spec in job.specs],
-                            "outputs": inputs.output_names(job.model),
+                            "outputs": job.output_names,
                             "shorten_names": any(p.becomes.startswith("unrolled") for p in job.plans),
                             "representative": "representative.npz" if job.quantization == "int8" else None})
         if representative is not None:
@@ -266,13 +278,13 @@ def _convert(jobs, representative, isolate, timeout):
 def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=None, batch_size=1,
                    int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
                    feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-                   timeout=3600):
+                   timeout=3600, streaming=False):
     """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``."""
     jobs, representative = _jobs(
         model, list(quantizations), int8_io=int8_io, runtime=runtime, batch_size=batch_size,
         time_steps=time_steps, recurrent_plan=recurrent_plan,
         representative_data=representative_data, calibration_samples=calibration_samples,
-        feature_selection=feature_selection, unit_multiple=unit_multiple,
+        feature_selection=feature_selection, unit_multiple=unit_multiple, streaming=streaming,
     )
     return _convert(jobs, representative, isolate, timeout)
 
@@ -280,7 +292,7 @@ def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=No
 def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_size=1,
               int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
               feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-              timeout=3600):
+              timeout=3600, streaming=False):
     """Convert a tf_keras model (plain, or with VIB layers) to TFLite bytes.
 
     A model with VIB layers is stripped first (``tf_vib.strip_masks``). Each ``LSTM``
@@ -323,6 +335,14 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
       isolate: bool, default True: convert in a child process. False converts in this
         process (faster; a TFLite crash then ends it).
       timeout: seconds the child may take.
+      streaming: bool, default False. True writes a file that takes one frame (or one
+        frame's features, or one token) per invoke, the recurrent layers' states as extra
+        inputs and outputs (``<layer>_h``, and ``<layer>_c`` for an LSTM), for a device that
+        runs it frame by frame; fed back from zeros, its output at a clip's last frame is the
+        whole-clip model's. ``representative_data`` are then whole clips, and
+        ``time_steps`` is not needed. Signature and supported models: `converters.streaming`;
+        models it cannot stream raise before conversion. Run it with `TFLiteModel.stream`
+        or `TFLiteModel.step`, check it with `converters.verify_streaming`.
 
     Returns:
       The ``.tflite`` file's bytes.
@@ -344,7 +364,7 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         model, [quantization], representative_data=representative_data, batch_size=batch_size,
         int8_io=int8_io, runtime=runtime, time_steps=time_steps, recurrent_plan=recurrent_plan,
         feature_selection=feature_selection, unit_multiple=unit_multiple,
-        calibration_samples=calibration_samples, isolate=isolate, timeout=timeout,
+        calibration_samples=calibration_samples, isolate=isolate, timeout=timeout, streaming=streaming,
     )[quantization]
 
 

@@ -234,14 +234,19 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
                 for e in _as_list(user_model.predict(_keras_inputs(model, arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))
     expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
-    judged = [_judge(quantization, e, g, lab) for e, g, lab in zip(expected, got, labels, strict=True)]
+    return judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime)
+
+
+def judged(quantization, pairs, labels, samples, runtime):
+    """The `Verification` of ``[(Keras outputs, TFLite outputs)]``, one pair (and labels) per output."""
+    judged = [_judge(quantization, e, g, lab) for (e, g), lab in zip(pairs, labels, strict=True)]
     criteria = list(dict.fromkeys(j[0] for j in judged))
-    diffs = np.concatenate([np.abs(e - g).ravel() for e, g in zip(expected, got, strict=True)])
+    diffs = np.concatenate([np.abs(e - g).ravel() for e, g in pairs])
     accuracies = [[j[2] for j in judged], [j[3] for j in judged]]
     if len(judged) == 1:
         accuracies = [accuracies[0][0], accuracies[1][0]]
     elif all(a is None for a in accuracies[0]):
         accuracies = [None, None]
-    return Verification(quantization, len(arrays[0]), float(diffs.max()), float(diffs.mean()),
-                        min(j[4] for j in judged), *accuracies, loaded.runtime, "; ".join(criteria),
+    return Verification(quantization, samples, float(diffs.max()), float(diffs.mean()),
+                        min(j[4] for j in judged), *accuracies, runtime, "; ".join(criteria),
                         all(j[1] for j in judged))

@@ -54,3 +54,15 @@ def all_weights(model):
 
 def keras_rnn(kind):
     return keras.layers.LSTMCell if kind == "lstm" else keras.layers.GRUCell
+
+
+#: A ``sitecustomize.py`` that makes TensorFlow, Keras, tf-vib and converters unimportable: a
+#: script run with it in its path sees what a device with NumPy and a TFLite runtime has.
+DEVICE_ONLY = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"tensorflow", "tf_keras", "keras", "tf_vib", "converters"}:
+            raise ImportError(f"{name} is not on the device")
+sys.meta_path.insert(0, Block())
+'''

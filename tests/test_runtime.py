@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import DEVICE_ONLY
 
 import converters
 import tf_vib
@@ -121,14 +122,6 @@ def test_compare_latency_times_every_file_on_every_sample(lstm_file, rng):
         converters.compare_latency({"a": loaded}, np.zeros((2, 5, 4)))
 
 
-_BLOCKER = '''
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"tensorflow", "tf_keras", "keras", "tf_vib", "converters"}:
-            raise ImportError(f"{name} is not on the device")
-sys.meta_path.insert(0, Block())
-'''
 
 
 def test_the_pi_runner_needs_only_numpy_and_a_runtime(lstm_file, tmp_path, rng):
@@ -138,7 +131,7 @@ def test_the_pi_runner_needs_only_numpy_and_a_runtime(lstm_file, tmp_path, rng):
     x = rng.normal(size=(12, 5, 3)).astype("float32")
     y = model.predict(x, verbose=0).argmax(-1)
     np.savez(tmp_path / "inputs.npz", x=x, y=y)
-    (tmp_path / "sitecustomize.py").write_text(_BLOCKER)
+    (tmp_path / "sitecustomize.py").write_text(DEVICE_ONLY)
     result = subprocess.run(
         [sys.executable, str(RUNNER), "model.tflite", "inputs.npz", "--repeats", "2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
