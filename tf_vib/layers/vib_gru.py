@@ -71,7 +71,7 @@ class VIBGRUCell(VIBRecurrentCell):
         self._build_gate_masks()
         self.built = True
 
-    def call(self, inputs, states, training=None):
+    def step(self, inputs, states, training=None):
         h_tm1 = states[0] if tf.nest.is_nested(states) else states
         units = self.units
         input_bias = recurrent_bias = None

@@ -66,7 +66,7 @@ class VIBSimpleRNNCell(VIBRecurrentCell):
         self._build_gate_masks()
         self.built = True
 
-    def call(self, inputs, states, training=None):
+    def step(self, inputs, states, training=None):
         h_tm1 = states[0] if isinstance(states, (list, tuple)) else states
         h = self._input_projection(self._dropped_inputs(inputs, training))
         if self.use_bias:
