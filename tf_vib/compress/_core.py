@@ -28,6 +28,7 @@ from tf_vib.compress._prepare import (
 )
 from tf_vib.compress._run import Run
 from tf_vib.compress._training import resolve_loss
+from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
 
 __all__ = ["compress", "masked_width"]
@@ -67,6 +68,7 @@ def compress(
     hidden_kl_mult=3.0,
     dense_kl_mult=1.0,
     masked_gates=None,
+    frame_masks=False,
     warmup_epochs=5,
     metric=None,
     max_accuracy_drop=None,
@@ -139,6 +141,12 @@ def compress(
         JapaneseVowels validation data over three seeds (docs/benchmarks.md has the results).
       masked_gates: recurrent gates that carry masks (see ``add_vib_masks``); default
         ``STATE_GATES``, a mask on the hidden state (LSTM output gate, GRU candidate).
+      frame_masks: bool, default False. Frame pruning: a ``TimeMask`` (one VIB gate per
+        frame position) on the first recurrent layer, trained with the other masks; the
+        returned model then takes only the kept frames, ``(n, K, ...)``, listed in
+        ``report.frames`` (``tf_vib.datasets.select_frames`` picks them out of clips). The
+        data stay T-frame clips. Refused before training for a model whose frames cannot be
+        skipped exactly (see ``add_vib_masks``) and with ``vib=False``.
       warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
       metric: what every choice is made on. None (default): accuracy for a classifier,
         the loss otherwise. "accuracy", "loss" (the training loss, as compiled or given), a
@@ -253,6 +261,9 @@ def compress(
     if verbose:
         for note in data.notes:
             print(f"[tf-vib] {note}", flush=True)
+    if frame_masks and not vib:
+        raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
+                         f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     structured = bool(vib) or settings["iss"] is not None
     vib_model = None
     if structured:
@@ -260,14 +271,21 @@ def compress(
             model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
             hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
             masked_gates=STATE_GATES if masked_gates is None or not vib else masked_gates,
-            feature_masks=bool(vib), dense_masks=bool(vib),
+            feature_masks=bool(vib), dense_masks=bool(vib), frame_masks=frame_masks,
         )
     keras.utils.set_random_seed(seed)
     run = Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
     if structured:
         plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
-    return run.run()
+    result = run.run()
+    if frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
+        model, result.report.frames = take_kept_frames(result.model)
+        if result.report.frames is not None:
+            model.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=loss_fn,
+                          metrics=[run.scorer.metric()])
+            result.model = model
+    return result
 
 
 def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
