@@ -183,14 +183,15 @@ def compressed():
     model = _clip_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(x[:160], y[:160], epochs=15, batch_size=32, verbose=0)
+    model.fit(x[:160], y[:160], epochs=10, batch_size=32, verbose=0)
     result = tf_vib.compress(model, (x[:160], y[:160]), validation_data=(x[160:200], y[160:200]),
-                             test_data=(x[200:], y[200:]), epochs=6, finetune_epochs=1, kl_factor=0.05,
+                             test_data=(x[200:], y[200:]), epochs=5, finetune_epochs=1, kl_factor=0.05,
                              mask_learning_rate=0.3, warmup_epochs=0, frame_masks=True, on_miss="best",
-                             verbose=0)
+                             thresholds=[0.0], unit_multiple=1, distill=False, verbose=0)
     return result, x[200:], y[200:]
 
 
+@pytest.mark.slow
 def test_compress_with_frame_masks_end_to_end(compressed):
     result, x_test, y_test = compressed
     frames = result.report.frames
