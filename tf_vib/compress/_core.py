@@ -302,19 +302,3 @@ def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
     if scorer.is_accuracy:
         return DEFAULT_MAX_DROP if max_accuracy_drop is None else check_accuracy_drop(max_accuracy_drop)
     return None
-
-
-def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
-    """The tolerance asked for, checked; None: the default relative to the baseline's value."""
-    if not scorer.is_accuracy and max_accuracy_drop is not None:
-        raise ValueError(f"`max_accuracy_drop` applies to the accuracy metric; the metric here is "
-                         f"{scorer.name!r}: give max_metric_drop (in its units) instead; received "
-                         f"max_accuracy_drop={max_accuracy_drop!r}")
-    if max_accuracy_drop is not None and max_metric_drop is not None:
-        raise ValueError("give one of `max_accuracy_drop` and `max_metric_drop`; received "
-                         f"max_accuracy_drop={max_accuracy_drop!r}, max_metric_drop={max_metric_drop!r}")
-    if max_metric_drop is not None:
-        return check_float("max_metric_drop", max_metric_drop, allow_low=True)
-    if scorer.is_accuracy:
-        return DEFAULT_MAX_DROP if max_accuracy_drop is None else check_accuracy_drop(max_accuracy_drop)
-    return None
