@@ -19,6 +19,7 @@ import numpy as np
 
 from tf_vib import bridge
 from tf_vib._carriers import carry
+from tf_vib._frames import frame_masked, kept_frames
 from tf_vib._graph import (
     call_counts,
     graph_nodes,
@@ -43,10 +44,12 @@ from tf_vib.layers.base import is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import MEMORYLESS_BIAS, VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
+from tf_vib.layers.time_mask import SelectFrames
 from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, rule_of
 from tf_vib.wrap import rnn_arguments
 
-__all__ = ["strip_masks", "kept_input_features", "alive_units", "unit_gates", "LayerRecord", "MEMORYLESS_BIAS"]
+__all__ = ["strip_masks", "kept_input_features", "kept_frames", "take_kept_frames", "alive_units", "unit_gates",
+           "LayerRecord", "MEMORYLESS_BIAS"]
 
 
 
@@ -76,8 +79,11 @@ def _kernel_indices(layer):
 
 
 class _Stripper:
-    def __init__(self, model, threshold, min_units, input_features):
+    def __init__(self, model, threshold, min_units, input_features, input_frames="kept"):
         self.model = model
+        self.input_frames = input_frames
+        self.frames = frame_masked(model)
+        self.kept_frames = kept_frames(model, threshold=threshold, min_units=min_units) if self.frames else None
         self.threshold = threshold
         self.min_units = min_units
         self.input_features = input_features
@@ -145,15 +151,33 @@ class _Stripper:
 
     def new_input(self, tensor, name):
         channels = full_like(tensor)
-        new = None
+        dims = tensor.shape.as_list()
         kept = self._kept_model_input(tensor)
         if kept is not None:
             channels = Channels.subset(np.flatnonzero(kept), len(kept))
-            shape = tensor.shape[:-1].concatenate([int(kept.sum())])
+            dims[-1] = int(kept.sum())
             self.kept_inputs[name] = np.flatnonzero(kept)
-            new = keras.Input(batch_size=shape[0], shape=tuple(shape[1:].as_list()), dtype=tensor.dtype, name=name)
+        if self.frames is not None and tensor is self.frames.input and self.input_frames == "kept":
+            dims[1] = len(self.kept_frames["kept"])
         self.channels[id(tensor)] = channels
-        return new
+        if dims == tensor.shape.as_list():
+            return None
+        return keras.Input(batch_size=dims[0], shape=tuple(dims[1:]), dtype=tensor.dtype, name=name)
+
+    # -- frames (a TimeMask) ---------------------------------------------------------------
+
+    def _select_frames(self, call):
+        """With ``input_frames="all"``: the kept frames gathered where the frames are first read."""
+        if (self.frames is None or self.input_frames != "all"
+                or call.node is not self.users[id(self.frames.input)][0]):
+            return
+        selected = SelectFrames(self.kept_frames["kept"], name=f"{self.frames.node.layer.name}_frames")(call.args[0])
+        call.args = (selected, *call.args[1:])
+
+    def _frames_record(self, layer):
+        if self.frames is not None and layer is self.frames.node.layer:
+            kept, total = len(self.kept_frames["kept"]), self.kept_frames["of"]
+            self.records.append(LayerRecord(f"{layer.name} frames", "TimeMask", total, kept, None, None, 0, 0))
 
     def run(self):
         stripped = rebuild(self.model, self.replace, new_input=self.new_input)
@@ -185,6 +209,7 @@ class _Stripper:
         node, layer = call.node, call.layer
         inputs = [self.channels.get(id(t)) for t in node.keras_inputs]
         main = inputs[0] if inputs and node.call_args and node.call_args[0] is node.keras_inputs[0] else None
+        self._select_frames(call)
         if isinstance(layer, FeatureMask):
             output, channels = self.strip_feature_mask(layer, call.args[0], inputs[0])
         elif _vib_recurrent(layer):
@@ -282,6 +307,7 @@ class _Stripper:
             kind, total, kept = f"Bidirectional({cell.PLAIN_LAYER.__name__})", record.total, len(record.physical)
         self.records.append(LayerRecord(layer.name, kind, total, kept, channels.total, len(channels.physical),
                                         _params(layer), new_layer.count_params()))
+        self._frames_record(layer)
         return output, record
 
     def _fold(self, layer, values, units, channels):
@@ -368,8 +394,13 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def _check_model(model, input_features, min_units):
+def _check_model(model, input_features, min_units, input_frames="kept"):
     require_tf_keras_model(model, "model")
+    if input_frames not in ("all", "kept"):
+        raise ValueError(
+            f"`input_frames` must be 'kept' (the input holds only the frames a TimeMask keeps) or 'all' "
+            f"(keep the model's input signature and select the kept frames inside); received {input_frames!r}"
+        )
     if input_features not in ("all", "kept"):
         raise ValueError(
             f"`input_features` must be 'all' (keep the model's input signature and select "
@@ -380,7 +411,8 @@ def _check_model(model, input_features, min_units):
         raise ValueError(f"`min_units` must be an integer >= 0; received {min_units!r}")
 
 
-def strip_masks(model, *, threshold=None, min_units=0, input_features="all", return_records=False):
+def strip_masks(model, *, threshold=None, min_units=0, input_features="all", input_frames="kept",
+                return_records=False):
     """Remove every VIB mask, the pruned units and the pruned input features.
 
     Returns a new plain tf_keras model (``LSTM``, ``GRU``, ``SimpleRNN``, ``Bidirectional``,
@@ -404,7 +436,13 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
       input_features: ``"all"`` (default) keeps the model's input signature; ``"kept"``
         makes the new model's input hold only the kept features (see
         ``kept_input_features`` for their indices).
-      return_records: also return the per-layer ``LayerRecord`` list.
+      input_frames: for a model with a ``TimeMask``: ``"kept"`` (default) makes the new
+        model's input take only the kept frames, shape ``(n, K, ...)`` (``kept_frames``
+        gives their positions, ``tf_vib.datasets.select_frames`` picks them out of a clip);
+        ``"all"`` keeps the T-frame input and gathers the kept frames inside
+        (``SelectFrames``). Either way the layers behind run on K frames only.
+      return_records: also return the per-layer ``LayerRecord`` list (a TimeMask's row:
+        kind ``"TimeMask"``, units = frames).
 
     Returns:
       The plain model, or ``(model, records)`` with ``return_records=True``.
@@ -419,9 +457,9 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
     ['LSTM', 'Dense']
     """
     model, back = bridge.to_internal(model, "model")
-    _check_model(model, input_features, min_units)
+    _check_model(model, input_features, min_units, input_frames)
     threshold = check_threshold(threshold)
-    stripper = _Stripper(model, threshold, int(min_units), input_features)
+    stripper = _Stripper(model, threshold, int(min_units), input_features, input_frames)
     stripped = back(stripper.run())
     return (stripped, stripper.records) if return_records else stripped
 
@@ -436,3 +474,25 @@ def kept_input_features(model, *, threshold=None, min_units=0):
     stripper = _Stripper(model, check_threshold(threshold), int(min_units), "kept")
     stripper.run()
     return dict(stripper.kept_inputs)
+
+
+def take_kept_frames(model):
+    """A stripped model whose input gathers kept frames (``SelectFrames``) as one that takes
+    only those frames: ``(model, {"kept": [...], "of": T})``, or ``(model, None)`` unchanged
+    when no ``SelectFrames`` reads a model input."""
+    inputs = {id(t): t for t in model.inputs}
+    node = next((n for n in graph_nodes(model) if isinstance(n.layer, SelectFrames)
+                 and id(n.keras_inputs[0]) in inputs), None)
+    if node is None:
+        return model, None
+    source, indices = node.keras_inputs[0], node.layer.indices
+
+    def new_input(tensor, name):
+        if tensor is not source:
+            return None
+        dims = tensor.shape.as_list()
+        dims[1] = len(indices)
+        return keras.Input(batch_size=dims[0], shape=tuple(dims[1:]), dtype=tensor.dtype, name=name)
+
+    rebuilt = rebuild(model, lambda call: call.args[0] if call.node is node else None, new_input=new_input)
+    return rebuilt, {"kept": list(indices), "of": int(source.shape[1])}

@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._frames import frame_target
 from tf_vib._graph import (
     call_counts,
     graph_nodes,
@@ -235,13 +236,14 @@ def _unique(name, taken):
     return candidate
 
 
-def _vib_rnn(layer, mask_kwargs, gates, hard):
+def _vib_rnn(layer, mask_kwargs, gates, hard, frame_steps=None):
     kind = recurrent_kind(layer)
     cell_config = {k: v for k, v in layer.cell.get_config().items() if k not in ("implementation", "name")}
     gate_set = gates.get(kind) if isinstance(gates, dict) else gates
     cell_class = _VIB_CELLS[kind]
     state_gate = cell_class.STATE_GATE
-    cell = cell_class(masked_gates=gate_set, hard_gates=state_gate if hard else "", **cell_config, **mask_kwargs)
+    cell = cell_class(masked_gates=gate_set, hard_gates=state_gate if hard else "", frame_steps=frame_steps,
+                      **cell_config, **mask_kwargs)
     return VIBRNN(cell, **rnn_arguments(layer))
 
 
@@ -270,6 +272,7 @@ def add_vib_masks(
     feature_masks=True,
     dense_masks=True,
     warm_start=True,
+    frame_masks=False,
 ):
     """A new model with VIB masks on the units and input features that stripping can remove.
 
@@ -283,12 +286,17 @@ def add_vib_masks(
       feature_masks: put a FeatureMask in front of recurrent layers, on the features they read.
       dense_masks: put a FeatureMask on the units of hidden Dense, Conv1D and Embedding layers.
       warm_start: start every mask mean at exactly 1, so the copy predicts as the original.
+      frame_masks: bool, default False. Give the first recurrent layer a ``TimeMask`` (one
+        gate per frame position, ``tf_vib.layers.time_mask``), so that ``strip_masks``
+        gives a model that reads only the kept frames. Refused (ValueError) for a model
+        whose frames cannot be skipped exactly (see ``tf_vib._frames``).
 
     Returns:
       The VIB model (a Sequential if ``model`` is one). Its weights are the original's.
 
     Raises:
       ValueError: nothing in ``model`` can be masked; the message says why, layer by layer.
+        Or ``frame_masks=True`` on a model whose frames cannot be pruned.
     """
     plan = mask_plan(model, feature_masks=feature_masks, dense_masks=dense_masks)
     if plan.empty:
@@ -297,6 +305,9 @@ def add_vib_masks(
             f"`model` {model.name!r} has nothing tf-vib can compress: {why}. Layers: "
             f"{[type(layer).__name__ for layer in model.layers]}"
         )
+    if not isinstance(frame_masks, bool):
+        raise ValueError(f"`frame_masks` must be True or False; received frame_masks={frame_masks!r}")
+    frames = frame_target(model, plan.units) if frame_masks else None
     mu = {"mu_initializer": _WARM_MU} if warm_start else {}
     hidden = dict(kl_factor=kl_factor, kl_mult=hidden_kl_mult, **mu)
     built = {}
@@ -320,7 +331,8 @@ def add_vib_masks(
             _copy_recurrent_weights(new.forward_layer, layer.forward_layer)
             _copy_recurrent_weights(new.backward_layer, layer.backward_layer)
         else:
-            new = _vib_rnn(layer, hidden, masked_gates, hard)
+            steps = frames.steps if frames is not None and node is frames.node else None
+            new = _vib_rnn(layer, hidden, masked_gates, hard, steps)
             output = call.call(new)
             _copy_recurrent_weights(new, layer)
         built[layer.name] = new

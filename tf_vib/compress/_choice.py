@@ -300,7 +300,7 @@ def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False
         if index not in tried:
             candidate = ordered[index]
             vib_model.set_weights(candidate.weights)
-            plain = strip_masks(vib_model, threshold=candidate.threshold, min_units=1)
+            plain = strip_masks(vib_model, threshold=candidate.threshold, min_units=1, input_frames="all")
             tuned = tune(plain, target)
             tried[index] = (plain, tuned)
             if log:

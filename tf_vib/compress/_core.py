@@ -30,6 +30,7 @@ from tf_vib.compress._prepare import (
 )
 from tf_vib.compress._run import Run
 from tf_vib.compress._training import resolve_loss
+from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
 
 __all__ = ["compress", "masked_width"]
@@ -69,6 +70,7 @@ def compress(
     hidden_kl_mult=3.0,
     dense_kl_mult=1.0,
     masked_gates=None,
+    frame_masks=False,
     warmup_epochs=5,
     metric=None,
     max_accuracy_drop=None,
@@ -143,6 +145,12 @@ def compress(
         JapaneseVowels validation data over three seeds (docs/benchmarks.md has the results).
       masked_gates: recurrent gates that carry masks (see ``add_vib_masks``); default
         ``STATE_GATES``, a mask on the hidden state (LSTM output gate, GRU candidate).
+      frame_masks: bool, default False. Frame pruning: a ``TimeMask`` (one VIB gate per
+        frame position) on the first recurrent layer, trained with the other masks; the
+        returned model then takes only the kept frames, ``(n, K, ...)``, listed in
+        ``report.frames`` (``tf_vib.datasets.select_frames`` picks them out of clips). The
+        data stay T-frame clips. Refused before training for a model whose frames cannot be
+        skipped exactly (see ``add_vib_masks``) and with ``vib=False``.
       warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
       metric: what every choice is made on. None (default): accuracy for a classifier,
         the loss otherwise. "accuracy", "loss" (the training loss, as compiled or given), a
@@ -268,11 +276,14 @@ def compress(
     if verbose:
         for note in data.notes:
             print(f"[tf-vib] {note}", flush=True)
+    if frame_masks and not vib:
+        raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
+                         f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
     with strategy.scope():
         return _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer,
                              classifier, input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed,
-                             distributed=tf.distribute.has_strategy())
+                             frame_masks, distributed=tf.distribute.has_strategy())
 
 
 def _strategy(strategy):
@@ -285,7 +296,7 @@ def _strategy(strategy):
 
 
 def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer, classifier,
-                  input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, distributed):
+                  input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, frame_masks, distributed):
     if distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
         model = copy_model(model)
         model.compile(loss=loss_fn)
@@ -296,7 +307,7 @@ def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, 
             model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
             hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
             masked_gates=STATE_GATES if masked_gates is None or not vib else masked_gates,
-            feature_masks=bool(vib), dense_masks=bool(vib),
+            feature_masks=bool(vib), dense_masks=bool(vib), frame_masks=frame_masks,
         )
     keras.utils.set_random_seed(seed)
     run = Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
@@ -304,25 +315,15 @@ def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, 
         plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
     result = run.run()
-    if model is not user_model:  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
+    if frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
+        small, result.report.frames = take_kept_frames(result.model)
+        if result.report.frames is not None:
+            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=loss_fn,
+                          metrics=[run.scorer.metric()])
+            result.model = small
+    if bridge.is_keras3(user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
         result.model = bridge.compiled_like(back(result.model), user_model)
     return result
-
-
-def _max_drop(scorer, max_accuracy_drop, max_metric_drop):
-    """The tolerance asked for, checked; None: the default relative to the baseline's value."""
-    if not scorer.is_accuracy and max_accuracy_drop is not None:
-        raise ValueError(f"`max_accuracy_drop` applies to the accuracy metric; the metric here is "
-                         f"{scorer.name!r}: give max_metric_drop (in its units) instead; received "
-                         f"max_accuracy_drop={max_accuracy_drop!r}")
-    if max_accuracy_drop is not None and max_metric_drop is not None:
-        raise ValueError("give one of `max_accuracy_drop` and `max_metric_drop`; received "
-                         f"max_accuracy_drop={max_accuracy_drop!r}, max_metric_drop={max_metric_drop!r}")
-    if max_metric_drop is not None:
-        return check_float("max_metric_drop", max_metric_drop, allow_low=True)
-    if scorer.is_accuracy:
-        return DEFAULT_MAX_DROP if max_accuracy_drop is None else check_accuracy_drop(max_accuracy_drop)
-    return None
 
 
 def _max_drop(scorer, max_accuracy_drop, max_metric_drop):

@@ -117,6 +117,8 @@ class CompressionReport:
       masks: what ``tf_vib.wrap.mask_plan`` decided before training, per layer:
         ``{"name", "type", "masks", "reason"}`` (``reason`` says why a layer's units keep
         their width).
+      frames: with ``compress(frame_masks=True)``: ``{"kept": [positions], "of": T}``, the
+        frames the returned model takes (None: every frame).
     """
 
     max_accuracy_drop: float | None
@@ -134,6 +136,7 @@ class CompressionReport:
     misses: list = dataclasses.field(default_factory=list)
     on_miss: str = "original"
     masks: list = dataclasses.field(default_factory=list)
+    frames: dict | None = None
 
     @property
     def baseline(self):
@@ -164,6 +167,7 @@ class CompressionReport:
             ],
             "trim": self.trim,
             "masks": self.masks,
+            "frames": self.frames,
             "compression": {
                 "params": self.baseline.params / max(self.final.params, 1),
                 "recurrent_params": self.baseline.recurrent_params / max(self.final.recurrent_params, 1),
@@ -232,6 +236,9 @@ class CompressionReport:
         ]
         layers = format_table(("layer", "kind", "units kept", "inputs kept", "params before", "params after"), layer_rows)
         kept = [f"{m['name']} ({m['type']}): {m['reason']}" for m in self.masks if m["reason"]]
+        if self.frames is not None:
+            kept.append(f"frames kept: {len(self.frames['kept'])}/{self.frames['of']} (positions "
+                        f"{self.frames['kept']}): the model takes these frames only")
         return "\n\n".join([stages, "\n".join(self.bound_lines()), layers, "\n".join(kept)]).rstrip()
 
     def plot(self, path, *, title=None):

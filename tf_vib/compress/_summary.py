@@ -79,7 +79,9 @@ class ModelSummary:
             f"float32: {4 * self.params_before:,} -> {4 * self.params_after:,} bytes; "
             f"int8: {self.params_before:,} -> {self.params_after:,} bytes"
         )
-        return f"Model {self.model_name!r}\n{table}\n{sizes}"
+        frames = "".join(f"\nframes kept ({r.name}): {r.units_kept}/{r.units_total}"
+                         for r in self.records if r.kind == "TimeMask")
+        return f"Model {self.model_name!r}\n{table}\n{sizes}{frames}"
 
 
 def summary(model, *, threshold=None, min_units=0):

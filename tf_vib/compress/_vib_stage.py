@@ -61,7 +61,7 @@ def train_and_choose(run, original):
     if run.vib:
         vib_model.set_weights(smallest.weights)
         for threshold in sorted(set(float(t) for t in run.thresholds) - {base_threshold}):
-            plain = strip_masks(vib_model, threshold=threshold, min_units=1)
+            plain = strip_masks(vib_model, threshold=threshold, min_units=1, input_frames="all")
             candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
                                         run.scorer.score(plain, *run.data.val), smallest.weights))
     epochs_run = {}
@@ -89,7 +89,7 @@ def train_and_choose(run, original):
             chosen, small, reached = trimmed
     vib_model.set_weights(chosen.weights)
     run.threshold = chosen.threshold
-    result = run.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1), seconds,
+    result = run.record(name, strip_masks(vib_model, threshold=chosen.threshold, min_units=1, input_frames="all"), seconds,
                          threshold=chosen.threshold, epoch=chosen.epoch + 1, fine_tuned_score=reached)
     _, records = strip_masks(vib_model, threshold=chosen.threshold, min_units=1, return_records=True)
     run.report.layers = [dataclasses.asdict(r) for r in records]
@@ -121,7 +121,7 @@ def trim(run, chosen, trial, target):
         return None
     mark_dead(run.vib_model, dead)
     weights = [w.copy() for w in run.vib_model.get_weights()]
-    plain = strip_masks(run.vib_model, threshold=chosen.threshold, min_units=1)
+    plain = strip_masks(run.vib_model, threshold=chosen.threshold, min_units=1, input_frames="all")
     masked = run.scorer.score(plain, *run.data.val)
     tuned = trial(plain, target)
     accepted = run.scorer.meets(tuned, target)

@@ -10,7 +10,8 @@ int64 labels ``0..n_classes-1``):
   `extract_features` / `cnn_features`.
 
 `load(name, **kwargs)` calls any of them by name; `pad_sequences` pads sequences of different
-lengths (e.g. a list of aeon series) into one array.
+lengths (e.g. a list of aeon series) into one array; `select_frames` keeps the frames a
+frame-pruned model reads (``compress(..., frame_masks=True)``).
 """
 
 from tf_vib.datasets.action_sets import hmdb51, ucf11, ucf101, ucf101_tfds
@@ -21,6 +22,7 @@ from tf_vib.datasets.features import (
     extract_features,
     weights_path,
 )
+from tf_vib.datasets.frames import select_frames
 from tf_vib.datasets.padding import pad_sequences
 from tf_vib.datasets.sequences import (
     SequenceDataset,
@@ -49,6 +51,7 @@ __all__ = [
     "SequenceDataset",
     "stratified_split",
     "pad_sequences",
+    "select_frames",
     "load",
     "LOADERS",
     "digits_rows",

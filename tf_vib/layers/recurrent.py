@@ -20,6 +20,7 @@ from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
 from tf_vib._keras import ContextValueCache, DropoutRNNCellMixin, RandomGenerator, keras, tf
 from tf_vib.layers.base import VIBLayerMixin
+from tf_vib.layers.time_mask import TimeMask
 
 __all__ = ["VIBRecurrentCell", "VIBRNN", "MEMORYLESS_BIAS"]
 
@@ -59,9 +60,11 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
     ``UNIT_GATES`` (masks that remove a unit when pruned, the state's own first),
     ``STATE_GATE`` (whose value scales the state), ``MEMORY_GATE`` (pruned: a memoryless
     unit), ``CANDIDATE_GATE`` (zeroed: a silent unit), ``PLAIN_CELL``/``PLAIN_LAYER`` (the
-    Keras classes it strips to), and implement ``build``/``call``. ``hard_gates`` makes
-    folding masks hard (``1[kept]``) at inference, for units that go on through a layer
-    that a scale does not pass (an activation, max pooling, a Bidirectional sum).
+    Keras classes it strips to), and implement ``build``/``step`` (one time step; ``call``
+    adds the frame gate of a ``TimeMask``). ``hard_gates`` makes folding masks hard
+    (``1[kept]``) at inference, for units that go on through a layer that a scale does not
+    pass (an activation, max pooling, a Bidirectional sum). ``frame_steps=T`` gives the cell
+    a ``TimeMask`` over T frames (``tf_vib.layers.time_mask``).
     """
 
     GATES = ()
@@ -71,6 +74,8 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
     HOISTS_INPUT_PRODUCT = False
     #: Set by ``VIBRNN`` while it runs the time loop on inputs it projected already.
     _inputs_projected = False
+    #: Set by ``VIBRNN`` while each step's input carries the frame gate as its last channel.
+    _frame_gated = False
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         recurrent_dropout=0.0,
         masked_gates=None,
         hard_gates="",
+        frame_steps=None,
         kl_factor=1e-4,
         kl_mult=1.0,
         keep_threshold=0.0,
@@ -126,6 +132,11 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
                 f"{gates!r}; received hard_gates={hard_gates!r}"
             )
         self.hard_gates = "".join(g for g in gates if g in hard_gates)
+        if frame_steps is not None and (isinstance(frame_steps, bool) or not isinstance(frame_steps, int)
+                                        or frame_steps < 1):
+            raise ValueError(f"`frame_steps` of {type(self).__name__} must be None or a positive int (the "
+                             f"number of frames T of a TimeMask); received frame_steps={frame_steps!r}")
+        self.frame_steps = frame_steps
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -161,17 +172,17 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
 
     def _draw_noise(self, inputs):
         batch = tf.shape(inputs)[0]
-        return {gate: mask.sample(batch) for gate, mask in self._vib_masks.items()}
+        return {gate: self._vib_masks[gate].sample(batch) for gate in self.masked_gates}
 
     def gate_multipliers(self, inputs, training=None):
         """The value each masked gate is multiplied by: noisy while training, else deterministic."""
         if training is None or (isinstance(training, bool) and not training):
-            return {gate: mask.deterministic() for gate, mask in self._vib_masks.items()}
+            return {gate: self._vib_masks[gate].deterministic() for gate in self.masked_gates}
         # Drawn outside any tf.cond so that the time loop can reuse it.
         noisy = self._noise_cache.setdefault(kwargs={"inputs": inputs})
         if isinstance(training, bool):
             return noisy  # no deterministic value: it would cost ops at every step
-        deterministic = {gate: mask.deterministic() for gate, mask in self._vib_masks.items()}
+        deterministic = {gate: self._vib_masks[gate].deterministic() for gate in self.masked_gates}
         return {
             gate: tf.cond(
                 tf.cast(training, tf.bool),
@@ -184,7 +195,33 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
     def _build_gate_masks(self):
         for gate in self.masked_gates:
             self._add_mask(gate, self.units, folds=gate in self.FOLDING_GATES and gate not in self.hard_gates)
+        if self.frame_steps is not None:
+            self._vib_masks["t"] = TimeMask(self, self.frame_steps, self.mask_settings)
         self._finish_vib_build()
+
+    @property
+    def time_mask(self):
+        """The ``TimeMask`` of a cell built with ``frame_steps``, else None."""
+        return self._vib_masks.get("t")
+
+    # -- the step, gated by the frame mask -----------------------------------------------
+
+    def call(self, inputs, states, training=None):
+        if self.frame_steps is None:
+            return self.step(inputs, states, training)
+        if not self._frame_gated:
+            raise ValueError(f"{type(self).__name__} {self.name!r} has a TimeMask (frame_steps="
+                             f"{self.frame_steps}): run it in tf_vib.layers.VIBRNN, which feeds it the frame gates")
+        # A pruned step (gate 0) leaves every state as it was: the stripped layer skips it.
+        gate = inputs[:, -1:]
+        output, new_states = self.step(inputs[:, :-1], states, training)
+        old = tf.nest.flatten(states)
+        new = [gate * n + (1.0 - gate) * o for n, o in zip(tf.nest.flatten(new_states), old, strict=True)]
+        return gate * output + (1.0 - gate) * old[0], new
+
+    def step(self, inputs, states, training=None):
+        """One time step of the cell, without the frame gate: ``output, new_states``."""
+        raise NotImplementedError
 
     # -- dropout, as in Keras's cells (implementation 2: one mask for every gate) -------
 
@@ -318,6 +355,7 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
             "units": self.units,
             "masked_gates": self.masked_gates,
             "hard_gates": self.hard_gates,
+            "frame_steps": self.frame_steps,
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
             "activation": keras.activations.serialize(self.activation),
@@ -344,22 +382,45 @@ class VIBRNN(keras.layers.RNN, PrunableLayer):
     recurrent product. The outputs are those of ``RNN(cell)``. Any other cell, and
     nested or ragged inputs, run as in ``keras.layers.RNN``.
 
+    A cell with a ``TimeMask`` (``frame_steps=T``) gets each step's frame gate as the last
+    channel of that step's input (see ``tf_vib.layers.time_mask``); the layer then needs
+    inputs of exactly T steps, forwards in time.
+
     Args:
-      cell: a ``VIBLSTMCell`` or ``VIBGRUCell`` (other cells are accepted and run unchanged).
+      cell: a ``VIBLSTMCell``, ``VIBGRUCell`` or ``VIBSimpleRNNCell`` (other cells are
+        accepted and run unchanged).
       **kwargs: as for ``keras.layers.RNN``.
     """
 
+    def build(self, input_shape):
+        steps = getattr(self.cell, "frame_steps", None)
+        if steps is not None:
+            shape = tf.TensorShape(input_shape)
+            if self.go_backwards or self.time_major or shape.rank is None or shape.rank < 3 or shape[1] != steps:
+                raise ValueError(
+                    f"VIBRNN {self.name!r} has a TimeMask of {steps} frames: it needs inputs of shape "
+                    f"(batch, {steps}, features), go_backwards=False and time_major=False; received "
+                    f"input_shape={tuple(shape.as_list()) if shape.rank else shape}, "
+                    f"go_backwards={self.go_backwards}, time_major={self.time_major}"
+                )
+        super().build(input_shape)
+
     def call(self, inputs, mask=None, training=None, initial_state=None, constants=None):
         kwargs = {"mask": mask, "training": training, "initial_state": initial_state, "constants": constants}
-        if (not getattr(self.cell, "hoists_input_product", False) or tf.nest.is_nested(inputs)
-                or isinstance(inputs, tf.RaggedTensor)):
+        time_mask = getattr(self.cell, "time_mask", None)
+        if time_mask is None and (not getattr(self.cell, "hoists_input_product", False)
+                                  or tf.nest.is_nested(inputs) or isinstance(inputs, tf.RaggedTensor)):
             return super().call(inputs, **kwargs)
-        projected = self.cell.project_inputs(inputs)
-        self.cell._inputs_projected = True
+        hoist = self.cell.hoists_input_product
+        sequence = self.cell.project_inputs(inputs) if hoist else inputs
+        if time_mask is not None:
+            gates = time_mask.gates(tf.shape(inputs)[0], training)
+            sequence = tf.concat([sequence, tf.cast(gates, sequence.dtype)[..., tf.newaxis]], axis=-1)
+        self.cell._inputs_projected, self.cell._frame_gated = hoist, time_mask is not None
         try:
-            return super().call(projected, **kwargs)
+            return super().call(sequence, **kwargs)
         finally:
-            self.cell._inputs_projected = False
+            self.cell._inputs_projected = self.cell._frame_gated = False
 
     def get_prunable_weights(self):
         """tfmot's ``PrunableLayer`` contract: the cell's kernels."""

@@ -2,7 +2,18 @@
 
 from tf_vib._keras import keras, tf
 
-__all__ = ["SelectFeatures"]
+__all__ = ["SelectFeatures", "check_indices"]
+
+
+def check_indices(owner, indices):
+    """``indices`` as a list of ints, checked: non-empty, sorted, distinct, non-negative."""
+    indices = [int(i) for i in indices]
+    if not indices or any(i < 0 for i in indices) or sorted(set(indices)) != indices:
+        raise ValueError(
+            f"`indices` of {owner} must be a non-empty, sorted list of distinct non-negative ints; "
+            f"received indices={indices!r}"
+        )
+    return indices
 
 
 @keras.utils.register_keras_serializable(package="tf_vib")
@@ -21,13 +32,7 @@ class SelectFeatures(keras.layers.Layer):
 
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
-        indices = [int(i) for i in indices]
-        if not indices or any(i < 0 for i in indices) or sorted(set(indices)) != indices:
-            raise ValueError(
-                "`indices` of SelectFeatures must be a non-empty, sorted list of distinct "
-                f"non-negative ints; received indices={indices!r}"
-            )
-        self.indices = indices
+        self.indices = check_indices("SelectFeatures", indices)
         self.supports_masking = True
 
     def build(self, input_shape):

@@ -80,6 +80,7 @@ class VIBGRUCell(VIBRecurrentCell):
         reset_after=True,
         masked_gates=None,
         hard_gates="",
+        frame_steps=None,
         kl_factor=1e-4,
         kl_mult=1.0,
         keep_threshold=0.0,
@@ -98,7 +99,7 @@ class VIBGRUCell(VIBRecurrentCell):
         self._build_gate_masks()
         self.built = True
 
-    def call(self, inputs, states, training=None):
+    def step(self, inputs, states, training=None):
         h_tm1 = states[0] if tf.nest.is_nested(states) else states
         units = self.units
         input_bias = recurrent_bias = None

@@ -84,6 +84,7 @@ class VIBLSTMCell(VIBRecurrentCell):
         recurrent_dropout=0.0,
         masked_gates=None,
         hard_gates="",
+        frame_steps=None,
         kl_factor=1e-4,
         kl_mult=1.0,
         keep_threshold=0.0,
@@ -116,7 +117,7 @@ class VIBLSTMCell(VIBRecurrentCell):
         self._build_gate_masks()
         self.built = True
 
-    def call(self, inputs, states, training=None):
+    def step(self, inputs, states, training=None):
         h_tm1, c_tm1 = states[0], states[1]
         z = (self._input_projection(self._dropped_inputs(inputs, training))
              + keras.backend.dot(self._dropped_state(h_tm1, training), self.recurrent_kernel))

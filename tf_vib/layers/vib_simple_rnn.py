@@ -75,6 +75,7 @@ class VIBSimpleRNNCell(VIBRecurrentCell):
         recurrent_dropout=0.0,
         masked_gates=None,
         hard_gates="",
+        frame_steps=None,
         kl_factor=1e-4,
         kl_mult=1.0,
         keep_threshold=0.0,
@@ -91,7 +92,7 @@ class VIBSimpleRNNCell(VIBRecurrentCell):
         self._build_gate_masks()
         self.built = True
 
-    def call(self, inputs, states, training=None):
+    def step(self, inputs, states, training=None):
         h_tm1 = states[0] if isinstance(states, (list, tuple)) else states
         h = self._input_projection(self._dropped_inputs(inputs, training))
         if self.use_bias:
