@@ -50,8 +50,10 @@ def _joins(node, calls):
     if calls[id(layer)] > 1 and layer.weights:
         return False  # one set of weights for every call: they cannot follow one group
     tensors = list(node.keras_inputs) + node_outputs(node)
+    if any((t.shape.rank or 0) < 2 for t in tensors):
+        return False
     widths = {t.shape[-1] for t in tensors}
-    return len(widths) == 1 and None not in widths and all((t.shape.rank or 0) >= 2 for t in tensors)
+    return len(widths) == 1 and None not in widths
 
 
 def group_of(model, tensor, users, calls):
