@@ -179,6 +179,43 @@ def time_distributed_cnn_lstm():
     return Case(model.name, model, floats(*frames), labels(), "classifier")
 
 
+def _frame_cnn(name, block, frames):
+    frame = keras.Input(frames[1:])
+    return keras.Model(frame, L.GlobalAveragePooling2D()(block(frame)), name=name)
+
+
+def _hard_swish(x):
+    return L.Multiply()([x, L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)])
+
+
+def _nested_cnn(x):
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(x)))
+    return L.BatchNormalization()(L.DepthwiseConv2D(3)(x))
+
+
+def _mobilenet_block(x):
+    """A MobileNetV3-style inverted residual block (expand, depthwise, squeeze-and-excite,
+    project, residual Add) and its last 1x1 convolution with hard-swish."""
+    x = L.Rescaling(1 / 127.5, offset=-1.0)(x)
+    x = _hard_swish(L.BatchNormalization()(L.Conv2D(4, 3, strides=2, padding="same")(x)))
+    y = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 1)(x)))
+    y = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(y)))
+    excite = L.Conv2D(8, 1, activation="hard_sigmoid")(
+        L.Conv2D(2, 1, activation="relu")(L.GlobalAveragePooling2D(keepdims=True)(y)))
+    y = L.BatchNormalization()(L.Conv2D(4, 1)(L.Multiply()([y, excite])))
+    x = L.Add()([x, y])
+    return _hard_swish(L.BatchNormalization()(L.Conv2D(UNITS, 1)(x)))
+
+
+def cnn_lstm(name, block):
+    """A clip model whose per-frame CNN is a nested functional model (keras.applications style)."""
+    frames = (4, 8, 8, 3)
+    clip = keras.Input(frames)
+    features = L.TimeDistributed(_frame_cnn(f"{name}_cnn", block, frames))(clip)
+    model = _compiled(keras.Model(clip, L.Dense(CLASSES)(L.LSTM(UNITS)(features)), name=name))
+    return Case(model.name, model, floats(*frames), labels(), "classifier")
+
+
 # -- several inputs or outputs ------------------------------------------------------------
 
 def _two_input_graph():
@@ -259,6 +296,8 @@ BUILDERS = {
     "variable_length_gru": variable_length_gru,
     "conv1d_lstm": conv1d_lstm,
     "time_distributed_cnn_lstm": time_distributed_cnn_lstm,
+    "nested_cnn_lstm": functools.partial(cnn_lstm, "nested_cnn_lstm", _nested_cnn),
+    "mobilenet_style_lstm": functools.partial(cnn_lstm, "mobilenet_style_lstm", _mobilenet_block),
     "two_inputs_list": two_inputs_list,
     "two_inputs_dict": two_inputs_dict,
     "two_outputs": two_outputs,

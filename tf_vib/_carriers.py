@@ -1,11 +1,14 @@
 """Carriers (`tf_vib.registry`) take a channel record through: pooling, dropout,
-activations, BatchNormalization (its four vectors sliced), Concatenate (records joined)."""
+activations, BatchNormalization (its four vectors sliced), DepthwiseConv2D (its kernel and
+bias sliced), a Reshape of size-1 axes (its target width changed), elementwise merges
+(inputs alike), Concatenate (records joined)."""
 
 import numpy as np
 
+from tf_vib._graph import copy_layer
 from tf_vib._kept import Channels
 from tf_vib._keras import keras
-from tf_vib.registry import activation_values, rule_of
+from tf_vib.registry import MAX_POOLING, activation_values, inner_layer, rule_of
 
 __all__ = ["carry"]
 
@@ -15,13 +18,17 @@ def carry(call, inputs):
     layer, node = call.layer, call.node
     if isinstance(layer, keras.layers.Concatenate):
         return None, _concatenated(node, inputs)
-    channels = inputs[0]
+    channels = _alike(layer, inputs) if len(inputs) > 1 else inputs[0]
     rule = rule_of(layer)
-    inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+    inner = inner_layer(layer)
     if isinstance(inner, keras.layers.BatchNormalization):
         return _batch_norm(call, channels)
+    if isinstance(inner, keras.layers.DepthwiseConv2D):
+        return _depthwise(call, channels)
+    if isinstance(inner, keras.layers.Reshape) and len(channels.physical) != channels.total:
+        return _reshape(call, channels)
     if not rule.linear:
-        positive = isinstance(inner, (keras.layers.GlobalMaxPooling1D, keras.layers.MaxPooling1D))
+        positive = isinstance(inner, MAX_POOLING)
         ok_scale = np.all(channels.scale > 0) if positive else np.all(channels.scale == 1.0)
         zero_stays = positive or channels.live.all() or np.all(activation_values(inner, [0.0]) == 0)
         if not (ok_scale and zero_stays):
@@ -31,6 +38,45 @@ def carry(call, inputs):
                 "(add_vib_masks makes them so)"
             )
     return None, channels
+
+def _alike(layer, inputs):
+    """An elementwise merge needs every input's channels alike (one record)."""
+    first = inputs[0]
+    for other in inputs[1:]:
+        same = (first is not None and other is not None and first.total == other.total
+                and np.array_equal(first.physical, other.physical) and np.array_equal(first.scale, other.scale)
+                and np.array_equal(first.live, other.live))
+        if not same:
+            raise ValueError(
+                f"strip_masks cannot carry units through layer {layer.name!r} ({type(layer).__name__}): "
+                f"its inputs keep different channels, and an {type(layer).__name__} merges them unit by unit"
+            )
+    return first
+
+
+def _depthwise(call, channels):
+    """Slice a depthwise kernel (one filter per channel) and its bias; a unit's scale folds
+    into its filter. A present-but-pruned unit would become the bias, not 0: refused."""
+    layer = call.layer
+    if not channels.live.all():
+        raise ValueError(f"strip_masks cannot carry pruned-but-present units through {layer.name!r}: "
+                         "DepthwiseConv2D maps a zero unit to its bias")
+    weights = layer.get_weights()
+    kernel = np.take(weights[0], channels.physical, axis=2) * channels.scale[None, None, :, None]
+    new_layer = copy_layer(layer)
+    output = call.call(new_layer)
+    new_layer.set_weights([kernel.astype(np.float32)] + [w[channels.physical] for w in weights[1:]])
+    return output, Channels.subset(channels.physical, channels.total)
+
+
+def _reshape(call, channels):
+    layer = call.layer
+    config = layer.get_config()
+    inner = config["layer"]["config"] if isinstance(layer, keras.layers.TimeDistributed) else config
+    inner["target_shape"] = (*tuple(inner["target_shape"])[:-1], len(channels.physical))
+    output = call.call(type(layer).from_config(config))
+    return output, channels
+
 
 def _concatenated(node, inputs):
     if any(c is None for c in inputs):

@@ -6,11 +6,17 @@ magnitude pruning). Every layer type has one role:
 - ``RECURRENT``: LSTM, GRU, SimpleRNN (or ``RNN`` of their cells), and ``Bidirectional`` of
   them: VIB masks on its units, and its input kernel's rows follow pruned input features.
 - ``KERNEL``: reads its input through a kernel whose rows can be dropped (Dense, Conv1D,
-  ``TimeDistributed(Dense)``); Dense, Conv1D and Embedding can also drop output columns.
+  Conv2D, ``TimeDistributed`` of them); Dense, Conv1D and Embedding can also drop output
+  columns, and so can Conv2D and ``TimeDistributed`` producers in front of a FeatureMask
+  (``CHANNEL_PRODUCERS``, `tf_vib._channels`).
 - ``CARRIER``: carries each unit on its own, so removed units can be removed from it too.
   ``linear`` carriers commute with any per-unit scale (a mask mean folded further on);
   the others (elementwise activations, max pooling, BatchNormalization) need the units
-  unscaled, so the masks upstream of them are hard (``1[kept]``) at inference.
+  unscaled, so the masks upstream of them are hard (``1[kept]``) at inference. A CNN's
+  per-channel layers are carriers too: 2D pooling and padding, Rescaling, DepthwiseConv2D
+  (``depth_multiplier=1``: its kernel and bias are sliced), a Reshape that only adds or
+  drops size-1 axes, the elementwise merges (Add, Multiply... of tensors of one width) and
+  the TFOpLambda nodes of elementwise ops with scalar constants (hard-swish's ``x + 3``).
 - ``BREAKER``: mixes units (LayerNormalization, softmax, Flatten, attention) or is unknown:
   the units that reach it keep their width.
 
@@ -21,10 +27,11 @@ import dataclasses
 
 import numpy as np
 
-from tf_vib._keras import keras
+from tf_vib._keras import keras, tf
 
 __all__ = ["RECURRENT", "KERNEL", "CARRIER", "BREAKER", "Rule", "rule_of", "recurrent_kind",
-           "ELEMENTWISE_ACTIVATIONS", "COLUMN_PRODUCERS", "activation_values"]
+           "ELEMENTWISE_ACTIVATIONS", "COLUMN_PRODUCERS", "CHANNEL_PRODUCERS", "ELEMENTWISE_MERGES",
+           "activation_values", "inner_layer"]
 
 RECURRENT, KERNEL, CARRIER, BREAKER = "recurrent", "kernel", "carrier", "breaker"
 
@@ -46,14 +53,27 @@ class Rule:
     reason: str = ""
 
 
-_KERNEL_TYPES = (L.Dense, L.Conv1D)
+_KERNEL_TYPES = (L.Dense, L.Conv1D, L.Conv2D)
 #: Layers whose output columns stripping can drop when every reader prunes them.
 COLUMN_PRODUCERS = (L.Dense, L.Conv1D, L.Embedding)
-_IDENTITY_AT_INFERENCE = (L.Dropout, L.SpatialDropout1D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-                          L.ActivityRegularization)
-_LINEAR_POOLING = (L.GlobalAveragePooling1D, L.AveragePooling1D)
-_MAX_POOLING = (L.GlobalMaxPooling1D, L.MaxPooling1D)
+#: The same, for the channel groups of `tf_vib._channels` (a CNN's last convolution too).
+CHANNEL_PRODUCERS = (L.Dense, L.Conv1D, L.Conv2D, L.Embedding)
+_IDENTITY_AT_INFERENCE = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
+                          L.AlphaDropout, L.ActivityRegularization)
+_LINEAR_POOLING = (L.GlobalAveragePooling1D, L.AveragePooling1D, L.GlobalAveragePooling2D, L.AveragePooling2D,
+                   L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D)
+MAX_POOLING = (L.GlobalMaxPooling1D, L.MaxPooling1D, L.GlobalMaxPooling2D, L.MaxPooling2D)
 _ACTIVATION_LAYERS = (L.ReLU, L.LeakyReLU, L.ELU)
+#: Merges of same-shaped tensors, unit by unit (Concatenate is a carrier of its own kind).
+ELEMENTWISE_MERGES = (L.Add, L.Subtract, L.Average, L.Multiply, L.Maximum, L.Minimum)
+#: TFOpLambda functions that act on each unit on its own (with scalar constants), and
+#: whether they commute with a per-unit scale.
+_ELEMENTWISE_OPS = {
+    "__operators__.add": False, "math.add": False, "math.subtract": False, "__operators__.sub": False,
+    "math.multiply": True, "math.truediv": True, "math.divide": True,
+    "nn.relu": False, "nn.relu6": False, "math.sigmoid": False, "nn.sigmoid": False, "math.tanh": False,
+    "nn.silu": False, "nn.swish": False, "math.maximum": False, "math.minimum": False,
+}
 
 
 def recurrent_kind(layer):
@@ -64,6 +84,11 @@ def recurrent_kind(layer):
     if type(layer) is L.RNN:
         return {L.LSTMCell: "lstm", L.GRUCell: "gru", L.SimpleRNNCell: "simple_rnn"}.get(type(layer.cell))
     return None
+
+
+def inner_layer(layer):
+    """The layer a ``TimeDistributed`` wraps, or ``layer`` itself."""
+    return layer.layer if isinstance(layer, L.TimeDistributed) else layer
 
 
 def activation_name(activation):
@@ -80,9 +105,7 @@ def rule_of(layer):
         return Rule(KERNEL)
     if isinstance(layer, L.TimeDistributed):
         inner = rule_of(layer.layer)
-        if inner.role == KERNEL and isinstance(layer.layer, L.Dense):
-            return inner
-        if inner.role == CARRIER and not isinstance(layer.layer, L.BatchNormalization):
+        if inner.role in (KERNEL, CARRIER) and not isinstance(layer.layer, ELEMENTWISE_MERGES + (L.Concatenate,)):
             return inner
         return Rule(BREAKER, reason=f"TimeDistributed({type(layer.layer).__name__}) mixes units")
     if isinstance(layer, _IDENTITY_AT_INFERENCE) or isinstance(layer, _LINEAR_POOLING):
@@ -98,13 +121,62 @@ def rule_of(layer):
         if name in ELEMENTWISE_ACTIVATIONS:
             return Rule(CARRIER)
         return Rule(BREAKER, reason=f"activation {name!r} mixes units")
-    if isinstance(layer, _ACTIVATION_LAYERS) or isinstance(layer, _MAX_POOLING):
+    if isinstance(layer, _ACTIVATION_LAYERS) or isinstance(layer, MAX_POOLING):
         return Rule(CARRIER)
+    if isinstance(layer, ELEMENTWISE_MERGES):
+        return Rule(CARRIER, linear=isinstance(layer, (L.Add, L.Subtract, L.Average)))
+    cnn = _cnn_rule(layer)
+    if cnn is not None:
+        return cnn
     if isinstance(layer, L.BatchNormalization) and _last_axis(layer):
         return Rule(CARRIER)
     if isinstance(layer, L.Concatenate) and layer.axis == -1:
         return Rule(CARRIER, linear=True)
     return Rule(BREAKER, reason=f"{type(layer).__name__} is not known to keep units apart")
+
+
+def _cnn_rule(layer):
+    """The rules of a CNN's per-channel layers (keras.applications backbones), or None."""
+    if isinstance(layer, L.DepthwiseConv2D):
+        if layer.depth_multiplier == 1:
+            return Rule(CARRIER)
+        return Rule(BREAKER, reason=f"depth_multiplier={layer.depth_multiplier} makes several channels of one")
+    if isinstance(layer, L.Rescaling):
+        if np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0:
+            return Rule(CARRIER, linear=float(layer.offset) == 0.0)
+        return Rule(BREAKER, reason="Rescaling by a vector")
+    if isinstance(layer, L.Reshape):
+        return _reshape_rule(layer)
+    if type(layer).__name__ == "TFOpLambda":
+        function = layer.get_config()["function"]
+        if function in _ELEMENTWISE_OPS and _scalar_constants(layer):
+            return Rule(CARRIER, linear=_ELEMENTWISE_OPS[function])
+        return Rule(BREAKER, reason=f"TFOpLambda {function!r} is not known to keep units apart")
+    return None
+
+
+def _reshape_rule(layer):
+    """A Reshape that only adds or drops size-1 axes keeps each channel (an SE block's
+    ``Reshape((1, 1, C))``)."""
+    try:
+        source = tuple(layer.input_shape[1:])
+    except (AttributeError, RuntimeError):  # never called: its input is unknown
+        source = ()
+    target = tuple(layer.target_shape)
+    if source and source[-1] is not None and target[-1] == source[-1] and all(
+            d == 1 for d in source[:-1] + target[:-1]):
+        return Rule(CARRIER, linear=True)
+    return Rule(BREAKER, reason=f"Reshape to {target} moves units between axes")
+
+
+def _scalar_constants(layer):
+    """Whether every call of a TFOpLambda passes only scalars besides its tensors."""
+    for node in layer._inbound_nodes:
+        values = [v for v in tf.nest.flatten((node.call_args, node.call_kwargs))
+                  if getattr(v, "_keras_history", None) is None]
+        if any(not isinstance(v, (int, float, np.number)) and np.ndim(v) != 0 for v in values):
+            return False
+    return bool(layer._inbound_nodes)
 
 
 def _last_axis(layer):

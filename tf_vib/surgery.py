@@ -19,11 +19,9 @@ import numpy as np
 
 from tf_vib import bridge
 from tf_vib._carriers import carry
+from tf_vib._channels import drop_columns, droppable_columns
 from tf_vib._frames import frame_masked, kept_frames
 from tf_vib._graph import (
-    call_counts,
-    graph_nodes,
-    is_model_output,
     node_outputs,
     rebuild,
     tensor_users,
@@ -79,7 +77,7 @@ def _kernel_indices(layer):
 
 
 class _Stripper:
-    def __init__(self, model, threshold, min_units, input_features, input_frames="kept"):
+    def __init__(self, model, threshold, min_units, input_features, input_frames="kept", *, output_columns=None):
         self.model = model
         self.input_frames = input_frames
         self.frames = frame_masked(model)
@@ -92,7 +90,9 @@ class _Stripper:
         self.users = tensor_users(model)
         self.channels = {}
         self._feature_values = {}
-        self.columns = self._droppable_columns()
+        #: a nested model's: the channels of its output its caller keeps
+        self.output_columns = output_columns
+        self.columns = droppable_columns(model, self._wanted, output_kept=_kept_vector(model, output_columns))
 
     # -- masks ------------------------------------------------------------------------
 
@@ -116,36 +116,9 @@ class _Stripper:
         values.update({g: deterministic(m, kept[g]) for g, m in cell.vib_masks.items()})
         return values, forced
 
-    def _droppable_columns(self):
-        """``{layer name: kept columns}`` for Dense/Conv1D/Embedding layers whose every reader
-        (through carriers) is a FeatureMask that prunes some of their units."""
-        columns, calls = {}, call_counts(self.model)
-        for node in graph_nodes(self.model):
-            layer = node.layer
-            if type(layer) not in COLUMN_PRODUCERS or calls[id(layer)] > 1:
-                continue
-            kept = self._kept_downstream(node_outputs(node)[0])
-            if kept is not None and not kept.all():
-                columns[layer.name] = np.flatnonzero(kept)
-        return columns
-
-    def _kept_downstream(self, tensor):
-        readers = self.users.get(id(tensor), [])
-        if is_model_output(self.model, tensor) or not readers:
-            return None
-        kept = None
-        for node in readers:
-            layer = node.layer
-            if isinstance(layer, FeatureMask):
-                here = self.feature_mask_values(layer) != 0
-            elif rule_of(layer).role == CARRIER and len(node.keras_inputs) == 1:
-                here = self._kept_downstream(node_outputs(node)[0])
-            else:
-                return None
-            if here is None:
-                return None
-            kept = here if kept is None else kept | here
-        return kept
+    def _wanted(self, node):
+        """The channels a reader keeps (a FeatureMask's), or None when it reads them all."""
+        return self.feature_mask_values(node.layer) != 0 if isinstance(node.layer, FeatureMask) else None
 
     # -- the walk -----------------------------------------------------------------------
 
@@ -183,7 +156,11 @@ class _Stripper:
         stripped = rebuild(self.model, self.replace, new_input=self.new_input)
         for tensor in self.model.outputs:
             channels = self.channels.get(id(tensor))
-            if channels is not None and not channels.is_full:
+            if self.output_columns is not None:
+                if channels is None or not np.array_equal(channels.physical, self.output_columns):
+                    raise ValueError(f"strip_masks could not drop the output channels of nested model "
+                                     f"{self.model.name!r}")
+            elif channels is not None and not channels.is_full:
                 raise ValueError(
                     f"the output of layer {tensor._keras_history.layer.name!r} is a model "
                     "output, so its units cannot be removed or rescaled: put a Dense layer "
@@ -219,6 +196,8 @@ class _Stripper:
                 f"the nested model {layer.name!r} contains VIB layers: strip_masks needs them "
                 "at the top level of the model (call strip_masks on the nested model)"
             )
+        elif layer.name in self.columns and type(layer) not in COLUMN_PRODUCERS:
+            output, channels = self.strip_producer(call)
         elif layer.name in self.columns or (rule_of(layer).role in (KERNEL, RECURRENT) and main is not None
                                             and not main.is_full and len(inputs) == 1):
             output, channels = self.strip_consumer(call, main)
@@ -280,6 +259,24 @@ class _Stripper:
             )
         )
         return output, out_channels or [full_like(t) for t in node_outputs(call.node)]
+
+    def strip_producer(self, call):
+        """A channel source of `tf_vib._channels` (a Conv2D, a TimeDistributed layer, a nested
+        model) that makes only the channels its readers keep."""
+        layer, columns = call.layer, self.columns[call.layer.name]
+        inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+        if isinstance(inner, keras.Model):
+            sub = _Stripper(inner, self.threshold, self.min_units, "all", output_columns=columns)
+            new_inner = sub.run()
+            self.records.extend(sub.records)
+            new_layer = keras.layers.TimeDistributed(new_inner, name=layer.name) if inner is not layer else new_inner
+            output = call.call(new_layer)
+            channels = Channels.subset(columns, int(node_outputs(call.node)[0].shape[-1]))
+        else:
+            output, new_layer, channels = drop_columns(call, columns)
+            self.records.append(LayerRecord(layer.name, type(layer).__name__, channels.total, len(columns),
+                                            None, None, layer.count_params(), new_layer.count_params()))
+        return output, channels
 
     def strip_recurrent(self, call, source):
         layer = call.layer
@@ -366,6 +363,14 @@ class _Stripper:
                         layer.count_params(), layer.count_params())
         )
         return None, [full_like(t) for t in node_outputs(call.node)]
+
+
+def _kept_vector(model, columns):
+    if columns is None:
+        return None
+    kept = np.zeros(int(model.outputs[0].shape[-1]), bool)
+    kept[columns] = True
+    return kept
 
 
 def _units(layer):

@@ -15,7 +15,8 @@ What may be masked is decided before any training, from the layer registry
   reads the units of a hidden Dense, Conv1D or Embedding.
 
 A layer whose units cannot be removed keeps its width; ``MaskPlan.decisions`` says which
-and why. With the masks' means at exactly 1 (the warm start), the copy predicts as the
+and why, and so for the layers making the features a FeatureMask reads whose channels
+stripping cannot drop (`tf_vib._channels`: a CNN's last convolution behind a residual Add). With the masks' means at exactly 1 (the warm start), the copy predicts as the
 original.
 """
 
@@ -23,6 +24,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._channels import channel_decisions
 from tf_vib._frames import frame_target
 from tf_vib._graph import (
     call_counts,
@@ -219,6 +221,8 @@ def mask_plan(model, *, feature_masks=True, dense_masks=True):
         if parts or layer.name in blocked:
             decisions.setdefault(layer.name, LayerDecision(layer.name, type(layer).__name__, ", ".join(parts),
                                                            blocked.get(layer.name, "")))
+    for layer, reason in channel_decisions(model, masks):
+        decisions.setdefault(layer.name, LayerDecision(layer.name, type(layer).__name__, "", reason))
     return MaskPlan(units, masks, list(decisions.values()))
 
 
