@@ -22,6 +22,7 @@ from tf_vib._carriers import carry
 from tf_vib._channels import drop_columns, droppable_columns
 from tf_vib._frames import frame_masked, kept_frames
 from tf_vib._graph import (
+    graph_nodes,
     node_outputs,
     rebuild,
     tensor_users,
