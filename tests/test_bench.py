@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tf_vib.cli import bench, bench_report, main
+from tf_vib.bench import aggregate, report, runner
+from tf_vib.cli import main
 
 
 def _files(bytes_, latency, accuracy=0.9, verified=True):
@@ -32,7 +33,7 @@ def _record(seed, vib_params, vib_accuracy):
 
 def test_aggregate_means_ratios_and_spread():
     records = [_record(0, 1200, 0.96), _record(1, 1600, 0.95)]
-    table = bench_report.aggregate(records)
+    table = aggregate.aggregate(records)
     vib = table["vib"]
     assert vib["seeds"] == 2
     assert vib["lstm_params"][0] == pytest.approx(1400)
@@ -46,18 +47,18 @@ def test_aggregate_means_ratios_and_spread():
 
 
 def test_targets_are_checked_against_the_numbers():
-    met = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    met = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"JapaneseVowels": [_record(0, 1200, 0.96), _record(1, 1300, 0.955)]}))
     assert met["JapaneseVowels: >= 50x fewer LSTM parameters at <= 0.5 point mean drop"]
     assert met["JapaneseVowels: compressed float32 latency within 1.2x of the LSTM(8) floor"]
-    missed = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    missed = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"JapaneseVowels": [_record(0, 1200, 0.94)]}))  # a 2-point drop
     assert not missed["JapaneseVowels: >= 50x fewer LSTM parameters at <= 0.5 point mean drop"]
     # The int8 floor and the other data sets' floors are reported apart, as checks.
     runs = {"JapaneseVowels": [_record(0, 1200, 0.96)], "digits_rows": [_record(0, 1200, 0.96)]}
     assert not any("int8 latency" in t or "digits_rows: compressed float32 latency" in t
-                   for t, _, _ in bench_report.check_targets(runs))
-    further = {t: ok for t, _, ok in bench_report.further_checks(runs)}
+                   for t, _, _ in aggregate.check_targets(runs))
+    further = {t: ok for t, _, ok in aggregate.further_checks(runs)}
     assert sorted(further) == ["JapaneseVowels: compressed int8 latency within 1.2x of the LSTM(8) floor",
                                "digits_rows: compressed float32 latency within 1.2x of the LSTM(8) floor",
                                "digits_rows: compressed int8 latency within 1.2x of the LSTM(8) floor"]
@@ -82,7 +83,7 @@ def test_report_is_written_from_the_json(tmp_path):
     (results / "JapaneseVowels_latency_curve.json").write_text(json.dumps(
         {"units": [4, 8, 16], "input_shape": [29, 12], "float32_us": [18.0, 20.0, 27.0],
          "int8_us": [60.0, 70.0, 110.0]}))
-    written = bench_report.write_report(results, tmp_path / "docs", command="tf-vib bench")
+    written = report.write_report(results, tmp_path / "docs", command="tf-vib bench")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "`tf-vib bench`" in text and "## JapaneseVowels" in text
     assert "| JapaneseVowels | 0.20 | 0.28 | 1.40x |" in text
@@ -103,15 +104,15 @@ def test_report_is_written_from_the_json(tmp_path):
 
 
 def test_latency_curve_times_one_file_per_size_and_mode():
-    curve = bench.latency_curve("digits_rows", units=(4, 8), quick=True)
+    curve = runner.latency_curve("digits_rows", units=(4, 8), quick=True)
     assert curve["units"] == [4, 8] and curve["input_shape"] == [8, 8]
     assert len(curve["float32_us"]) == len(curve["int8_us"]) == 2
     assert all(0 < t < 1e5 for t in curve["float32_us"] + curve["int8_us"])
-    assert curve["latency_timing"] == bench.LATENCY_TIMING
+    assert curve["latency_timing"] == runner.LATENCY_TIMING
 
 
 def test_vib_epoch_time_alternates_the_two_models():
-    timing = bench.vib_epoch_time("JapaneseVowels", quick=True)
+    timing = runner.vib_epoch_time("JapaneseVowels", quick=True)
     assert timing["turns"] == 2
     assert 0 < timing["plain_epoch_s"] < 60 and 0 < timing["vib_epoch_s"] < 60
     assert 0.2 < timing["ratio"] < 20
@@ -126,11 +127,11 @@ def test_bench_rejects_unknown_names(tmp_path):
 
 @pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path):
-    record = bench.run_one("digits_rows", 0, ["vib", "lstm8 (scratch)"], quick=True, log=lambda _: None)
+    record = runner.run_one("digits_rows", 0, ["vib", "lstm8 (scratch)"], quick=True, log=lambda _: None)
     runs = record["runs"]
     assert set(runs) == {"baseline", "vib", "lstm8 (scratch)"}
     for run in runs.values():
-        assert set(run["files"]) == set(bench.MODES)
+        assert set(run["files"]) == set(runner.MODES)
     # Every float file meets its verification target. A quick model (3 epochs) calibrates
     # int8 coarsely: its int8 files are held to 2 points of Keras accuracy rather than the
     # converter's 1 (a run once gave 85.75% / 84.63%); trained models meet 1 point in
@@ -154,16 +155,16 @@ def _paper_record(vib_params, vib_accuracy, vib_latency):
 def test_paper_size_targets_are_checked_against_the_numbers():
     targets = {"paper-sized: >= 1000x fewer LSTM parameters, accuracy within 1 point",
                "paper-sized: >= 100x lower latency (float32 files)"}
-    met = dict((t, ok) for t, _, ok in bench_report.check_targets({"paper_size": [_paper_record(2000, 0.955, 50.0)]}))
+    met = dict((t, ok) for t, _, ok in aggregate.check_targets({"paper_size": [_paper_record(2000, 0.955, 50.0)]}))
     assert {t for t in targets if met[t]} == targets
-    missed = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    missed = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"paper_size": [_paper_record(40000, 0.94, 900.0)]}))  # 839x, a 2-point drop, 67x faster
     assert not any(missed[t] for t in targets)
 
 
 def test_batch_norm_recalibration_averages_the_batch_statistics():
     from tf_vib._keras import keras
-    from tf_vib.cli.bench_paper import _recalibrate_batch_norm
+    from tf_vib.bench.paper import _recalibrate_batch_norm
 
     norm = keras.layers.BatchNormalization(momentum=0.99)
     model = keras.Sequential([keras.Input((3,)), norm])
@@ -178,7 +179,7 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
 
 def test_pretraining_frames_are_single_frames_with_their_states():
     from tf_vib import datasets
-    from tf_vib.cli.bench_paper import ENCODER, pretraining_frames
+    from tf_vib.bench.paper import ENCODER, pretraining_frames
 
     frames, states = pretraining_frames(6, seed=3)
     assert frames.shape == (6, ENCODER["size"], ENCODER["size"], 3)
@@ -189,7 +190,7 @@ def test_pretraining_frames_are_single_frames_with_their_states():
 
 @pytest.mark.slow
 def test_quick_paper_size_run_end_to_end(tmp_path):
-    from tf_vib.cli.bench_paper import run_paper
+    from tf_vib.bench.paper import run_paper
 
     record = run_paper(tmp_path, quick=True, log=lambda _: None)
     runs = record["runs"]
@@ -208,7 +209,7 @@ def test_quick_paper_size_run_end_to_end(tmp_path):
 def test_file_table_names_the_modes_that_missed_verification():
     records = [_record(0, 1200, 0.96), _record(1, 1300, 0.96)]
     records[1]["runs"]["vib"]["files"]["int8"]["verified"] = False
-    text = bench_report._file_table(bench_report.aggregate(records))
+    text = report._file_table(aggregate.aggregate(records))
     vib_row = next(line for line in text.splitlines() if line.startswith("vib "))
     assert vib_row.rstrip().endswith("missed: int8 1/2")
     assert next(line for line in text.splitlines() if line.startswith("baseline")).rstrip().endswith("yes")
