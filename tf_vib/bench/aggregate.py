@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["load_results", "load_curves", "aggregate", "check_targets", "further_checks"]
+__all__ = ["load_results", "load_curves", "aggregate", "sweep_points", "check_targets", "further_checks"]
 
 FLOOR = "lstm8 (scratch)"
 TARGET_RATIOS = {"JapaneseVowels": 50.0, "digits_rows": 15.0}
@@ -48,13 +48,22 @@ def aggregate(records):
     methods = list(records[0]["runs"])
     table = {}
     for method in methods:
-        rows = [(r["runs"]["baseline"], r["runs"][method]) for r in records if method in r["runs"]]
+        chosen = [r for r in records if method in r["runs"]]
+        rows = [(r["runs"]["baseline"], r["runs"][method]) for r in chosen]
+        references = [r["runs"][r.get("reference", "baseline")] for r in chosen]
         entry = {"seeds": len(rows)}
-        for key in ("params", "lstm_params", "lstm_nonzero", "keras_accuracy", "seconds"):
-            entry[key] = _stat([m[key] for _, m in rows])
+        for key in ("params", "lstm_params", "lstm_nonzero", "keras_accuracy", "val_accuracy", "seconds"):
+            entry[key] = _stat([m.get(key) for _, m in rows])
         entry["lstm_ratio"] = _stat([b["lstm_params"] / max(m["lstm_params"], 1) for b, m in rows])
         entry["nonzero_ratio"] = _stat([b["lstm_nonzero"] / max(m["lstm_nonzero"], 1) for b, m in rows])
-        entry["drop_points"] = _stat([100 * (b["keras_accuracy"] - m["keras_accuracy"]) for b, m in rows])
+        entry["drop_points"] = _stat([100 * (ref["keras_accuracy"] - m["keras_accuracy"])
+                                      for ref, (_, m) in zip(references, rows, strict=True)])
+        # What finding the setting cost: the whole sweep's wall time (one run where no sweep).
+        entry["sweep_seconds"] = _stat([sum(p["seconds"] for p in r.get("sweeps", {}).get(method, [])
+                                            ) or r["runs"][method]["seconds"] for r in chosen])
+        entry["bound_met"] = [m.get("bound_met") for _, m in rows]
+        entry["points"] = list(dict.fromkeys(m["point"] for _, m in rows if m.get("point")))
+        entry["commits"] = sorted({m.get("stamp", {}).get("commit", "?") for _, m in rows})
         files = {}
         for mode in rows[0][1].get("files", {}):
             pairs = [(b["files"][mode], m["files"][mode], b["files"]["float32"]) for b, m in rows]
@@ -75,6 +84,23 @@ def aggregate(records):
     return table
 
 
+def sweep_points(records):
+    """Per method, per sweep point: sizes and accuracies over seeds, and in how many seeds the
+    point met the bound (``met``) of ``seeds``."""
+    table = {}
+    for method in records[0].get("sweeps", {}):
+        labels = [p["point"] for p in records[0]["sweeps"][method]]
+        entries = []
+        for label in labels:
+            found = [p for r in records for p in r.get("sweeps", {}).get(method, []) if p["point"] == label]
+            entry = {"point": label, "seeds": len(found), "met": sum(bool(p["met"]) for p in found)}
+            for key in ("lstm_params", "lstm_nonzero", "val_accuracy", "keras_accuracy", "seconds"):
+                entry[key] = _stat([p[key] for p in found])
+            entries.append(entry)
+        table[method] = entries
+    return table
+
+
 def _input_share(run):
     masks = [layer for layer in run.get("layers", []) if layer["kind"] == "FeatureMask"]
     if not masks:
@@ -85,7 +111,8 @@ def _input_share(run):
 def _floor_ratio(records, method, mode):
     """Latency of ``method`` over that of the LSTM(8) floor, per seed: ``(mean, std)`` or None."""
     values = [r["runs"][method]["files"][mode]["latency_us"] / r["runs"][FLOOR]["files"][mode]["latency_us"]
-              for r in records if method in r["runs"] and FLOOR in r["runs"]]
+              for r in records if method in r["runs"] and FLOOR in r["runs"]
+              and mode in r["runs"][method].get("files", {}) and mode in r["runs"][FLOOR].get("files", {})]
     return _stat(values) if values else None
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["LATENCY_TIMING", "model_record", "add_files", "scratch"]
+__all__ = ["LATENCY_TIMING", "model_record", "add_files", "train", "scratch"]
 
 #: How the files of a run were timed (recorded in each result, quoted by the report).
 LATENCY_TIMING = "interleaved per sample"
@@ -20,12 +20,14 @@ def _lstm_stats(model):
     return dense, nonzero
 
 
-def model_record(model, test, seconds, **extra):
+def model_record(model, test, seconds, *, val=None, **extra):
+    """Sizes, test (and validation) accuracy and wall time of one model: a JSON-ready dict."""
     from tf_vib.cli.deploy import accuracy
 
     dense, nonzero = _lstm_stats(model)
+    scores = {} if val is None else {"val_accuracy": accuracy(model, *val)}
     return {"params": int(model.count_params()), "lstm_params": dense, "lstm_nonzero": nonzero,
-            "keras_accuracy": accuracy(model, *test), "seconds": float(seconds), **extra}
+            **scores, "keras_accuracy": accuracy(model, *test), "seconds": float(seconds), **extra}
 
 
 def add_files(runs, figures):
@@ -37,11 +39,33 @@ def add_files(runs, figures):
         }
 
 
-def scratch(data, train, val, *, units, epochs, seed):
+def train(model, train_data, val, *, epochs, patience=None, teacher=None, distillation=None):
+    """Train ``model`` in place, its best validation-accuracy epoch restored; return the epochs run.
+
+    ``patience``: stop after that many epochs without a better validation accuracy (None:
+    run every epoch). ``teacher``: learn through ``tf_vib.Distiller`` with ``distillation``
+    (``{"alpha", "beta", "temperature"}``), as compress() fine-tunes.
+    """
+    from tf_vib import Distiller
+    from tf_vib._keras import keras
+
+    stop = keras.callbacks.EarlyStopping("val_accuracy", mode="max", restore_best_weights=True,
+                                         patience=epochs if patience is None else patience)
+    trained = model
+    if teacher is not None:
+        trained = Distiller(model, teacher, **distillation)
+        trained.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    history = trained.fit(*train_data, validation_data=val, epochs=epochs, batch_size=32, verbose=0,
+                          callbacks=[stop])
+    # The student's variables are the Distiller's: restoring the best epoch restored the model.
+    return {"epochs_run": len(history.history.get("loss", [])), "best_epoch": int(stop.best_epoch) + 1}
+
+
+def scratch(data, train_data, val, *, units, epochs, seed, patience=None, teacher=None, distillation=None):
+    """``build_lstm(units)`` trained by `train`: ``(model, training info)``."""
     from tf_vib.cli.demo import build_lstm
-    from tf_vib.training import BestWeights
 
     model = build_lstm(data, units=units, seed=seed)
-    keep = BestWeights(lambda e, logs: (logs.get("val_accuracy", 0.0), -logs.get("val_loss", 0.0)))
-    model.fit(*train, validation_data=val, epochs=epochs, batch_size=32, verbose=0, callbacks=[keep])
-    return model
+    info = train(model, train_data, val, epochs=epochs, patience=patience, teacher=teacher,
+                 distillation=distillation)
+    return model, info

@@ -58,7 +58,7 @@ def floor_lines(runs, curves):
                 mine, base = vib["files"].get(mode), floor["files"].get(mode)
                 cells += ([f"{mine['latency_us']:.1f}", f"{base['latency_us']:.1f}",
                            f"{mine['latency_us'] / base['latency_us']:.2f}x"] if mine and base else ["-"] * 3)
-            gather = "GATHER" in vib["files"]["float32"]["ops"]
+            gather = "GATHER" in vib["files"].get("float32", {}).get("ops", "")
             lines.append(f"| {dataset} | {record['seed']} | {layer} | {' | '.join(cells)} | "
                          f"{'yes' if gather else 'no'} |")
     lines.append("")

@@ -144,7 +144,7 @@ def run_paper(results, *, seed=0, quick=False, log=print):
     runs["vib"] = model_record(result.model, test, time.perf_counter() - started, layers=result.report.layers,
                           threshold=result.threshold)
     started = time.perf_counter()
-    floor = scratch(data, train, val, units=8, epochs=3 if quick else 100, seed=seed)
+    floor, _ = scratch(data, train, val, units=8, epochs=3 if quick else 100, seed=seed)
     runs["lstm8 (scratch)"] = model_record(floor, test, time.perf_counter() - started)
     models = {"baseline": baseline, "vib": result.model, "lstm8 (scratch)": floor}
     figures, _ = convert_and_measure(models, ("float32", "int8"), train[0], *test, repeats=5, rounds=3,

@@ -1,15 +1,16 @@
-"""``tf-vib bench``: tf-vib against other compression methods, side by side in one run.
+"""``tf-vib bench``: tf-vib against other compression methods, each at its best setting.
 
-For each data set and seed: one baseline ``LSTM(128) -> Dense`` on one split, then every
-method compresses that same baseline (``tf_vib.compress`` with the method's stages, the
-same fine-tuning budget), an ``LSTM(8)`` trained from scratch gives the latency floor,
-every model is converted to float32, dynamic-range, float16 and int8 TFLite, verified,
-and all files are timed side by side in this process. Each (data set, seed) is saved
-as JSON as soon as it is done, so an interrupted run resumes where it stopped;
-``tf_vib.bench.report`` turns the JSON into ``docs/benchmarks.md`` and its plots.
+For each data set and seed (`tf_vib.bench.seed.run_seed`): one baseline ``LSTM(128) ->
+Dense`` trained until validation stops improving, the baseline fine-tuned like every
+method (the reference when it validates better), and every method's sweep
+(`tf_vib.bench.methods`), each point cached with its commit and settings
+(`tf_vib.bench.cache`), so that a rerun trains only what a change touches. The choices
+are made on validation data (`tf_vib.bench.choice`); the chosen models are converted to
+TFLite, verified and timed side by side. ``tf_vib.bench.report`` turns the per-seed JSON
+into ``docs/benchmarks.md`` and its plots. ``--quick`` runs every sweep end to end on a
+tiny budget (60 sequences, 1 epoch, the first and last sweep points, float32 files).
 """
 
-import dataclasses
 import inspect
 import json
 import pathlib
@@ -18,88 +19,18 @@ import time
 
 import numpy as np
 
-from tf_vib.bench.common import LATENCY_TIMING, add_files, model_record, scratch
+from tf_vib.bench.common import LATENCY_TIMING
+from tf_vib.bench.data import DATASETS, load
+from tf_vib.bench.methods import METHODS
 
-__all__ = ["run", "METHODS", "DATASETS", "run_one", "vib_epoch_time"]
+__all__ = ["run", "METHODS", "DATASETS", "vib_epoch_time", "latency_curve"]
 
-MODES = ("float32", "dynamic", "float16", "int8")
 #: The LSTM sizes whose latency `latency_curve` measures on each data set's input shape.
 CURVE_UNITS = (4, 8, 12, 16, 20, 24, 32, 64, 128)
-ISS_STRENGTH = 1e-3
-
-#: method name -> keyword arguments of ``tf_vib.compress`` (None: trained from scratch).
-METHODS = {
-    "vib": {},
-    "vib+iss": {"iss": ISS_STRENGTH},
-    "iss": {"vib": False, "iss": ISS_STRENGTH},
-    **{f"magnitude {s:g}": {"vib": False, "magnitude_sparsity": s} for s in (0.5, 0.8, 0.9, 0.95, 0.98)},
-    "low-rank": {"vib": False, "low_rank": 0.9},
-    "vib+magnitude+cluster": {"magnitude_sparsity": 0.5, "clusters": 16},
-    "lstm8 (scratch)": None,
-}
-
-
-def _synthetic_pixels():
-    from tf_vib import datasets
-
-    data = datasets.synthetic_actions(40, frames=8, size=32)
-    flat = lambda x: x.reshape(len(x), x.shape[1], -1)  # noqa: E731  (8 frames of 3072 pixels)
-    return dataclasses.replace(data, x_train=flat(data.x_train), x_test=flat(data.x_test))
-
-
-def _load(name):
-    from tf_vib import datasets
-
-    return _synthetic_pixels() if name == "synthetic_actions" else datasets.load(name)
-
-
-DATASETS = ("JapaneseVowels", "digits_rows", "synthetic_actions")
 
 
 def _line(text):
     print(f"[tf-vib bench] {text}", flush=True)
-
-
-def run_one(dataset, seed, methods, *, quick=False, log=_line):
-    """Every method on one (data set, seed): a JSON-ready dict."""
-    from tf_vib import compress
-    from tf_vib.cli.demo import train_baseline
-    from tf_vib.cli.deploy import convert_and_measure
-
-    data = _load(dataset)
-    train, val = data.split_validation(0.2, seed=seed)
-    test = (data.x_test, data.y_test)
-    epochs = {"baseline": 3, "compress": {"epochs": 3, "finetune_epochs": 2}, "scratch": 3} if quick else {
-        "baseline": 60, "compress": {}, "scratch": 100}
-    log(f"{dataset} seed {seed}: baseline LSTM(128) on {len(train[0])} training sequences")
-    started = time.perf_counter()
-    baseline = train_baseline(data, *train, val, units=128, epochs=epochs["baseline"], seed=seed, verbose=0)
-    models = {"baseline": baseline}
-    runs = {"baseline": model_record(baseline, test, time.perf_counter() - started)}
-    for method in methods:
-        started = time.perf_counter()
-        if METHODS[method] is None:
-            log(f"{dataset} seed {seed}: {method}")
-            model = scratch(data, train, val, units=8, epochs=epochs["scratch"], seed=seed)
-            extra = {}
-        else:
-            log(f"{dataset} seed {seed}: {method} (compress{METHODS[method] or ' defaults'})")
-            result = compress(baseline, train, validation_data=val, test_data=test, seed=seed, verbose=0,
-                              **METHODS[method], **epochs["compress"])
-            model = result.model
-            extra = {"threshold": result.threshold, "layers": result.report.layers,
-                     "stages": [dataclasses.asdict(s) for s in result.report.stages],
-                     "trim": result.report.trim}
-        models[method] = model
-        runs[method] = model_record(model, test, time.perf_counter() - started, **extra)
-        log(f"  {runs[method]['lstm_params']:,} LSTM parameters ({runs[method]['lstm_nonzero']:,} nonzero), "
-            f"test accuracy {100 * runs[method]['keras_accuracy']:.2f}%")
-    figures, _ = convert_and_measure(models, MODES, train[0][:300], *test, repeats=5, rounds=3,
-                                     latency_samples=30, log=log)
-    add_files(runs, figures)
-    return {"dataset": dataset, "seed": seed, "quick": quick, "input_shape": list(data.input_shape),
-            "n_train": len(train[0]), "n_val": len(val[0]), "n_test": len(test[0]), "runs": runs,
-            "latency_timing": LATENCY_TIMING}
 
 
 def vib_epoch_time(dataset, *, epochs=8, quick=False):
@@ -116,7 +47,7 @@ def vib_epoch_time(dataset, *, epochs=8, quick=False):
     from tf_vib.training import TwoRateTrainer
     from tf_vib.wrap import add_vib_masks
 
-    data = _load(dataset)
+    data = load(dataset, quick=quick)
     train, val = data.split_validation(0.2, seed=0)
     epochs = 2 if quick else epochs
 
@@ -166,7 +97,7 @@ def latency_curve(dataset, *, units=CURVE_UNITS, quick=False):
     import converters
     from tf_vib._keras import keras
 
-    data = _load(dataset)
+    data = load(dataset, quick=quick)
     keras.utils.set_random_seed(0)
     files = {}
     for size in units:
@@ -205,6 +136,10 @@ def run(args):
     results = pathlib.Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        from tf_vib.bench.cache import Cache
+        from tf_vib.bench.seed import run_seed
+
+        cache = Cache(results, keep_stale=args.keep_stale)
         for dataset in args.datasets:
             timing = results / f"{dataset}_epoch_time.json"
             if not timing.exists():
@@ -215,13 +150,9 @@ def run(args):
                 _line(f"{dataset}: latency of LSTM(u) files for u in {list(CURVE_UNITS)}")
                 curve.write_text(json.dumps(latency_curve(dataset, quick=args.quick), indent=1))
             for seed in args.seeds:
-                path = results / f"{dataset}_seed{seed}.json"
-                if path.exists():
-                    _line(f"{dataset} seed {seed}: done before ({path}), skipped")
-                    continue
-                record = run_one(dataset, seed, args.methods, quick=args.quick)
+                record = run_seed(dataset, seed, args.methods, cache=cache, quick=args.quick, log=_line)
                 record["environment"] = _environment()
-                path.write_text(json.dumps(record, indent=1))
+                (results / f"{dataset}_seed{seed}.json").write_text(json.dumps(record, indent=1))
         paper = results / "paper_size_seed0.json"
         if args.paper_size and not paper.exists():
             from tf_vib.bench.paper import run_paper
@@ -242,6 +173,8 @@ def _command(args):
         parts.append("--seeds " + " ".join(map(str, args.seeds)))
     if args.paper_size:
         parts.append("--paper-size")
+    if sorted(args.methods) != sorted(METHODS):
+        parts.append("--methods " + " ".join(f"'{m}'" for m in args.methods))
     if args.quick:
         parts.append("--quick")
     return " ".join(parts)
