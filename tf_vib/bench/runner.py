@@ -133,6 +133,8 @@ def run(args):
     if unknown:
         raise SystemExit(f"tf-vib bench: unknown name(s) {unknown}; data sets: {list(DATASETS)}, "
                          f"methods: {list(METHODS)}")
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
     results = pathlib.Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
@@ -169,7 +171,7 @@ def _command(args):
     parts = ["tf-vib bench"]
     if sorted(args.datasets) != sorted(DATASETS):
         parts.append("--datasets " + " ".join(args.datasets))
-    if args.seeds != [0, 1, 2]:
+    if args.seeds != ([0] if args.quick else [0, 1, 2]):
         parts.append("--seeds " + " ".join(map(str, args.seeds)))
     if args.paper_size:
         parts.append("--paper-size")

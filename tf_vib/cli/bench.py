@@ -11,7 +11,8 @@ def add_command(commands):
         description=runner.__doc__,
     )
     parser.add_argument("--datasets", nargs="+", default=list(runner.DATASETS), help="data sets to run")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds (default 0 1 2; with --quick, 0)")
     parser.add_argument("--methods", nargs="+", default=list(runner.METHODS), help="methods to run")
     parser.add_argument("--results", default="benchmarks/results", help="folder of per-seed JSON and the cache")
     parser.add_argument("--docs", default="docs", help="where benchmarks.md and its plots go")
