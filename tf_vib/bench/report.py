@@ -14,7 +14,7 @@ from tf_vib.bench.aggregate import (
 from tf_vib.bench.data import HELD_OUT, MAX_STEPS, RESERVED, TUNING
 from tf_vib.bench.floor import floor_lines, plot_curves
 from tf_vib.bench.sweeps import method_table, plot_pareto, sweep_table
-from tf_vib.report import format_table
+from tf_vib.compress._summary import format_table
 
 __all__ = ["write_report"]
 

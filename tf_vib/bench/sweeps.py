@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tf_vib.report import format_table
+from tf_vib.compress._summary import format_table
 
 __all__ = ["fmt", "method_table", "sweep_table", "plot_pareto"]
 
