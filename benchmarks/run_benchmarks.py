@@ -1,10 +1,11 @@
-"""Regenerate docs/benchmarks.md: every data set, every method, seeds 0 1 2.
+"""Regenerate docs/benchmarks.md: every data set (tuning and held-out), every method's sweep, seeds 0 1 2.
 
     python benchmarks/run_benchmarks.py            # resumes from benchmarks/results/
     python benchmarks/run_benchmarks.py --fresh    # deletes the cached results first
 
-The same as ``tf-vib bench``; per-(data set, seed) results are kept as JSON in
-``benchmarks/results/`` so that an interrupted run resumes, and so that the report can be
+The same as ``tf-vib bench``; one result per (data set, seed, method, sweep point) is cached
+in ``benchmarks/results/cache/`` with its commit and settings (``tf_vib.bench.cache``), so that
+an interrupted run resumes, a rerun trains only what a change touches, and the report can be
 rewritten (``tf-vib bench --report-only``) without training again.
 """
 

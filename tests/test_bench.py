@@ -1,11 +1,15 @@
 """tf-vib bench: aggregation over seeds, target checks, the report, and a quick end-to-end run."""
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
-from tf_vib.cli import bench, bench_report, main
+from tf_vib.bench import aggregate, cache, choice, data, methods, report, runner
+from tf_vib.bench import seed as bench_seed
+from tf_vib.cli import main
 
 
 def _files(bytes_, latency, accuracy=0.9, verified=True):
@@ -32,7 +36,7 @@ def _record(seed, vib_params, vib_accuracy):
 
 def test_aggregate_means_ratios_and_spread():
     records = [_record(0, 1200, 0.96), _record(1, 1600, 0.95)]
-    table = bench_report.aggregate(records)
+    table = aggregate.aggregate(records)
     vib = table["vib"]
     assert vib["seeds"] == 2
     assert vib["lstm_params"][0] == pytest.approx(1400)
@@ -46,18 +50,18 @@ def test_aggregate_means_ratios_and_spread():
 
 
 def test_targets_are_checked_against_the_numbers():
-    met = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    met = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"JapaneseVowels": [_record(0, 1200, 0.96), _record(1, 1300, 0.955)]}))
     assert met["JapaneseVowels: >= 50x fewer LSTM parameters at <= 0.5 point mean drop"]
     assert met["JapaneseVowels: compressed float32 latency within 1.2x of the LSTM(8) floor"]
-    missed = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    missed = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"JapaneseVowels": [_record(0, 1200, 0.94)]}))  # a 2-point drop
     assert not missed["JapaneseVowels: >= 50x fewer LSTM parameters at <= 0.5 point mean drop"]
     # The int8 floor and the other data sets' floors are reported apart, as checks.
     runs = {"JapaneseVowels": [_record(0, 1200, 0.96)], "digits_rows": [_record(0, 1200, 0.96)]}
     assert not any("int8 latency" in t or "digits_rows: compressed float32 latency" in t
-                   for t, _, _ in bench_report.check_targets(runs))
-    further = {t: ok for t, _, ok in bench_report.further_checks(runs)}
+                   for t, _, _ in aggregate.check_targets(runs))
+    further = {t: ok for t, _, ok in aggregate.further_checks(runs)}
     assert sorted(further) == ["JapaneseVowels: compressed int8 latency within 1.2x of the LSTM(8) floor",
                                "digits_rows: compressed float32 latency within 1.2x of the LSTM(8) floor",
                                "digits_rows: compressed int8 latency within 1.2x of the LSTM(8) floor"]
@@ -82,7 +86,7 @@ def test_report_is_written_from_the_json(tmp_path):
     (results / "JapaneseVowels_latency_curve.json").write_text(json.dumps(
         {"units": [4, 8, 16], "input_shape": [29, 12], "float32_us": [18.0, 20.0, 27.0],
          "int8_us": [60.0, 70.0, 110.0]}))
-    written = bench_report.write_report(results, tmp_path / "docs", command="tf-vib bench")
+    written = report.write_report(results, tmp_path / "docs", command="tf-vib bench")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "`tf-vib bench`" in text and "## JapaneseVowels" in text
     assert "| JapaneseVowels | 0.20 | 0.28 | 1.40x |" in text
@@ -103,15 +107,15 @@ def test_report_is_written_from_the_json(tmp_path):
 
 
 def test_latency_curve_times_one_file_per_size_and_mode():
-    curve = bench.latency_curve("digits_rows", units=(4, 8), quick=True)
+    curve = runner.latency_curve("digits_rows", units=(4, 8), quick=True)
     assert curve["units"] == [4, 8] and curve["input_shape"] == [8, 8]
     assert len(curve["float32_us"]) == len(curve["int8_us"]) == 2
     assert all(0 < t < 1e5 for t in curve["float32_us"] + curve["int8_us"])
-    assert curve["latency_timing"] == bench.LATENCY_TIMING
+    assert curve["latency_timing"] == runner.LATENCY_TIMING
 
 
 def test_vib_epoch_time_alternates_the_two_models():
-    timing = bench.vib_epoch_time("JapaneseVowels", quick=True)
+    timing = runner.vib_epoch_time("JapaneseVowels", quick=True)
     assert timing["turns"] == 2
     assert 0 < timing["plain_epoch_s"] < 60 and 0 < timing["vib_epoch_s"] < 60
     assert 0.2 < timing["ratio"] < 20
@@ -122,24 +126,6 @@ def test_bench_rejects_unknown_names(tmp_path):
         main(["bench", "--datasets", "MNIST", "--results", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown name"):
         main(["bench", "--methods", "pruning", "--results", str(tmp_path)])
-
-
-@pytest.mark.slow
-def test_quick_bench_end_to_end(tmp_path):
-    record = bench.run_one("digits_rows", 0, ["vib", "lstm8 (scratch)"], quick=True, log=lambda _: None)
-    runs = record["runs"]
-    assert set(runs) == {"baseline", "vib", "lstm8 (scratch)"}
-    for run in runs.values():
-        assert set(run["files"]) == set(bench.MODES)
-    # Every float file meets its verification target. A quick model (3 epochs) calibrates
-    # int8 coarsely: its int8 files are held to 2 points of Keras accuracy rather than the
-    # converter's 1 (a run once gave 85.75% / 84.63%); trained models meet 1 point in
-    # test_converters.
-    missed = [(name, mode, f["verification"]) for name, run in runs.items() for mode, f in run["files"].items()
-              if not f["verified"] and (mode != "int8" or abs(f["tflite_accuracy"] - run["keras_accuracy"]) > 0.02)]
-    assert not missed
-    assert runs["lstm8 (scratch)"]["lstm_params"] == 4 * (8 * 8 + 8 * 8 + 8)
-    assert runs["vib"]["lstm_params"] <= runs["baseline"]["lstm_params"]
 
 
 def _paper_record(vib_params, vib_accuracy, vib_latency):
@@ -154,16 +140,16 @@ def _paper_record(vib_params, vib_accuracy, vib_latency):
 def test_paper_size_targets_are_checked_against_the_numbers():
     targets = {"paper-sized: >= 1000x fewer LSTM parameters, accuracy within 1 point",
                "paper-sized: >= 100x lower latency (float32 files)"}
-    met = dict((t, ok) for t, _, ok in bench_report.check_targets({"paper_size": [_paper_record(2000, 0.955, 50.0)]}))
+    met = dict((t, ok) for t, _, ok in aggregate.check_targets({"paper_size": [_paper_record(2000, 0.955, 50.0)]}))
     assert {t for t in targets if met[t]} == targets
-    missed = dict((t, ok) for t, _, ok in bench_report.check_targets(
+    missed = dict((t, ok) for t, _, ok in aggregate.check_targets(
         {"paper_size": [_paper_record(40000, 0.94, 900.0)]}))  # 839x, a 2-point drop, 67x faster
     assert not any(missed[t] for t in targets)
 
 
 def test_batch_norm_recalibration_averages_the_batch_statistics():
     from tf_vib._keras import keras
-    from tf_vib.cli.bench_paper import _recalibrate_batch_norm
+    from tf_vib.bench.paper import _recalibrate_batch_norm
 
     norm = keras.layers.BatchNormalization(momentum=0.99)
     model = keras.Sequential([keras.Input((3,)), norm])
@@ -178,7 +164,7 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
 
 def test_pretraining_frames_are_single_frames_with_their_states():
     from tf_vib import datasets
-    from tf_vib.cli.bench_paper import ENCODER, pretraining_frames
+    from tf_vib.bench.paper import ENCODER, pretraining_frames
 
     frames, states = pretraining_frames(6, seed=3)
     assert frames.shape == (6, ENCODER["size"], ENCODER["size"], 3)
@@ -189,7 +175,7 @@ def test_pretraining_frames_are_single_frames_with_their_states():
 
 @pytest.mark.slow
 def test_quick_paper_size_run_end_to_end(tmp_path):
-    from tf_vib.cli.bench_paper import run_paper
+    from tf_vib.bench.paper import run_paper
 
     record = run_paper(tmp_path, quick=True, log=lambda _: None)
     runs = record["runs"]
@@ -208,7 +194,179 @@ def test_quick_paper_size_run_end_to_end(tmp_path):
 def test_file_table_names_the_modes_that_missed_verification():
     records = [_record(0, 1200, 0.96), _record(1, 1300, 0.96)]
     records[1]["runs"]["vib"]["files"]["int8"]["verified"] = False
-    text = bench_report._file_table(bench_report.aggregate(records))
+    text = report._file_table(aggregate.aggregate(records))
     vib_row = next(line for line in text.splitlines() if line.startswith("vib "))
     assert vib_row.rstrip().endswith("missed: int8 1/2")
     assert next(line for line in text.splitlines() if line.startswith("baseline")).rstrip().endswith("yes")
+
+
+def test_frame_groups_consecutive_samples_padding_in_front():
+    x = np.arange(2 * 10, dtype=np.float32).reshape(2, 10, 1) + 1
+    framed = data.frame(x, max_steps=4)  # 3 samples per step, 2 zeros in front
+    assert framed.shape == (2, 4, 3)
+    np.testing.assert_array_equal(framed[0], [[0, 0, 1], [2, 3, 4], [5, 6, 7], [8, 9, 10]])
+    np.testing.assert_array_equal(framed[1, -1], [18, 19, 20])
+    assert data.frame(x, max_steps=10) is x
+
+
+def test_held_out_sets_are_framed_and_reserved_sets_refused():
+    arrow = data.load("ArrowHead")
+    assert arrow.x_train.shape == (36, 32, 8) and arrow.info["framed"] == {"steps": 251, "max_steps": 32}
+    assert {"ArrowHead", "OSULeaf", "ACSF1"} == set(data.HELD_OUT) <= set(runner.DATASETS)
+    assert not set(data.RESERVED) & set(runner.DATASETS)
+    for name in data.RESERVED:
+        with pytest.raises(ValueError, match=f"`name` {name!r} is reserved for independent checks"):
+            data.load(name)
+
+
+def _point(nonzero, val, test=0.5):
+    return {"lstm_nonzero": nonzero, "val_accuracy": val, "keras_accuracy": test}
+
+
+def test_choice_takes_the_smallest_point_within_the_bound_else_the_best_marked():
+    sweep = [_point(900, 0.95), _point(300, 0.93), _point(100, 0.80), _point(300, 0.94)]
+    assert choice.choose_point(sweep, 0.93) == (3, True)  # 300 twice: the better on validation
+    assert choice.choose_point(sweep, 0.96) == (0, False)
+    baseline = _point(1000, 0.95)
+    assert choice.choose_reference(baseline, ("ref", _point(1000, 0.95))) == "baseline"  # a tie
+    assert choice.choose_reference(baseline, ("ref", _point(1000, 0.96))) == "ref"
+    picked = choice.choose_all(baseline, {"ref": [_point(1000, 0.96)], "m": sweep}, 0.02, "ref")
+    assert picked == {"reference": "ref", "floor": pytest.approx(0.94),
+                      "chosen": {"ref": {"index": 0, "met": True}, "m": {"index": 3, "met": True}}}
+
+
+def test_choices_ignore_test_figures():
+    rng = np.random.default_rng(0)
+    sweeps = {"ref": [_point(1000, 0.96)], "m": [_point(int(n), v) for n, v in zip(
+        rng.integers(10, 1000, 12), rng.uniform(0.8, 1.0, 12), strict=True)]}
+    picked = choice.choose_all(_point(1000, 0.95), sweeps, 0.05, "ref")
+    for points in sweeps.values():
+        for p in points:
+            p["keras_accuracy"] = rng.uniform()
+    assert choice.choose_all(_point(1000, 0.95, test=0.1), sweeps, 0.05, "ref") == picked
+
+
+def test_cache_is_reused_unless_the_settings_change(tmp_path, monkeypatch):
+    from tf_vib.cli.demo import build_lstm
+
+    calls = []
+
+    def fake_point(settings, context, plan):  # a tiny model: the cache is under test, not training
+        calls.append(settings)
+        model = build_lstm(context["data"], units=2, seed=0)
+        return model, {"bound_drop": 0.1} if "units" not in settings else {}
+
+    monkeypatch.setattr(methods, "run_point", fake_point)
+    store = cache.Cache(tmp_path)
+    first = bench_seed.run_seed("digits_rows", 0, ["width (scratch)"], cache=store, quick=True, modes=(),
+                          log=lambda _: None)
+    assert len(calls) == 3  # the reference and LSTM(4), LSTM(8)
+    again = bench_seed.run_seed("digits_rows", 0, ["width (scratch)"], cache=cache.Cache(tmp_path), quick=True,
+                          modes=(), log=lambda _: None)
+    assert len(calls) == 3 and again["sweeps"] == first["sweeps"] and again["runs"] == first["runs"]
+    stamp = first["runs"]["width (scratch)"]["stamp"]
+    assert stamp["commit"] == store.commit and stamp["settings"]["budget"]["scratch_epochs"] == 2
+    plan = methods.budget(quick=True)
+    monkeypatch.setattr(methods, "budget", lambda quick=False: {**plan, "scratch_epochs": 3})
+    bench_seed.run_seed("digits_rows", 0, ["width (scratch)"], cache=cache.Cache(tmp_path), quick=True, modes=(),
+                  log=lambda _: None)
+    assert len(calls) == 6  # the budget changed: every point reran (the baseline's settings did not)
+    store.code = "other code"
+    assert store.get("digits_rows", 0, "baseline", stamp["settings"]) is None
+    store.keep_stale = True
+    assert store.get("digits_rows", 0, "width (scratch)", stamp["settings"])["point"] == "LSTM(4)"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The benchmark's quick mode, every method, one seed, and its report (deterministic ops,
+    so that the shuffled-labels run can be compared with it figure for figure)."""
+    import time
+
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    folder = tmp_path_factory.mktemp("bench")
+    started = time.perf_counter()
+    record = bench_seed.run_seed("digits_rows", 0, list(runner.METHODS), cache=cache.Cache(folder / "results"),
+                           quick=True, log=lambda _: None)
+    record["seconds"] = time.perf_counter() - started
+    (folder / "results" / "digits_rows_seed0.json").write_text(json.dumps(record))
+    report.write_report(folder / "results", folder / "docs", command="tf-vib bench --quick")
+    return folder, record
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_every_sweep_end_to_end(quick_run):
+    _, record = quick_run
+    for method in runner.METHODS:
+        assert [p["point"] for p in record["sweeps"][method]] == [label for label, _ in
+                                                                  methods.points(method, quick=True)]
+        assert all(p["stamp"]["settings"]["method"] == method for p in record["sweeps"][method])
+    assert set(record["runs"]) == {"baseline", methods.FLOOR, *runner.METHODS}
+    for name, run in record["runs"].items():
+        assert run["files"]["float32"]["verified"], (name, run["files"]["float32"]["verification"])
+    assert record["runs"][methods.FLOOR]["lstm_params"] == 4 * (8 * 8 + 8 * 8 + 8)
+    assert record["reference"] in ("baseline", methods.REFERENCE)
+    assert record["runs"]["magnitude"]["stamp"]["settings"]["budget"]["magnitude_epochs"] == 2
+
+
+def _row(text, name):
+    """The cells of the report's plain-text table row of ``name``."""
+    line = next(line for line in text.splitlines() if re.match(rf"{re.escape(name)}\s{{2,}}", line))
+    return re.split(r"\s{2,}", line.strip())
+
+
+@pytest.mark.slow
+def test_report_figures_equal_those_recomputed_from_the_json(quick_run):
+    folder, _ = quick_run
+    record = json.loads((folder / "results" / "digits_rows_seed0.json").read_text())
+    text = (folder / "docs" / "benchmarks.md").read_text()
+    reference = record["runs"][record["reference"]]
+    for method in runner.METHODS:
+        run = record["runs"][method]
+        cells = _row(text, method)
+        assert cells[1] == run["point"]
+        assert cells[2] == f"{run['lstm_params']:,}"
+        assert cells[3] == f"{record['runs']['baseline']['lstm_params'] / run['lstm_params']:.1f}x"
+        assert cells[7] == f"{100 * run['val_accuracy']:.2f} ± 0.00"
+        assert cells[8] == f"{100 * run['keras_accuracy']:.2f} ± 0.00"
+        assert cells[9] == f"{100 * (reference['keras_accuracy'] - run['keras_accuracy']):.2f} ± 0.00"
+        within = run["val_accuracy"] >= record["floor"] - 1e-12
+        assert cells[10] == ("yes" if within else "**no**")
+        assert cells[-2] == f"{sum(p['seconds'] for p in record['sweeps'][method]):,.0f}"
+        assert cells[-1] == run["stamp"]["commit"]
+    assert (folder / "docs" / "img" / "bench_digits_rows.png").stat().st_size > 1000
+    table = text[text.index("Every sweep point"):].split("```")[1]
+    rows = {tuple(cells[:2]): cells[2:] for cells in (re.split(r"\s{2,}", line.strip())
+                                                       for line in table.strip().splitlines()[2:])}
+    assert len(rows) == sum(len(points) for points in record["sweeps"].values())
+    for method, points in record["sweeps"].items():
+        for point in points:
+            assert rows[method, point["point"]] == [
+                f"{point['lstm_nonzero']:,}", f"{100 * point['val_accuracy']:.2f} ± 0.00",
+                f"{100 * point['keras_accuracy']:.2f} ± 0.00", "1/1" if point["met"] else "0/1 *",
+                f"{point['seconds']:,.0f}"]
+
+
+@pytest.mark.slow
+def test_no_choice_changes_when_the_test_labels_are_shuffled(quick_run, tmp_path, monkeypatch):
+    _, record = quick_run
+    load = data.load
+
+    def shuffled(name, quick=False):
+        loaded = load(name, quick=quick)
+        labels = np.random.default_rng(5).permutation(loaded.y_test)
+        return dataclasses.replace(loaded, y_test=labels)
+
+    monkeypatch.setattr(data, "load", shuffled)
+    names = ["vib", "iss", "width (scratch)"]
+    other = bench_seed.run_seed("digits_rows", 0, names, cache=cache.Cache(tmp_path), quick=True, modes=(),
+                          log=lambda _: None)
+    assert other["reference"] == record["reference"] and other["floor"] == record["floor"]
+    for method in [methods.REFERENCE, *names]:
+        assert other["chosen"][method] == record["chosen"][method], method
+        assert [p.get("threshold") for p in other["sweeps"][method]] == [
+            p.get("threshold") for p in record["sweeps"][method]]
+        assert [p["val_accuracy"] for p in other["sweeps"][method]] == [
+            p["val_accuracy"] for p in record["sweeps"][method]]

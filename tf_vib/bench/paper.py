@@ -125,7 +125,7 @@ def paper_features(results, *, seed=0, quick=False, log=print):
 def run_paper(results, *, seed=0, quick=False, log=print):
     """Baseline LSTM(2048), tf-vib, and the LSTM(8) floor on the encoder's features: a JSON dict."""
     from tf_vib import compress
-    from tf_vib.cli.bench import LATENCY_TIMING, _add_files, _record, _scratch
+    from tf_vib.bench.common import LATENCY_TIMING, add_files, model_record, scratch
     from tf_vib.cli.demo import train_baseline
     from tf_vib.cli.deploy import convert_and_measure
 
@@ -137,19 +137,19 @@ def run_paper(results, *, seed=0, quick=False, log=print):
     log(f"baseline LSTM({units}) on {data.input_shape} features of {len(train[0])} clips")
     started = time.perf_counter()
     baseline = train_baseline(data, *train, val, units=units, epochs=3 if quick else 30, seed=seed, verbose=2)
-    runs = {"baseline": _record(baseline, test, time.perf_counter() - started)}
+    runs = {"baseline": model_record(baseline, test, time.perf_counter() - started)}
     started = time.perf_counter()
     result = compress(baseline, train, validation_data=val, test_data=test, seed=seed, verbose=1,
                       **({"epochs": 3, "finetune_epochs": 2} if quick else {}))
-    runs["vib"] = _record(result.model, test, time.perf_counter() - started, layers=result.report.layers,
+    runs["vib"] = model_record(result.model, test, time.perf_counter() - started, layers=result.report.layers,
                           threshold=result.threshold)
     started = time.perf_counter()
-    floor = _scratch(data, train, val, units=8, epochs=3 if quick else 100, seed=seed)
-    runs["lstm8 (scratch)"] = _record(floor, test, time.perf_counter() - started)
+    floor, _ = scratch(data, train, val, units=8, epochs=3 if quick else 100, seed=seed)
+    runs["lstm8 (scratch)"] = model_record(floor, test, time.perf_counter() - started)
     models = {"baseline": baseline, "vib": result.model, "lstm8 (scratch)": floor}
     figures, _ = convert_and_measure(models, ("float32", "int8"), train[0], *test, repeats=5, rounds=3,
                                      latency_samples=len(test[0]), log=log)
-    _add_files(runs, figures)
+    add_files(runs, figures)
     return {"dataset": "paper_size", "seed": seed, "quick": quick, "encoder": {**ENCODER, **info},
             "input_shape": list(data.input_shape), "n_train": len(train[0]), "n_val": len(val[0]),
             "n_test": len(test[0]), "runs": runs, "latency_timing": LATENCY_TIMING}
