@@ -21,6 +21,7 @@ from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.compression_report import CompressionReport, StageResult
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.lowrank import low_rank as factorise
+from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE
 from tf_vib.regularizers import ISSPenalty, zero_small_groups
 from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
 from tf_vib.selection import (
@@ -61,7 +62,7 @@ DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: LSTM(13) takes 1.25-1.28x the time of LSTM(8) where LSTM(12) takes 1.13-1.15x), so a
 #: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. What is not trimmed,
 #: the converter pads to the same multiple in the float modes (``AUTO_UNIT_MULTIPLE``).
-UNIT_MULTIPLE = 4
+UNIT_MULTIPLE = FUSED_LSTM_UNIT_MULTIPLE
 
 #: The training-set size above which the default KL weight stops shrinking.
 KL_SAMPLES_CAP = 256

@@ -5,14 +5,14 @@ import numpy as np
 from converters.plan._common import LayerPlan, clone_with, has_input_mask, one_kernel_consumer
 from tf_vib._graph import call_counts, graph_nodes, tensor_users
 from tf_vib._keras import keras, tf
-from tf_vib.compress import UNIT_MULTIPLE
+from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE
 
 __all__ = ["AUTO_UNIT_MULTIPLE", "resolve_unit_multiple", "padded_units", "pad_units"]
 
 #: ``unit_multiple="auto"``: the fused LSTM's units are padded to a multiple of this in the
 #: float modes (float32, dynamic, float16), and left as they are in int8 (see `pad_units`).
 #: It is the multiple compress() trims its LSTMs to when accuracy allows.
-AUTO_UNIT_MULTIPLE = UNIT_MULTIPLE
+AUTO_UNIT_MULTIPLE = FUSED_LSTM_UNIT_MULTIPLE
 
 
 def resolve_unit_multiple(unit_multiple, quantization):

@@ -28,11 +28,14 @@ import numpy as np
 
 from converters.plan._common import LayerPlan, has_input_mask
 from tf_vib._keras import keras, tf
+from tf_vib.registry import recurrent_kind
 
 __all__ = ["plan_layer", "recurrent_label", "UnrolledGRU", "UnrolledSimpleRNN", "UnrolledBidirectional"]
 
 
 def recurrent_label(layer):
+    """What messages and plans call a recurrent layer (``RNN(GRUCell)``, ``Bidirectional(LSTM)``,
+    a custom RNN's class), or None for other layers."""
     cell = getattr(layer, "cell", None)
     if type(layer) is keras.layers.LSTM:
         return "LSTM"
@@ -54,7 +57,8 @@ def recurrent_label(layer):
     return None
 
 
-_UNROLLABLE = ("GRU", "RNN(GRUCell)", "SimpleRNN", "RNN(SimpleRNNCell)")
+#: The kinds (`tf_vib.registry.recurrent_kind`) that have an unrolled int8 form.
+_UNROLLABLE = ("gru", "simple_rnn")
 
 
 def _plan_bidirectional(layer, node, int8, recurrent_plan):
@@ -80,7 +84,7 @@ def _plan_bidirectional(layer, node, int8, recurrent_plan):
               else "it returns its states" if layer.return_state
               else "merge_mode=None gives two outputs" if layer.merge_mode is None
               else "its backward layer differs from its forward one" if recurrent_label(backward) != inner
-              else None if inner in _UNROLLABLE else "it has no int8 plan")
+              else None if recurrent_kind(forward) in _UNROLLABLE else "it has no int8 plan")
     if reason is not None:
         raise ValueError(
             f"layer {layer.name!r} ({kind}) would become two WHILE loops, and full-int8 conversion "
@@ -97,7 +101,7 @@ def plan_layer(layer, node, int8, recurrent_plan):
         return _plan_bidirectional(layer, node, int8, recurrent_plan)
     kind = recurrent_label(layer)
     masked = has_input_mask(node)
-    fusable = kind in ("LSTM", "RNN(LSTMCell)") and not masked and not layer.stateful
+    fusable = recurrent_kind(layer) == "lstm" and not masked and not layer.stateful
     if fusable:
         dropout = getattr(layer.cell, "dropout", 0) or getattr(layer.cell, "recurrent_dropout", 0)
         replacement = _as_lstm(layer) if kind != "LSTM" or layer.unroll or dropout else None
@@ -105,7 +109,7 @@ def plan_layer(layer, node, int8, recurrent_plan):
     if not int8 or recurrent_plan == "loop":
         why = " (its input carries a Keras mask)" if masked else ""
         return LayerPlan(layer.name, kind, f"WHILE loop{why}"), None
-    if masked or layer.stateful or kind not in _UNROLLABLE:
+    if masked or layer.stateful or recurrent_kind(layer) not in _UNROLLABLE:
         reason = ("its input carries a Keras mask (remove the Masking layer or mask_zero)"
                   if masked else "it is stateful" if layer.stateful else "it has no int8 plan")
         raise ValueError(
@@ -117,7 +121,7 @@ def plan_layer(layer, node, int8, recurrent_plan):
 
 
 def _unrolled(layer):
-    return (UnrolledGRU if "GRU" in recurrent_label(layer) else UnrolledSimpleRNN).from_layer(layer)
+    return (UnrolledGRU if recurrent_kind(layer) == "gru" else UnrolledSimpleRNN).from_layer(layer)
 
 
 def _as_lstm(layer):
