@@ -3,7 +3,9 @@
 `prepare` is the entry point. What each recurrent layer becomes (and the table of it) is in
 `converters.plan.recurrent`; the ``SelectFeatures`` folding in `converters.plan.features`;
 the fused LSTM's unit padding in `converters.plan.padding`; the traced function in
-`converters.plan.export`.
+`converters.plan.export`; ``quantization="auto"``'s per-layer modes in
+`converters.plan.quantization`; the input standardisation inside the file in
+`converters.plan.standardize`.
 """
 
 from converters.inputs import input_specs
@@ -16,6 +18,7 @@ from converters.plan.padding import (
     padded_units,
     resolve_unit_multiple,
 )
+from converters.plan.quantization import auto_plan, float_layer_ops, load_cost_table
 from converters.plan.recurrent import (
     UnrolledBidirectional,
     UnrolledGRU,
@@ -23,6 +26,7 @@ from converters.plan.recurrent import (
     plan_layer,
     recurrent_label,
 )
+from converters.plan.standardize import check_standardize
 from tf_vib._graph import graph_nodes, rebuild
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.base import is_vib_layer
@@ -41,6 +45,11 @@ __all__ = [
     "UnrolledBidirectional",
     "export_function",
     "unsupported_ops",
+    "auto_plan",
+    "float_layer_ops",
+    "load_cost_table",
+    "check_standardize",
+    "file_metadata",
 ]
 
 
@@ -72,7 +81,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     for node in graph_nodes(model):
         if recurrent_label(node.layer) is None:
             continue
-        plan, replacement = plan_layer(node.layer, node, quantization == "int8", recurrent_plan)
+        plan, replacement = plan_layer(node.layer, node, quantization in ("int8", "auto"), recurrent_plan)
         plans.append(plan)
         if replacement is not None:
             replacements[id(node.layer)] = replacement
@@ -94,3 +103,19 @@ def _with_fixed_steps(model, specs):
 
     return rebuild(model, new_input=new_input)
 
+
+def file_metadata(quantization_plans, standardize):
+    """The file's ``tf_vib`` metadata entry (read back by `converters.describe_tflite`), or None.
+
+    Args:
+      quantization_plans: the ``auto`` plan's `LayerPlan` list, or None for the other modes.
+      standardize: ``(mean, std)`` from `check_standardize`, or None.
+    """
+    metadata = {}
+    if quantization_plans is not None:
+        metadata["quantization_plan"] = [
+            {"layer": p.name, "kind": p.kind, "mode": p.becomes.split()[0], "why": p.becomes}
+            for p in quantization_plans]
+    if standardize is not None:
+        metadata["input_standardization"] = {"mean": standardize[0].tolist(), "std": standardize[1].tolist()}
+    return metadata or None

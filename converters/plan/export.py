@@ -9,15 +9,19 @@ __all__ = ["export_function", "unsupported_ops"]
 _PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
-def export_function(model, specs):
+def export_function(model, specs, standardize=None):
     """The model's inference as a ``tf.function`` with a fixed input signature.
 
     Its outputs are a dict by `output_names`; the worker puts the file's inputs and
-    outputs in the Keras model's order.
+    outputs in the Keras model's order. ``standardize``, ``(mean, std)`` from
+    `converters.plan.standardize.check_standardize`, makes the function take raw inputs.
     """
     names, structure = output_names(model), model.input
 
     def call(*inputs):
+        if standardize is not None:
+            # A multiply by 1/std, not a divide: TFLite's DIV has no int8 kernel.
+            inputs = ((inputs[0] - standardize[0]) * (1.0 / standardize[1]),)
         nested = inputs[0] if len(inputs) == 1 else tf.nest.pack_sequence_as(structure, list(inputs))
         outputs = tf.nest.flatten(model(nested, training=False))
         return dict(zip(names, outputs, strict=True))

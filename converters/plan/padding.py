@@ -18,7 +18,7 @@ AUTO_UNIT_MULTIPLE = FUSED_LSTM_UNIT_MULTIPLE
 def resolve_unit_multiple(unit_multiple, quantization):
     """The multiple the fused LSTMs' units are padded to: an int >= 1 (1: no padding)."""
     if unit_multiple == "auto":
-        return 1 if quantization == "int8" else AUTO_UNIT_MULTIPLE
+        return 1 if quantization in ("int8", "auto") else AUTO_UNIT_MULTIPLE
     if isinstance(unit_multiple, bool) or not isinstance(unit_multiple, (int, np.integer)) or unit_multiple < 1:
         raise ValueError(f"`unit_multiple` must be 'auto' or an integer >= 1 (1: no padding); "
                          f"received {unit_multiple!r}")
