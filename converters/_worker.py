@@ -64,8 +64,8 @@ def denylisted_nodes(calibrated, float_layers):
 
     An op is a layer's when it has the layer's op type and an input of its weights' shape
     (`converters.plan.quantization.float_layer_ops`): TFLite names a fused LSTM's output
-    ``tfl.unidirectional_sequence_lstm``, not after the layer. Two layers with the same op
-    and weight shape have the same size, so the plan gave them the same mode.
+    ``tfl.unidirectional_sequence_lstm``, not after the layer. A layer that shares its op and
+    weight shape with a float one is planned float as well (`converters.plan.quantization.auto_plan`).
     """
     from tensorflow.lite.python import schema_py_generated as schema
 

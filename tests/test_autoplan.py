@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import converters
+from converters import plan as planning
 from converters import tflite as tflite_module
 from converters.plan.quantization import DEFAULT_COST_TABLE, load_cost_table
 from converters.runtime import load_interpreter
@@ -20,7 +21,7 @@ def data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, *IMAGE)).astype(np.float32)
     offsets = rng.normal(size=(256, 2)).astype(np.float32)
-    x[..., :2] += offsets[:, None, None, :]
+    x[..., :2] += 3 * offsets[:, None, None, :]
     # Three classes by the signs of two channels' offsets: easy, so int8 keeps the accuracy.
     y = (offsets > 0).sum(axis=1)
     return x, y
@@ -36,12 +37,12 @@ def cnn_lstm(data):
     x, y = data
     keras.utils.set_random_seed(0)
     inputs = keras.Input(IMAGE)
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv")(inputs)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="tanh", name="conv")(inputs)
     h = keras.layers.Reshape((8, 256))(keras.layers.AveragePooling2D(4)(h))
     h = keras.layers.LSTM(4, name="lstm")(h)
     model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    model.fit(x[:192], y[:192], epochs=3, batch_size=32, verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy")
+    model.fit(x[:192], y[:192], epochs=6, batch_size=32, verbose=0)
     return model
 
 
@@ -66,6 +67,7 @@ def test_the_shipped_table_keeps_a_small_lstm_float_and_makes_the_convolution_in
     assert "conv (Conv2D) -> int8 (cost table" in text and "lstm (LSTM) -> float32 (cost table" in text
     verification = converters.verify(cnn_lstm, flat, x[192:], y[192:])
     assert verification.quantization == "int8" and verification.passed, verification
+    assert verification.keras_accuracy > 0.6  # a model that learned: the int8 target is not trivial
 
 
 def test_a_table_that_says_the_reverse_gives_the_reverse_plan(cnn_lstm, data):
@@ -160,3 +162,19 @@ def test_the_file_standardises_raw_inputs_itself():
     # Without the standardisation the same raw values give other outputs: the ops matter.
     plain = load_interpreter(converters.to_tflite(model, quantization="float32", isolate=False)).predict(raw)
     assert np.abs(plain - got).max() > 1e-2
+
+
+def test_a_layer_sharing_a_float_layers_op_and_weight_shape_is_planned_float():
+    """The worker finds a float layer's ops by op type and weight shape, so such a twin stays float too."""
+    inputs = keras.Input((100, 16))
+    wide = keras.layers.Dense(16, name="per_step")(inputs)  # 100 x 256 MACs: int8 by the table
+    pooled = keras.layers.GlobalAveragePooling1D()(wide)
+    model = keras.Model(inputs, keras.layers.Dense(16, name="head")(pooled))  # 256 MACs: float32
+    table = load_cost_table({"costs": {"ai-edge-litert": {"dense": [{"macs": 256, "float32": 1, "int8": 2},
+                                                                    {"macs": 25600, "float32": 2, "int8": 1}]}}})
+    plans, floats = planning.auto_plan(model, table, "ai-edge-litert")
+    assert [str(p) for p in plans] == [
+        "per_step (Dense) -> float32 (cost table: int8/float32 0.50 at 25,600 MACs, but its op and weight "
+        "shape are those of a float layer)",
+        "head (Dense) -> float32 (cost table: int8/float32 2.00 at 256 MACs)"]
+    assert [layer.name for layer in floats] == ["per_step", "head"]

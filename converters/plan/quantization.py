@@ -141,7 +141,7 @@ def auto_plan(model, cost_table, runtime):
     costs = cost_table["costs"].get(runtime)
     if costs is None:
         raise ValueError(f"`cost_table` has no costs for runtime={runtime!r}; it has {sorted(cost_table['costs'])}")
-    plans, floats = [], []
+    planned = []
     for node in graph_nodes(model):
         layer = node.layer
         kind = layer_kind(layer)
@@ -149,15 +149,25 @@ def auto_plan(model, cost_table, runtime):
             continue
         macs = layer_macs(layer, node.keras_inputs[0].shape, node.outputs.shape)
         ratio = _ratio(costs[kind], macs)
-        mode = "int8" if ratio < 1 else "float32"
-        plans.append(LayerPlan(layer.name, type(_inner(layer)).__name__,
-                               f"{mode} (cost table: int8/float32 {ratio:.2f} at {macs:,} MACs)"))
+        planned.append((layer, "int8" if ratio < 1 else "float32", f"int8/float32 {ratio:.2f} at {macs:,} MACs"))
+    # The worker finds a float layer's ops by op type and weight shape; a layer that shares
+    # them with a float one would be kept float too, so it is planned float, and says why.
+    float_keys = {_match_key(layer) for layer, mode, _ in planned if mode == "float32"}
+    plans, floats = [], []
+    for layer, mode, why in planned:
+        if mode == "int8" and _match_key(layer) in float_keys:
+            mode, why = "float32", f"{why}, but its op and weight shape are those of a float layer"
+        plans.append(LayerPlan(layer.name, type(_inner(layer)).__name__, f"{mode} (cost table: {why})"))
         if mode == "float32":
             floats.append(layer)
     return plans, floats
 
 
+def _match_key(layer):
+    return _OPS[layer_kind(layer)], tuple(_weight_shape(layer))
+
+
 def float_layer_ops(layers):
     """What the worker matches in the converted graph to keep ``layers`` float: their op and weights."""
-    return [{"layer": layer.name, "op": _OPS[layer_kind(layer)], "weight_shape": _weight_shape(layer)}
+    return [{"layer": layer.name, "op": _match_key(layer)[0], "weight_shape": list(_match_key(layer)[1])}
             for layer in layers]
