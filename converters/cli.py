@@ -2,9 +2,7 @@
 
 import pathlib
 
-import numpy as np
-
-__all__ = ["add_convert_command", "run_convert", "load_npz"]
+__all__ = ["add_convert_command", "run_convert"]
 
 
 def add_convert_command(commands):
@@ -18,12 +16,12 @@ def add_convert_command(commands):
         description="Strip VIB masks, convert to TFLite in a child process, and compare the "
         "file with the Keras model. Prints the size, the ops and the verification figures.",
     )
-    parser.add_argument("model", help="a .keras (or SavedModel/.h5) tf_keras model")
+    parser.add_argument("model", help="a .keras file (tf_keras or Keras 3), .h5 or a SavedModel")
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default="dynamic",
                         help="float32, dynamic (default), float16 or int8")
     parser.add_argument("--calibration", help=".npz/.npy of representative inputs (needed for int8); "
-                        "'x' (and 'y') arrays in a .npz")
+                        "'x' (and 'y') arrays in a .npz, or one 'x_<input name>' per input")
     parser.add_argument("--verify", help=".npz/.npy of inputs (and 'y' labels) to verify on "
                         "(default: the calibration data)")
     parser.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (int8 only)")
@@ -39,6 +37,8 @@ def add_convert_command(commands):
                         "faster float kernels): auto (default: 4 in the float modes, none in int8), "
                         "or an integer (1: no padding)")
     parser.add_argument("--c-header", help="also write the file as a C array to this .h path")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="load a model whose Lambda layers run code (only for a file you trust)")
     parser.set_defaults(run=run_convert)
     return parser
 
@@ -57,29 +57,13 @@ def _unit_multiple(text):
     return value
 
 
-def load_npz(path, argument):
-    """``(x, y or None)`` from a ``.npy`` (inputs only) or ``.npz`` (``x``, optional ``y``)."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise SystemExit(f"tf-vib convert: {argument} {str(path)!r} is not a file")
-    data = np.load(path)
-    if isinstance(data, np.ndarray):
-        return data, None
-    if "x" not in data.files:
-        raise SystemExit(f"tf-vib convert: {argument} {str(path)!r} has arrays {data.files}; "
-                         "it needs one named 'x' (and optionally 'y')")
-    return data["x"], (data["y"] if "y" in data.files else None)
-
-
 def run_convert(args):
     import converters
-    from tf_vib._keras import keras
-    from tf_vib.schedules import vib_scope
+    from tf_vib.cli.files import labels_in_output_order, load_model, read_arrays
 
-    with vib_scope():
-        model = keras.models.load_model(args.model, compile=False)
-    calibration = load_npz(args.calibration, "--calibration") if args.calibration else (None, None)
-    check = load_npz(args.verify, "--verify") if args.verify else calibration
+    calibration = read_arrays(args.calibration, "--calibration", labels=False) if args.calibration else (None, None)
+    check = read_arrays(args.verify, "--verify", labels=False) if args.verify else calibration
+    model = load_model(args.model, unsafe=args.unsafe)
     print(f"[tf-vib convert] {args.model}: {model.count_params():,} parameters -> "
           f"{args.quantization}{' with int8 I/O' if args.int8_io else ''}", flush=True)
     flat = converters.to_tflite(
@@ -99,7 +83,7 @@ def run_convert(args):
     if check[0] is None:
         print("verification: skipped (pass --verify or --calibration data)")
         return 0
-    result = converters.verify(model, flat, check[0], check[1])
+    result = converters.verify(model, flat, check[0], labels_in_output_order(check[1], model))
     print(f"verification: {result}")
     return 0 if result.passed else 1
 

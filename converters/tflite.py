@@ -21,6 +21,7 @@ import numpy as np
 from converters import inputs
 from converters import plan as planning
 from converters.describe import RUNTIME_TARGETS, describe_tflite
+from tf_vib import bridge
 from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
@@ -105,6 +106,7 @@ class _Job:
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
           representative_data, calibration_samples, feature_selection, unit_multiple,
           cost_table=None, standardize=None):
+    model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
     planning.resolve_unit_multiple(unit_multiple, "float32")  # validates it
     batch_size = _positive_int("batch_size", batch_size)
@@ -204,31 +206,31 @@ def _run_child(directory, jobs, timeout):
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = str(pathlib.Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    pending = [job.name for job in jobs]
+    names = [job.name for job in jobs]
     log_path = directory / "worker.log"
-    while pending:
-        with open(log_path, "w") as log:
-            try:
-                process = subprocess.run(
-                    [sys.executable, "-m", "converters._worker", str(directory), *pending],
-                    stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
-                )
-            except subprocess.TimeoutExpired as error:
-                raise ConversionError(
-                    f"TFLite conversion of {pending} did not finish within timeout={timeout} s"
-                ) from error
-        done = [n for n in pending if (directory / f"{n}.json").exists()
-                or (directory / f"{n}.error.json").exists()]
-        if process.returncode == 0 and len(done) == len(pending):
-            return
-        crashed = next(n for n in pending if n not in done)
-        job = next(j for j in jobs if j.name == crashed)
-        if process.returncode < 0:
-            raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
-        raise ConversionError(
-            f"the TFLite converter process for {job.mode_text()} exited with code "
-            f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
-        )
+    with open(log_path, "w") as log:
+        try:
+            process = subprocess.run(
+                [sys.executable, "-m", "converters._worker", str(directory), *names],
+                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ConversionError(
+                f"TFLite conversion of {names} did not finish within timeout={timeout} s"
+            ) from error
+    done = [n for n in names if (directory / f"{n}.json").exists() or (directory / f"{n}.error.json").exists()]
+    if process.returncode == 0 and len(done) == len(names):
+        return
+    # the first job without a result is the one the child died in; if every job has one,
+    # the child failed after its work (at exit): name the last job
+    failed = next((n for n in names if n not in done), names[-1])
+    job = next(j for j in jobs if j.name == failed)
+    if process.returncode < 0:
+        raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
+    raise ConversionError(
+        f"the TFLite converter process for {job.mode_text()} exited with code "
+        f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
+    )
 
 
 def _convert(jobs, representative, isolate, timeout):
@@ -307,7 +309,7 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
     Conversion and the first invoke run in a child process.
 
     Args:
-      model: a tf_keras Sequential or functional model, with one or more inputs (float
+      model: a tf_keras (or Keras 3) Sequential or functional model, with one or more inputs (float
         features, or int32 token ids, which stay int32 in every mode) and outputs. It is
         not modified. The file's inputs and outputs are in the model's order and its inputs
         keep their names (see `converters.inputs.input_specs`).
@@ -359,8 +361,11 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
 
     Example:
 
-    >>> flat = converters.to_tflite(model, quantization="int8", representative_data=x[:200])
-    >>> print(converters.describe_tflite(flat))
+    >>> model = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    >>> x = np.random.default_rng(0).normal(size=(32, 6, 3)).astype("float32")
+    >>> flat = converters.to_tflite(model, quantization="int8", representative_data=x)
+    >>> "UNIDIRECTIONAL_SEQUENCE_LSTM" in converters.describe_tflite(flat).ops
+    True
     """
     _check_mode(quantization, int8_io, runtime, recurrent_plan)
     return to_tflite_many(

@@ -23,6 +23,7 @@ from converters.describe import describe_tflite
 from converters.inputs import input_names
 from converters.plan.standardize import standardized
 from converters.runtime import TFLiteModel, load_interpreter, split_inputs
+from tf_vib import bridge
 from tf_vib._keras import require_tf_keras_model
 
 __all__ = ["Verification", "verify", "evaluate_tflite", "TOLERANCES", "INT8_ACCURACY_DROP"]
@@ -197,7 +198,8 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
     shape) before either runs.
 
     Args:
-      model: the tf_keras model the file came from (plain or with VIB layers).
+      model: the tf_keras model the file came from (plain or with VIB layers), or the Keras 3
+        model: its own outputs are the reference.
       tflite: the file's bytes, its path, or a `TFLiteModel`.
       x: inputs, shape (n, ...); for a model with several inputs, a list of arrays in the
         model's input order or a dict by input name. For a file that standardises its
@@ -213,6 +215,8 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
       several outputs, every output must meet the target: the differences are over all
       of them, ``argmax_agreement`` is the lowest, and the accuracies are lists.
     """
+    user_model = model
+    model, _ = bridge.to_internal(model, "model")  # a Keras 3 model is checked on its tf_keras twin
     require_tf_keras_model(model, "model")
     loaded, flat = _loaded(tflite, num_threads, runtime)
     info = describe_tflite(flat) if flat is not None else None
@@ -229,7 +233,7 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
     if standardization is not None:  # the file takes raw inputs, the model standardised ones
         keras_arrays = [standardized(arrays[0], np.float32(standardization["mean"]), np.float32(standardization["std"]))]
     expected = [np.asarray(e, dtype=np.float32)
-                for e in _as_list(model.predict(_keras_inputs(model, keras_arrays), verbose=0, batch_size=256))]
+                for e in _as_list(user_model.predict(_keras_inputs(model, keras_arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))
     expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
     judged = [_judge(quantization, e, g, lab) for e, g, lab in zip(expected, got, labels, strict=True)]

@@ -4,12 +4,13 @@ import numpy as np
 
 import tf_vib
 from tf_vib._keras import keras
+from tf_vib.compress._schedules import vib_layers
 
 
 def vib_masks(model):
     """Every GaussianMask of a model (Bidirectional and nested layers included), as
     (owner name, gate, mask)."""
-    for owner in tf_vib.schedules.vib_layers(model):
+    for owner in vib_layers(model):
         for gate, mask in owner.vib_masks.items():
             yield owner.name, gate, mask
 

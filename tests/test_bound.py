@@ -10,7 +10,7 @@ from helpers import all_weights
 import tf_vib
 from tf_vib import BoundNotMetWarning
 from tf_vib._keras import keras
-from tf_vib.selection import ACCURACY
+from tf_vib.compress._choice import ACCURACY
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -102,7 +102,7 @@ def _wrecked_magnitude(model, *args, **kwargs):
 @pytest.mark.parametrize("on_miss", ["original", "best"])
 def test_a_later_stage_that_misses_the_bound_is_refused(perfect, monkeypatch, on_miss):
     model, train, val = perfect
-    monkeypatch.setattr(sys.modules["tf_vib.compress"], "magnitude_prune", _wrecked_magnitude)
+    monkeypatch.setattr(sys.modules["tf_vib.compress._run"], "magnitude_prune", _wrecked_magnitude)
     with pytest.warns(BoundNotMetWarning, match="magnitude: its model"):
         result = tf_vib.compress(model, train, validation_data=val, vib=False, magnitude_sparsity=0.5,
                                  finetune_epochs=0, on_miss=on_miss, verbose=0)

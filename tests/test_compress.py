@@ -10,8 +10,9 @@ from helpers import all_weights
 
 import tf_vib
 from tf_vib._keras import keras, tf
-from tf_vib.compress import trim_plan
-from tf_vib.training import TwoRateTrainer
+from tf_vib.compress._iss import iss_group_norms
+from tf_vib.compress._training import TwoRateTrainer
+from tf_vib.compress._vib_stage import trim_plan
 from tf_vib.wrap import add_vib_masks
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -122,7 +123,8 @@ def test_compress_accepts_datasets_and_holds_out_validation(lstm_model):
 
 
 def test_default_kl_factor_caps_the_sample_count_and_scales_with_width():
-    from tf_vib.compress import KL_SAMPLES_CAP, default_kl_factor, masked_width
+    from tf_vib.compress._core import masked_width
+    from tf_vib.compress._defaults import KL_SAMPLES_CAP, default_kl_factor
 
     assert default_kl_factor(90) == pytest.approx(1 / 90)
     assert default_kl_factor(KL_SAMPLES_CAP) == pytest.approx(1 / KL_SAMPLES_CAP)
@@ -172,7 +174,7 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"unit_multiple": 4.0}, "`unit_multiple` must be an integer >= 1; received 4.0"),
     ({"on_miss": "largest"}, "`on_miss` must be one of 'original', 'best'; received 'largest'"),
     ({"metric": "nope"}, "`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
-                         "tf_vib.selection.Scorer; received 'nope'"),
+                         "tf_vib.Scorer; received 'nope'"),
     ({"metric": "loss", "max_accuracy_drop": 0.01},
      "`max_accuracy_drop` applies to the accuracy metric; the metric here is 'sparse_categorical_crossentropy'"),
     ({"max_accuracy_drop": 0.01, "max_metric_drop": 0.02}, "give one of `max_accuracy_drop` and `max_metric_drop`"),
@@ -237,7 +239,7 @@ def _six_units_two_silent(silent):
 
 def _noisiest(units, monkeypatch):
     """compress() ranks the LSTM's units as if ``units`` were the least informative."""
-    module = sys.modules["tf_vib.compress"]  # tf_vib.compress is the function
+    module = sys.modules["tf_vib.compress._vib_stage"]
     real = module.alive_units
 
     def ranked(cell, threshold):
@@ -321,7 +323,7 @@ def test_every_stage_alone_and_combined(lstm_model):
     x, y = _data(150, seed=1)
     # budgets this small may miss the bound: on_miss="best" keeps (and labels) every stage's model
     common = dict(epochs=3, finetune_epochs=2, verbose=0, kl_factor=0.05, on_miss="best")
-    norms = next(iter(tf_vib.regularizers.iss_group_norms(lstm_model).values()))
+    norms = next(iter(iss_group_norms(lstm_model).values()))
     runs = {
         # a threshold at the median group norm: the group lasso then zeroes about half the units
         "iss alone": dict(vib=False, iss=0.05, iss_threshold=float(np.median(norms))),

@@ -354,6 +354,15 @@ def test_an_injected_fault_becomes_a_conversion_crash(point, monkeypatch):
         converters.to_tflite(model, quantization="float16")
 
 
+def test_a_child_that_fails_after_writing_every_result_is_an_error(monkeypatch):
+    # every job has its result, and the process still exits non-zero: a ConversionError
+    # naming the exit code, not a bare StopIteration
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    monkeypatch.setenv("TF_VIB_CONVERTER_FAULT", "exit")
+    with pytest.raises(converters.ConversionError, match=r"float32 .*exited with code 3"):
+        converters.to_tflite(model, quantization="float32")
+
+
 def test_converter_errors_are_reported_not_raised_raw(monkeypatch):
     model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
     monkeypatch.setattr(tflite_module, "_export", lambda job, directory: directory.mkdir())

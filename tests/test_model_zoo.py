@@ -21,9 +21,9 @@ from model_zoo import BUILDERS
 
 import converters
 import tf_vib
-from tf_vib._data import num_samples, take
 from tf_vib._keras import keras
-from tf_vib.compress import STATE_GATES
+from tf_vib.compress._data import num_samples, take
+from tf_vib.compress._defaults import STATE_GATES
 
 MODES = converters.QUANTIZATIONS
 FLOAT_MODES = [mode for mode in MODES if mode != "int8"]

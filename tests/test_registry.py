@@ -181,3 +181,4 @@ def test_a_shared_kernel_layer_gets_no_feature_mask_and_strips(rng):
     randomize_masks(vib, rng)
     x = [rng.normal(size=(4, 3)).astype("float32") for _ in range(2)]
     assert max_abs_diff(vib, tf_vib.strip_masks(vib), x) <= 1e-5
+

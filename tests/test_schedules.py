@@ -8,14 +8,14 @@ import tensorflow_model_optimization as tfmot
 from helpers import set_mask
 
 from tf_vib._keras import keras, tf
-from tf_vib.layers import FeatureMask, VIBGRUCell, VIBLSTMCell
-from tf_vib.schedules import (
+from tf_vib.compress._schedules import (
     VIBSchedule,
     VIBScheduleCallback,
     custom_objects,
     vib_layers,
     vib_scope,
 )
+from tf_vib.layers import FeatureMask, VIBGRUCell, VIBLSTMCell
 
 
 def _data(n=40):
@@ -157,10 +157,10 @@ def test_callback_needs_vib_layers():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"kl_factor": -1.0}, r"`kl_factor` must be >= 0.0; received -1.0"),
-    ({"kl_factor": "big"}, r"`kl_factor` must be a finite number; received 'big'"),
+    ({"kl_factor": -1.0}, r"`kl_factor` must be a finite number >= 0; received -1.0"),
+    ({"kl_factor": "big"}, r"`kl_factor` must be a finite number >= 0; received 'big'"),
     ({"kl_factor": 1.0, "warmup_steps": 2.5}, r"`warmup_steps` must be an integer >= 0; received 2.5"),
-    ({"kl_factor": 1.0, "target_pruned_fraction": 1.0}, r"`target_pruned_fraction` .* < 1.0; received 1.0"),
+    ({"kl_factor": 1.0, "target_pruned_fraction": 1.0}, r"`target_pruned_fraction` must be a finite number >= 0 and < 1; received 1.0"),
     ({"kl_factor": 1.0, "begin_step": 5, "end_step": 3}, r"`end_step` must be an integer >= 5 or -1"),
     ({"kl_factor": 1.0, "begin_step": 5, "harden_step": 3}, r"`harden_step` must be an integer >= 5; received 3"),
     ({"kl_factor": 1.0, "frequency": 0}, r"`frequency` must be an integer >= 1; received 0"),
@@ -169,5 +169,5 @@ def test_bad_arguments_name_the_argument_and_value(kwargs, match):
     kl_factor = kwargs.pop("kl_factor")
     with pytest.raises((ValueError, TypeError), match=match):
         VIBSchedule(kl_factor, **kwargs)
-    with pytest.raises(TypeError, match="`schedule` must be a tf_vib.schedules.VIBSchedule"):
+    with pytest.raises(TypeError, match="`schedule` must be a tf_vib.VIBSchedule"):
         VIBScheduleCallback("linear")

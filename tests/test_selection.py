@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 
 import tf_vib
-from tf_vib import selection
 from tf_vib._keras import keras
-from tf_vib.selection import Candidate, Scorer, Snapshots, StopAtScore, choose_smallest, make_scorer
+from tf_vib.compress import _choice as selection
+from tf_vib.compress._choice import (
+    Candidate,
+    Scorer,
+    Snapshots,
+    StopAtScore,
+    choose_smallest,
+    make_scorer,
+)
 from tf_vib.wrap import add_vib_masks
 
 

@@ -5,23 +5,18 @@ import pytest
 from helpers import all_weights, max_abs_diff
 
 from tf_vib._keras import keras, tf
-from tf_vib.layers import VIBGRUCell, VIBLSTMCell
-from tf_vib.lowrank import low_rank
-from tf_vib.regularizers import (
+from tf_vib.compress._finetune import distill, distillation_loss, output_is_softmax
+from tf_vib.compress._iss import (
     FreezeZeros,
     ISSPenalty,
     add_iss_penalty,
     iss_group_norms,
     zero_small_groups,
 )
-from tf_vib.stages import (
-    cluster,
-    distill,
-    distillation_loss,
-    magnitude_prune,
-    output_is_softmax,
-)
-from tf_vib.storage import (
+from tf_vib.compress._pruning import cluster, magnitude_prune
+from tf_vib.layers import VIBGRUCell, VIBLSTMCell
+from tf_vib.lowrank import low_rank
+from tf_vib.sizes import (
     clustered_storage,
     gzip_size,
     huffman_bits,
@@ -339,7 +334,7 @@ def test_stages_fine_tune_against_a_teacher():
 
 @pytest.mark.parametrize("call,match", [
     (lambda m, ds: magnitude_prune(m, ds, sparsity=1.0, epochs=1, loss="mse"),
-     r"`sparsity` must be a number in \(0.0, 1.0\); received 1.0"),
+     r"`sparsity` must be a finite number > 0 and < 1; received 1.0"),
     (lambda m, ds: magnitude_prune(m, ds, sparsity={"gru": 0.5}, epochs=1, loss="mse"),
      r"`sparsity` as a dict must name prunable layers of the model \(\['lstm', 'dense'\]\)"),
     (lambda m, ds: magnitude_prune(m, ds, sparsity=0.5, epochs=1),
@@ -352,7 +347,7 @@ def test_stages_fine_tune_against_a_teacher():
      r"`n_clusters` must be an integer >= 2; received 1"),
     (lambda m, ds: distill(m, m, ds, epochs=0), r"`epochs` must be an integer >= 1; received 0"),
     (lambda m, ds: distillation_loss([0], [[1.0, 0.0]], [[1.0, 0.0]], temperature=0),
-     r"`temperature` must be a number > 0.0; received 0"),
+     r"`temperature` must be a finite number > 0; received 0"),
     (lambda m, ds: FreezeZeros({"lstm": [1, 0]}), r"`zeroed` must be None or a dict"),
     (lambda m, ds: zero_small_groups(m, criterion="l1"), r"`criterion` must be 'max_abs' or 'l2'; received 'l1'"),
     (lambda m, ds: ISSPenalty(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), 1.0),

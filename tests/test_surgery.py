@@ -84,7 +84,7 @@ def test_functional_model_with_feature_mask_on_input_keeps_signature(rng):
     )
 
 
-# Each row of method.md's folding table: (kind, {gate: (mu, log_sigma2)} for unit 0, dead?)
+# Rows of the folding table, docs/method.md section 2.2: (kind, {gate: (mu, log_sigma2)} for unit 0, dead?)
 FOLD_ROWS = [
     ("lstm", {"o": (1.0, PRUNED)}, True),
     ("lstm", {"i": (1.0, PRUNED)}, True),

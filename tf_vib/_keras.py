@@ -15,11 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-__all__ = ["keras", "tf", "is_tf_keras_model", "require_tf_keras_model"]
-
-
-def is_tf_keras_model(obj) -> bool:
-    return isinstance(obj, keras.Model)
+__all__ = ["keras", "tf", "require_tf_keras_model"]
 
 
 def require_tf_keras_model(model, argument="model"):

@@ -1,6 +1,6 @@
 """Low-rank factorisation of a recurrent layer's input kernel, with plain Keras layers.
 
-method.md section 5: the input-to-hidden matrix ``W_x`` (``in x k*u``, ``k`` gate blocks)
+docs/method.md section 6: the input-to-hidden matrix ``W_x`` (``in x k*u``, ``k`` gate blocks)
 of an LSTM (k = 4) or GRU (k = 3) is replaced by its truncated SVD::
 
     W_x ~ (U_r S_r) V_r^T

@@ -17,6 +17,7 @@ through; any other layer must receive its input unchanged.
 
 import numpy as np
 
+from tf_vib import bridge
 from tf_vib._carriers import carry
 from tf_vib._graph import (
     call_counts,
@@ -394,7 +395,8 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
     Exactness assumes a zero initial state (the recurrent layers' default).
 
     Args:
-      model: a Sequential or functional tf_keras model.
+      model: a Sequential or functional tf_keras model (or Keras 3 one: the result is then
+        a Keras 3 model, through `tf_vib.bridge`).
       threshold: float >= 0 or None (default). A unit is kept while its
         ``log_alpha < threshold``; None uses each layer's ``keep_threshold``.
       min_units: int, default 0. Keep at least this many units (and features) per layer,
@@ -416,10 +418,11 @@ def strip_masks(model, *, threshold=None, min_units=0, input_features="all", ret
     >>> [type(layer).__name__ for layer in tf_vib.strip_masks(vib).layers]
     ['LSTM', 'Dense']
     """
+    model, back = bridge.to_internal(model, "model")
     _check_model(model, input_features, min_units)
     threshold = check_threshold(threshold)
     stripper = _Stripper(model, threshold, int(min_units), input_features)
-    stripped = stripper.run()
+    stripped = back(stripper.run())
     return (stripped, stripper.records) if return_records else stripped
 
 

@@ -1,4 +1,4 @@
-"""The ``tf-vib`` command: ``demo``, ``convert`` and ``bench``.
+"""The ``tf-vib`` command: ``compress``, ``demo``, ``convert`` and ``bench``.
 
 The CLI is the one part of tf_vib allowed to import the ``converters`` package.
 """
@@ -19,8 +19,9 @@ def build_parser():
     commands.required = True
 
     from converters.cli import add_convert_command
-    from tf_vib.cli import bench, demo
+    from tf_vib.cli import bench, compress, demo
 
+    compress.add_command(commands)
     demo.add_command(commands)
     add_convert_command(commands)
     bench.add_command(commands)
@@ -28,9 +29,21 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run one command; a `UsageError` (a bad file or array) is printed, without a traceback,
+    and exits with status 2 as argparse does for a bad flag."""
+    from tf_vib.cli.files import UsageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as error:
+        message = f"tf-vib {args.command}: error: {error}"
+        print(message, file=sys.stderr, flush=True)
+        # str() keeps the message for callers of main(); the status is 2 all the same
+        exit_ = SystemExit(message)
+        exit_.code = 2
+        raise exit_ from None
 
 
 if __name__ == "__main__":

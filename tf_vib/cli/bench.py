@@ -109,7 +109,7 @@ def _add_files(runs, figures):
 
 def _scratch(data, train, val, *, units, epochs, seed):
     from tf_vib.cli.demo import build_lstm
-    from tf_vib.training import BestWeights
+    from tf_vib.compress._training import BestWeights
 
     model = build_lstm(data, units=units, seed=seed)
     keep = BestWeights(lambda e, logs: (logs.get("val_accuracy", 0.0), -logs.get("val_loss", 0.0)))
@@ -168,9 +168,10 @@ def vib_epoch_time(dataset, *, epochs=8, quick=False):
     """
     from tf_vib._keras import keras
     from tf_vib.cli.demo import train_baseline
-    from tf_vib.compress import STATE_GATES, compress, default_kl_factor, masked_width
-    from tf_vib.schedules import VIBSchedule, VIBScheduleCallback
-    from tf_vib.training import TwoRateTrainer
+    from tf_vib.compress._core import compress, masked_width
+    from tf_vib.compress._defaults import STATE_GATES, default_kl_factor
+    from tf_vib.compress._schedules import VIBSchedule, VIBScheduleCallback
+    from tf_vib.compress._training import TwoRateTrainer
     from tf_vib.wrap import add_vib_masks
 
     data = _load(dataset)

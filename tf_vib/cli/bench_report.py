@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from tf_vib.report import format_table
+from tf_vib.compress._summary import format_table
 
 __all__ = ["load_results", "load_curves", "aggregate", "write_report", "check_targets", "further_checks"]
 

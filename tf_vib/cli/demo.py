@@ -75,8 +75,7 @@ def _check_args(args):
 def run(args):
     import tf_vib
     from tf_vib import datasets
-    from tf_vib.cli.deploy import convert_and_measure, ratio_rows
-    from tf_vib.report import format_table
+    from tf_vib.cli.deploy import convert_and_measure, files_table, ratio_rows
 
     _check_args(args)
     started = time.perf_counter()
@@ -109,7 +108,7 @@ def run(args):
         (out / f"{name}_{mode}.tflite").write_bytes(flat)
     np.savez(out / "test_inputs.npz", x=data.x_test, y=data.y_test)
     _line("step 4/4: results (latency: batch 1, one thread, median, all files timed side by side)")
-    table = _table(figures, ratio_rows(figures, "baseline", "compressed"), format_table)
+    table = files_table(figures, ratio_rows(figures, "baseline", "compressed"))
     print(table, flush=True)
     (out / "table.txt").write_text(table + "\n")
     deployment = {
@@ -131,23 +130,6 @@ def run(args):
     # that misses its target (dynamic-range LSTM(128) files can drift 1.3% of the logit
     # scale) is reported above, not hidden.
     return 0 if all(f.verified for f in figures if f.model == "compressed") else 1
-
-
-def _table(figures, ratios, format_table):
-    rows = [(f.model, f.mode, f"{f.params:,}", f"{f.recurrent_params:,}", f"{f.file_bytes:,}",
-             f"{100 * f.keras_accuracy:.2f}", f"{100 * f.tflite_accuracy:.2f}", f"{f.latency_us:.1f}",
-             "yes" if f.verified else "NO") for f in figures]
-    for mode, (params, recurrent, size, speed, delta) in ratios.items():
-        rows.append(("ratio", mode, f"{params:.1f}x", f"{recurrent:.1f}x", f"{size:.1f}x", "",
-                     f"{100 * delta:+.2f}", f"{speed:.1f}x", ""))
-    by = {(f.model, f.mode): f for f in figures}
-    if ("baseline", "float32") in by and ("compressed", "int8") in by:
-        base, small = by[("baseline", "float32")], by[("compressed", "int8")]
-        rows.append(("int8 vs float32", "", "", "", f"{base.file_bytes / small.file_bytes:.1f}x", "",
-                     f"{100 * (small.tflite_accuracy - base.tflite_accuracy):+.2f}",
-                     f"{base.latency_us / small.latency_us:.1f}x", ""))
-    return format_table(("model", "TFLite", "params", "LSTM params", "file bytes", "Keras acc %",
-                         "TFLite acc %", "latency us", "verified"), rows)
 
 
 def _plot_files(figures, path, dataset):

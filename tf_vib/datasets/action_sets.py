@@ -7,7 +7,7 @@ already be on disk.
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_choice,
     check_existing_dir,
     check_int,
@@ -57,7 +57,9 @@ def ucf11(root, **kwargs):
 
     Example:
 
-    >>> data = tf_vib.datasets.ucf11("UCF11_updated_mpg", frames=8, size=112, dtype="uint8")
+    (Needs the downloaded UCF11 folder, so it is not run in the tests.)
+
+    >>> data = tf_vib.datasets.ucf11("UCF11_updated_mpg", frames=8, size=112, dtype="uint8")  # doctest: +SKIP
     """
     kwargs.setdefault("group_pattern", _UCF11_GROUP)
     kwargs.setdefault("name", "ucf11")
@@ -84,7 +86,9 @@ def ucf101(root, *, split_number=1, splits_dir=None, **kwargs):
 
     Example:
 
-    >>> data = tf_vib.datasets.ucf101("UCF-101", frames=8, size=112, dtype="uint8")
+    (Needs the downloaded UCF-101 folder, so it is not run in the tests.)
+
+    >>> data = tf_vib.datasets.ucf101("UCF-101", frames=8, size=112, dtype="uint8")  # doctest: +SKIP
     """
     root = check_existing_dir("root", root)
     split_number = check_choice("split_number", split_number, (1, 2, 3))
@@ -118,7 +122,9 @@ def hmdb51(root, *, split_number=1, splits_dir=None, **kwargs):
 
     Example:
 
-    >>> data = tf_vib.datasets.hmdb51("hmdb51", frames=8, size=112, dtype="uint8")
+    (Needs the downloaded HMDB51 folder, so it is not run in the tests.)
+
+    >>> data = tf_vib.datasets.hmdb51("hmdb51", frames=8, size=112, dtype="uint8")  # doctest: +SKIP
     """
     root = check_existing_dir("root", root)
     split_number = check_choice("split_number", split_number, (1, 2, 3))
@@ -159,7 +165,9 @@ def ucf101_tfds(data_dir=None, *, config="ucf101_1_256", frames=8, size=64, chan
 
     Example:
 
-    >>> data = tf_vib.datasets.ucf101_tfds("~/tensorflow_datasets", frames=8, size=112)
+    (Needs UCF-101 prepared by tensorflow-datasets, so it is not run in the tests.)
+
+    >>> data = tf_vib.datasets.ucf101_tfds("~/tensorflow_datasets", frames=8, size=112)  # doctest: +SKIP
     """
     config = check_choice("config", config, _TFDS_CONFIGS)
     frames, size, channels, dtype = _check_clip_args(frames, size, channels, dtype)

@@ -12,8 +12,8 @@ import pathlib
 
 import numpy as np
 
+from tf_vib._checks import check_choice, check_int, check_seed, check_size
 from tf_vib._keras import keras, tf
-from tf_vib.datasets._checks import check_choice, check_int, check_seed, check_size
 from tf_vib.datasets.sequences import SequenceDataset
 
 __all__ = ["BACKBONES", "build_extractor", "cnn_features", "extract_features", "weights_path"]

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from tf_vib.datasets._checks import check_choice, check_int
+from tf_vib._checks import check_choice, check_int
 
 __all__ = ["pad_sequences"]
 

@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_existing_dir,
     check_fraction,
     check_int,
@@ -168,7 +168,10 @@ def stratified_split(x, y, fraction, *, seed=0):
 
     Example:
 
+    >>> x, y = np.zeros((10, 3, 2)), np.array([0, 1] * 5)
     >>> (x_tr, y_tr), (x_val, y_val) = stratified_split(x, y, 0.2, seed=0)
+    >>> len(x_tr), sorted(y_val.tolist())
+    (8, [0, 1])
     """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or len(x) != len(y):
@@ -197,7 +200,8 @@ def digits_rows(test_fraction=0.25, *, seed=0):
     Example:
 
     >>> data = tf_vib.datasets.digits_rows()
-    >>> model.fit(data.x_train, data.y_train)
+    >>> data.x_train.shape[1:], data.n_classes
+    ((8, 8), 10)
     """
     test_fraction = check_fraction("test_fraction", test_fraction)
     seed = check_seed(seed)

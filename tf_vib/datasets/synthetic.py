@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_choice,
     check_fraction,
     check_int,
@@ -236,8 +236,12 @@ def write_videos(folder, *, n_per_class=2, classes=DEFAULT_MOTIONS, frames=8, si
 
     Example:
 
-    >>> write_videos(tmp_path / "clips", n_per_class=3, classes=("left", "right"))
-    >>> data = tf_vib.datasets.video_folder(tmp_path / "clips", frames=4, size=16)
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "clips"
+    >>> len(write_videos(folder, n_per_class=3, classes=("left", "right")))
+    6
+    >>> tf_vib.datasets.video_folder(folder, frames=4, size=16).class_names
+    ('left', 'right')
     """
     if not isinstance(folder, (str, pathlib.PurePath)):
         raise TypeError(f"`folder` must be a path; received {folder!r}")

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from tf_vib.datasets._checks import (
+from tf_vib._checks import (
     check_choice,
     check_existing_dir,
     check_fraction,
@@ -118,7 +118,12 @@ def read_clip(path, *, frames=8, size=64, channels=3, dtype="float32"):
 
     Example:
 
-    >>> clip = read_clip("v_Biking_g01_c01.avi", frames=8, size=112)
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = tf_vib.datasets.write_videos(folder, n_per_class=2, classes=("left", "right"))
+    >>> clip = read_clip(sorted(folder.rglob("*.avi"))[0], frames=8, size=32)
+    >>> clip.shape
+    (8, 32, 32, 3)
     """
     frames, size, channels, dtype = _check_clip_args(frames, size, channels, dtype)
     if not isinstance(path, (str, os.PathLike)) or not pathlib.Path(path).is_file():
@@ -242,7 +247,10 @@ def video_folder(root, *, frames=8, size=64, channels=3, classes=None, test_frac
 
     Example:
 
-    >>> data = tf_vib.datasets.video_folder("clips/", frames=8, size=64)
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = tf_vib.datasets.write_videos(folder, n_per_class=2, classes=("left", "right"))
+    >>> data = tf_vib.datasets.video_folder(folder, frames=8, size=64)
     >>> data.class_names
     ('left', 'right')
     """

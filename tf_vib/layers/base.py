@@ -9,15 +9,15 @@ __all__ = ["VIBLayerMixin", "is_vib_layer"]
 class VIBLayerMixin:
     """Adds VIB masks to a Keras layer.
 
-    The concrete layer calls ``_init_vib(kwargs)`` before ``super().__init__`` and
+    The concrete layer calls ``_init_vib(**mask_settings)`` before ``super().__init__`` and
     ``_add_mask(...)`` / ``_finish_vib_build()`` in ``build``. The layer's KL terms reach
     the training loss through ``add_loss`` as ``kl_weight * kl_mult * sum(KL)``, where
     ``kl_weight`` is a non-trainable variable that starts at ``kl_factor`` (a schedule
     may ramp it; it is saved with the model).
     """
 
-    def _init_vib(self, kwargs):
-        self.mask_settings = MaskSettings.pop_from(kwargs)
+    def _init_vib(self, **settings):
+        self.mask_settings = MaskSettings(**settings)
         self._vib_masks = {}
 
     def _add_mask(self, name, units, *, folds=True):

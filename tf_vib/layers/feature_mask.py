@@ -37,8 +37,10 @@ class FeatureMask(VIBLayerMixin, keras.layers.Layer):
     TensorShape([2, 5, 3])
     """
 
-    def __init__(self, **kwargs):
-        self._init_vib(kwargs)
+    def __init__(self, *, kl_factor=1e-4, kl_mult=1.0, keep_threshold=0.0, mu_initializer=None,
+                 log_sigma2_initializer=None, **kwargs):
+        self._init_vib(kl_factor=kl_factor, kl_mult=kl_mult, keep_threshold=keep_threshold,
+                       mu_initializer=mu_initializer, log_sigma2_initializer=log_sigma2_initializer)
         super().__init__(**kwargs)
         self.supports_masking = True
 

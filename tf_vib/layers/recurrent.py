@@ -35,6 +35,14 @@ def _check_rate(name, value, layer_name):
     return float(value)
 
 
+def base_arguments(arguments, *own):
+    """The base cell's keyword arguments, out of a subclass ``__init__``'s ``locals()``
+    (taken first thing): every argument but ``units``, ``**kwargs`` and the subclass's
+    ``own``. The subclasses list every argument so that ``help()`` and IDEs show them."""
+    skip = {"self", "units", "kwargs", "__class__", *own}
+    return {key: value for key, value in arguments.items() if key not in skip}
+
+
 def check_units(units, layer_name):
     if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
         raise ValueError(
@@ -84,9 +92,15 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         recurrent_dropout=0.0,
         masked_gates=None,
         hard_gates="",
+        kl_factor=1e-4,
+        kl_mult=1.0,
+        keep_threshold=0.0,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
         **kwargs,
     ):
-        self._init_vib(kwargs)
+        self._init_vib(kl_factor=kl_factor, kl_mult=kl_mult, keep_threshold=keep_threshold,
+                       mu_initializer=mu_initializer, log_sigma2_initializer=log_sigma2_initializer)
         super().__init__(**kwargs)
         self.units = check_units(units, type(self).__name__)
         self.dropout = _check_rate("dropout", dropout, type(self).__name__)

@@ -1,7 +1,7 @@
 """VIBGRUCell: Keras's GRU cell with a VIB mask on each gate activation."""
 
 from tf_vib._keras import keras, tf
-from tf_vib.layers.recurrent import VIBRecurrentCell
+from tf_vib.layers.recurrent import VIBRecurrentCell, base_arguments
 
 __all__ = ["VIBGRUCell"]
 
@@ -59,8 +59,35 @@ class VIBGRUCell(VIBRecurrentCell):
     PLAIN_CELL = keras.layers.GRUCell
     PLAIN_LAYER = keras.layers.GRU
 
-    def __init__(self, units, *, reset_after=True, **kwargs):
-        super().__init__(units, **kwargs)
+    def __init__(
+        self,
+        units,
+        *,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        reset_after=True,
+        masked_gates=None,
+        hard_gates="",
+        kl_factor=1e-4,
+        kl_mult=1.0,
+        keep_threshold=0.0,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(units, **base_arguments(locals(), "reset_after"), **kwargs)
         self.reset_after = bool(reset_after)
         self.state_size = self.units
         self.output_size = self.units

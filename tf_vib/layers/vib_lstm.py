@@ -1,7 +1,7 @@
 """VIBLSTMCell: Keras's LSTM cell with a VIB mask on each gate activation."""
 
 from tf_vib._keras import keras, tf
-from tf_vib.layers.recurrent import VIBRecurrentCell
+from tf_vib.layers.recurrent import VIBRecurrentCell, base_arguments
 
 __all__ = ["VIBLSTMCell"]
 
@@ -63,8 +63,35 @@ class VIBLSTMCell(VIBRecurrentCell):
     PLAIN_CELL = keras.layers.LSTMCell
     PLAIN_LAYER = keras.layers.LSTM
 
-    def __init__(self, units, *, unit_forget_bias=True, **kwargs):
-        super().__init__(units, **kwargs)
+    def __init__(
+        self,
+        units,
+        *,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        masked_gates=None,
+        hard_gates="",
+        kl_factor=1e-4,
+        kl_mult=1.0,
+        keep_threshold=0.0,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(units, **base_arguments(locals(), "unit_forget_bias"), **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
         self.state_size = [self.units, self.units]
         self.output_size = self.units

@@ -80,11 +80,6 @@ class MaskSettings:
             else log_sigma2_initializer
         )
 
-    @classmethod
-    def pop_from(cls, kwargs):
-        """Take the mask settings out of a layer's ``**kwargs``."""
-        return cls(**{key: kwargs.pop(key) for key in cls.KEYS if key in kwargs})
-
     def get_config(self):
         return {
             "kl_factor": self.kl_factor,
@@ -159,9 +154,6 @@ class GaussianMask:
         """
         kept = tf.cast(self.kept_tensor(threshold), self.mu.dtype)
         return self.mu * kept if self.folds else kept
-
-    def deterministic_numpy(self, threshold=None):
-        return np.asarray(self.deterministic(threshold), dtype=np.float64)
 
     def sample(self, batch_size):
         """``mu + sigma * eps`` with one draw per row of the batch: shape (batch, units)."""

@@ -1,7 +1,7 @@
 """VIBSimpleRNNCell: Keras's SimpleRNN cell with a VIB mask on its output."""
 
 from tf_vib._keras import keras
-from tf_vib.layers.recurrent import VIBRecurrentCell
+from tf_vib.layers.recurrent import VIBRecurrentCell, base_arguments
 
 __all__ = ["VIBSimpleRNNCell"]
 
@@ -56,8 +56,33 @@ class VIBSimpleRNNCell(VIBRecurrentCell):
     PLAIN_CELL = keras.layers.SimpleRNNCell
     PLAIN_LAYER = keras.layers.SimpleRNN
 
-    def __init__(self, units, **kwargs):
-        super().__init__(units, **kwargs)
+    def __init__(
+        self,
+        units,
+        *,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        masked_gates=None,
+        hard_gates="",
+        kl_factor=1e-4,
+        kl_mult=1.0,
+        keep_threshold=0.0,
+        mu_initializer=None,
+        log_sigma2_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(units, **base_arguments(locals()), **kwargs)
         self.state_size = self.units
         self.output_size = self.units
 

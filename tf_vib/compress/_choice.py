@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tf_vib._data import labels_of
 from tf_vib._keras import keras, tf
-from tf_vib.stages import Distiller
+from tf_vib.compress._data import labels_of
+from tf_vib.compress._finetune import Distiller
+from tf_vib.compress._training import BestWeights, accuracy, loss_kind, vib_layers
 from tf_vib.surgery import strip_masks
-from tf_vib.training import BestWeights, accuracy, loss_kind, vib_layers
 
 __all__ = ["ACCURACY", "BoundNotMetWarning", "Candidate", "ON_MISS", "Scorer", "Snapshots", "StopAtScore",
            "check_on_miss", "choose_smallest", "fine_tune", "is_classifier", "make_scorer"]
@@ -170,7 +170,7 @@ def make_scorer(metric, *, loss, classifier):
         return Scorer(found.name, _higher(found.name), lambda: type(found).from_config({**config, "name": "score"}))
     if not callable(found):
         raise ValueError("`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
-                         f"tf_vib.selection.Scorer; received {metric!r}")
+                         f"tf_vib.Scorer; received {metric!r}")
     name = metric if isinstance(metric, str) else _name(found)
     return Scorer(name, _higher(name), _mean_of(found))
 

@@ -5,10 +5,10 @@ import functools
 import json
 
 from tf_vib._keras import keras
-from tf_vib.report import format_table
-from tf_vib.selection import ACCURACY
+from tf_vib.compress._choice import ACCURACY
+from tf_vib.compress._summary import format_table
 
-__all__ = ["CompressionReport", "StageResult", "recurrent_params"]
+__all__ = ["CompressionReport", "CompressionResult", "StageResult", "recurrent_params"]
 
 
 def recurrent_params(model):
@@ -255,3 +255,24 @@ class CompressionReport:
                 ax.axhline(scale * self.bound, color="grey", ls="--", lw=1, label="bound")
             ax.set_xscale("log")
         return path
+
+
+@dataclasses.dataclass
+class CompressionResult:
+    """What ``compress`` returns.
+
+    Attributes:
+      model: the compressed plain tf_keras model (no VIB layer inside), compiled; a copy of
+        the original when no compressed model met the bound (``report.misses`` says why).
+      report: a ``CompressionReport`` (per stage and per layer; ``str()`` is a table,
+        ``to_json()``, ``plot(path)``).
+      histories: ``{stage: keras History.history dict}``.
+      vib_model: the trained model with its VIB layers, before stripping.
+      threshold: the log_alpha threshold chosen on validation data.
+    """
+
+    model: object
+    report: CompressionReport
+    histories: dict
+    vib_model: object = None
+    threshold: float | None = None

@@ -1,28 +1,23 @@
-"""compress()'s argument checks and data preparation: errors name the argument and the value."""
+"""compress()'s data preparation (splits, checks against the model) and its own argument
+checks; the generic ones are in `tf_vib._checks`. Errors name the argument and the value."""
 
 import dataclasses
 
 import numpy as np
 
-from tf_vib._data import as_arrays, check_data, check_inputs, num_samples, stratified_holdout, take
+from tf_vib._checks import check_float, check_int
 from tf_vib._keras import tf
+from tf_vib.compress._data import (
+    as_arrays,
+    check_data,
+    check_inputs,
+    num_samples,
+    stratified_holdout,
+    take,
+)
 
-__all__ = ["Data", "prepare_data", "check_targets", "check_int", "check_float", "check_accuracy_drop", "optional",
-           "rank_or_energy", "why_not_distilled"]
-
-
-def check_int(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}")
-    return int(value)
-
-
-def check_float(name, value, *, low=0.0, allow_low=False, high=None):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number)) and np.isfinite(value)
-    if not ok or value < low or (value == low and not allow_low) or (high is not None and value >= high):
-        bound = f"{'>=' if allow_low else '>'} {low:g}" + ("" if high is None else f" and < {high:g}")
-        raise ValueError(f"`{name}` must be a finite number {bound}; received {value!r}")
-    return float(value)
+__all__ = ["Data", "prepare_data", "check_targets", "check_accuracy_drop", "rank_or_energy",
+           "why_not_distilled"]
 
 
 def check_accuracy_drop(value):
@@ -45,10 +40,6 @@ def why_not_distilled(model):
         return ("distillation is off: it matches a softmax over 2 or more classes, and the model's "
                 "output has one unit; fine-tuning trains on the labels alone")
     return None
-
-
-def optional(name, value, check):
-    return None if value is None else check(name, value)
 
 
 def rank_or_energy(name, value):

@@ -9,7 +9,7 @@ import numpy as np
 
 from tf_vib._graph import tensor_users
 from tf_vib._keras import keras, tf
-from tf_vib.training import loss_kind, loss_name
+from tf_vib.compress._training import loss_kind, loss_name
 
 __all__ = ["num_samples", "take", "as_arrays", "check_data", "check_inputs", "labels_of", "stratified_holdout"]
 

@@ -1,12 +1,12 @@
 """Training helpers for compress(): accuracy, losses, the two-learning-rate trainer, best weights.
 
-The data checks are in `tf_vib._data`.
+The data checks are in `tf_vib.compress._data`.
 """
 
 import numpy as np
 
 from tf_vib._keras import keras, tf
-from tf_vib.schedules import vib_layers
+from tf_vib.compress._schedules import vib_layers
 
 __all__ = [
     "accuracy",
