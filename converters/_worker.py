@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "main"]
+__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "denylisted_nodes", "with_metadata", "main"]
 
 
 def _fault(point):
@@ -44,7 +44,7 @@ def _converter(saved_model, job, representative):
         converter._experimental_disable_per_channel = True
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if mode == "int8":
+    if mode in ("int8", "auto"):
         batch = job["batch_size"]
 
         def samples():
@@ -54,11 +54,65 @@ def _converter(saved_model, job, representative):
                                                                                    strict=True)}
 
         converter.representative_dataset = samples
+        if mode == "auto":  # float ops stay allowed: the plan's float layers need them
+            return converter
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if job["int8_io"]:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     return converter
+
+
+def denylisted_nodes(calibrated, float_layers):
+    """The output tensor names of the ops of ``float_layers`` in the calibrated (float) file.
+
+    An op is a layer's when it has the layer's op type and an input of its weights' shape
+    (`converters.plan.quantization.float_layer_ops`): TFLite names a fused LSTM's output
+    ``tfl.unidirectional_sequence_lstm``, not after the layer. A layer that shares its op and
+    weight shape with a float one is planned float as well (`converters.plan.quantization.auto_plan`).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    main = model.subgraphs[0]
+    found = {entry["layer"]: [] for entry in float_layers}
+    for op in main.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+        shapes = [main.tensors[i].shape.tolist() for i in op.inputs if i >= 0 and main.tensors[i].shape is not None]
+        for entry in float_layers:
+            if op_name == entry["op"] and entry["weight_shape"] in shapes:
+                found[entry["layer"]] += [main.tensors[i].name.decode() for i in op.outputs]
+    missing = [layer for layer, nodes in found.items() if not nodes]
+    if missing:
+        raise ValueError(f"the quantization plan's float layers {missing} have no op in the converted graph")
+    return sorted({name for nodes in found.values() for name in nodes})
+
+
+def _selective(converter, job):
+    """Full int8 but for the plan's float layers: TFLite's selective quantization."""
+    import tensorflow as tf
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                         debug_dataset=converter.representative_dataset)
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=denylisted_nodes(debugger.calibrated_model, job["float_layers"]))
+    return debugger.get_nondebug_quantized_model()
+
+
+def with_metadata(flat, name, data):
+    """The same file with a metadata entry ``name`` holding ``data`` (bytes)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return _packed(model)
 
 
 def shorten_tensor_names(flat):
@@ -124,10 +178,13 @@ def run_job(job_dir, job):
     if job.get("representative"):
         representative = _arrays(job_dir / job["representative"])
     _fault("convert")
-    flat = _converter(str(job_dir / job["saved_model"]), job, representative).convert()
+    converter = _converter(str(job_dir / job["saved_model"]), job, representative)
+    flat = _selective(converter, job) if job["quantization"] == "auto" else converter.convert()
     if job.get("shorten_names"):
         flat = shorten_tensor_names(flat)
     flat = in_keras_order(flat, job)
+    if job.get("metadata"):
+        flat = with_metadata(flat, "tf_vib", json.dumps(job["metadata"]).encode())
     (job_dir / f"{job['name']}.tflite").write_bytes(flat)
     probe = _arrays(job_dir / job["probe"])
     _fault("invoke")

@@ -4,6 +4,7 @@ Read straight from the flatbuffer (TFLite's own schema), without running the fil
 """
 
 import dataclasses
+import json
 
 import numpy as np
 
@@ -51,6 +52,12 @@ class TFLiteInfo:
       min_runtime_version: the converter's own note of the oldest TFLite runtime that can
         run the file (from its op versions), or None.
       subgraphs: number of subgraphs (a WHILE loop adds two).
+      op_input_dtypes: the dtype of each op's first input, in `ops` order: which ops
+        run in int8 (``int8``) and which in float (``float32``).
+      tf_vib: what tf-vib's converter noted in the file's ``tf_vib`` metadata, or None:
+        ``quantization_plan`` (``quantization="auto"``: one ``{"layer", "kind", "mode",
+        "why"}`` per planned layer) and ``input_standardization`` (``{"mean", "std"}``: the
+        file standardises its raw input itself).
     """
 
     size_bytes: int
@@ -62,6 +69,8 @@ class TFLiteInfo:
     quantization: str
     min_runtime_version: str | None
     subgraphs: int
+    op_input_dtypes: list = dataclasses.field(default_factory=list)
+    tf_vib: dict | None = None
 
     @property
     def op_counts(self):
@@ -102,6 +111,13 @@ class TFLiteInfo:
             lines.append(f"{runtime}: {'loads' if reason is None else 'cannot load: ' + reason}")
         if self.min_runtime_version:
             lines.append(f"converter's min_runtime_version: {self.min_runtime_version}")
+        notes = self.tf_vib or {}
+        if "quantization_plan" in notes:
+            lines.append("quantization plan (auto): " + "; ".join(
+                f"{p['layer']} ({p['kind']}) -> {p['why']}" for p in notes["quantization_plan"]))
+        if "input_standardization" in notes:
+            s = notes["input_standardization"]
+            lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")
         return lines
 
     def __str__(self):
@@ -139,12 +155,15 @@ def describe_tflite(flat):
         if name == "CUSTOM":
             name = f"CUSTOM:{code.CustomCode().decode()}"
         codes.append((name, code.Version()))
-    ops, versions, constants, dtypes_const, dtypes_variable = [], {}, 0, set(), set()
+    ops, op_dtypes, versions, constants, dtypes_const, dtypes_variable = [], [], {}, 0, set(), set()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for o in range(subgraph.OperatorsLength()):
-            name, version = codes[subgraph.Operators(o).OpcodeIndex()]
+            operator = subgraph.Operators(o)
+            name, version = codes[operator.OpcodeIndex()]
             ops.append(name)
+            first = operator.Inputs(0) if operator.InputsLength() else -1
+            op_dtypes.append(_DTYPES.get(subgraph.Tensors(first).Type(), "other") if first >= 0 else None)
             versions[name] = max(version, versions.get(name, 0))
         for t in range(subgraph.TensorsLength()):
             tensor = subgraph.Tensors(t)
@@ -173,5 +192,6 @@ def describe_tflite(flat):
         quantization = "float16"
     else:
         quantization = "float32"
+    notes = json.loads(metadata["tf_vib"]) if "tf_vib" in metadata else None
     return TFLiteInfo(len(flat), ops, versions, inputs, outputs, int(constants), quantization,
-                      version, model.SubgraphsLength())
+                      version, model.SubgraphsLength(), op_dtypes, notes)

@@ -24,13 +24,8 @@ import numpy as np
 from converters import verify as verifying
 from converters.describe import describe_tflite
 from converters.inputs import input_names, output_names
-from converters.plan import (
-    UnrolledGRU,
-    UnrolledSimpleRNN,
-    _recurrent_kind,
-    _Unrolled,
-    without_masks,
-)
+from converters.plan import UnrolledGRU, UnrolledSimpleRNN, without_masks
+from converters.plan.recurrent import _Unrolled, recurrent_label
 from converters.runtime import split_inputs
 from tf_vib._graph import copy_layer, graph_nodes, node_outputs
 from tf_vib._keras import keras, tf
@@ -191,7 +186,7 @@ def _timed_inputs(model, nodes):
     timed = set()
     for node in nodes:
         found = set().union(*(origins.get(id(t), set()) for t in node.keras_inputs))
-        if _recurrent_kind(node.layer) is not None:
+        if recurrent_label(node.layer) is not None:
             timed |= found
         for tensor in node_outputs(node):
             origins[id(tensor)] = found
@@ -249,7 +244,7 @@ def step_model(model, *, one_product=False):
     """
     model = without_masks(model)
     nodes = list(graph_nodes(model))
-    recurrent = [n for n in nodes if _recurrent_kind(n.layer) is not None]
+    recurrent = [n for n in nodes if recurrent_label(n.layer) is not None]
     if not recurrent:
         raise ValueError(f"streaming=True needs a recurrent layer over a time axis; `model` {model.name!r} "
                          f"has none (its input shapes: {[tuple(t.shape) for t in model.inputs]}). "
@@ -270,7 +265,7 @@ def step_model(model, *, one_product=False):
         args = tf.nest.map_structure(mapped, tuple(node.call_args))
         kwargs = {k: tf.nest.map_structure(mapped, v) for k, v in node.call_kwargs.items() if k != "mask"}
         flags = [timed[id(t)] for t in node.keras_inputs]
-        kind = _recurrent_kind(layer)
+        kind = recurrent_label(layer)
         if type(layer) is L.Bidirectional:
             raise _refuse(layer, f"it {_WHOLE_SEQUENCE[L.Bidirectional]}")
         if kind is not None:

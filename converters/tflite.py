@@ -27,6 +27,7 @@ from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
     "QUANTIZATIONS",
+    "MODES",
     "RECURRENT_PLANS",
     "ConversionError",
     "ConversionCrash",
@@ -37,6 +38,8 @@ __all__ = [
 
 #: Quantization modes: float32, dynamic-range (int8 weights), float16 weights, full int8.
 QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
+#: ... and ``auto``: int8 or float32 per layer, by a cost table (`converters.plan.quantization`).
+MODES = (*QUANTIZATIONS, "auto")
 #: ``auto``: fused LSTM, WHILE loops in float modes, unrolled GRU/SimpleRNN in int8.
 #: ``loop``: never unroll (full-int8 WHILE loops crash TFLite 2.21: for newer versions).
 RECURRENT_PLANS = ("auto", "loop")
@@ -66,8 +69,8 @@ def _positive_int(name, value, allow_none=False):
 
 
 def _check_mode(quantization, int8_io, runtime, recurrent_plan):
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"`quantization` must be one of {list(QUANTIZATIONS)}; received {quantization!r}")
+    if quantization not in MODES:
+        raise ValueError(f"`quantization` must be one of {list(MODES)}; received {quantization!r}")
     if not isinstance(int8_io, bool):
         raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
     if int8_io and quantization != "int8":
@@ -84,18 +87,27 @@ class _Job:
         self.runtime, self.batch_size = runtime, batch_size
         self.model, self.specs, self.plans = model, specs, plans
         self.output_names = output_names or inputs.output_names(model)
+        self.convert_as, self.quantization_plans, self.float_layers = quantization, None, []
 
     def describe_layers(self):
         kinds = sorted({type(layer).__name__ for layer in self.model.layers
                         if not isinstance(layer, keras.layers.InputLayer)})
         return f"{', '.join(kinds)} layers"
 
+    def plan_quantization(self, cost_table):
+        """Plan ``auto``: the layers' modes, and the mode the worker converts with."""
+        self.quantization_plans, floats = planning.auto_plan(self.model, cost_table, self.runtime)
+        int8 = len(floats) < len(self.quantization_plans) or not self.quantization_plans
+        self.convert_as = ("auto" if floats else "int8") if int8 else "float32"
+        self.float_layers = planning.float_layer_ops(floats)
+
     def mode_text(self):
         return self.quantization + (" with int8 input/output" if self.int8_io else "")
 
 
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
-          representative_data, calibration_samples, feature_selection, unit_multiple, streaming=False):
+          representative_data, calibration_samples, feature_selection, unit_multiple, streaming=False,
+          cost_table=None, standardize=None):
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
     if not isinstance(streaming, bool):
@@ -110,15 +122,17 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
         raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
     for mode in quantizations:
         _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
-    if "int8" in quantizations and representative_data is None:
+    table = planning.load_cost_table(cost_table) if "auto" in quantizations else None
+    needs_data = [mode for mode in ("int8", "auto") if mode in quantizations]
+    if needs_data and representative_data is None:
         raise ValueError(
-            "quantization='int8' needs `representative_data`: a few hundred typical input "
+            f"quantization={needs_data[0]!r} needs `representative_data`: a few hundred typical input "
             "samples, shape (n, ...) like the model's input, to calibrate activation ranges"
         )
     signature = streams.step_model(model)[1] if streaming else None  # its refusals come first
     jobs, prepared, sources = [], {}, {}
     for mode in dict.fromkeys(quantizations):
-        key = mode == "int8"
+        key = mode in ("int8", "auto")
         if key not in prepared:
             sources[key] = streams.step_model(model, one_product=not key)[0] if streaming else model
             prepared[key] = planning.prepare(sources[key], quantization=mode, batch_size=batch_size,
@@ -128,7 +142,10 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
                                              unit_multiple=unit_multiple)
         jobs.append(_Job(mode, mode, int8_io and mode == "int8", runtime, batch_size, *prepared[key],
                          signature and signature.output_names))
+        if mode == "auto":
+            jobs[-1].plan_quantization(table)
     specs = jobs[0].specs
+    standardize = planning.check_standardize(standardize, specs)
     representative = None
     if representative_data is not None and streaming:  # clips -> frames and the states before them
         representative_data = streams.step_samples(sources[True] if True in sources else sources[False],
@@ -142,13 +159,14 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
             raise ValueError(f"`representative_data` holds {len(representative[0])} samples, fewer "
                              f"than one batch of batch_size={batch_size}")
     for job in jobs:
-        function = planning.export_function(job.model, job.specs, job.output_names)
+        function = planning.export_function(job.model, job.specs, standardize, job.output_names)
         bad = planning.unsupported_ops(function, job.model)
         if bad:
             listed = ", ".join(f"{op} in layer {layer!r}" for op, layer in bad)
             raise ValueError(f"`model` {model.name!r} has ops that TFLite cannot run: {listed} "
                              "(Python callbacks); rewrite those layers with TensorFlow ops")
         job.function = function
+        job.metadata = planning.file_metadata(job.quantization_plans, standardize)
     return jobs, representative
 
 
@@ -239,13 +257,14 @@ def _convert(jobs, representative, isolate, timeout):
             probe = ([samples[: job.batch_size] for samples in representative] if representative is not None
                      else inputs.probe_batch(job.specs, inputs.token_limits(job.model)))
             np.savez(directory / f"{job.name}.probe.npz", *probe)
-            records.append({"name": job.name, "quantization": job.quantization, "int8_io": job.int8_io,
+            records.append({"name": job.name, "quantization": job.convert_as, "int8_io": job.int8_io,
                             "runtime": job.runtime, "batch_size": job.batch_size,
                             "saved_model": exported[key], "probe": f"{job.name}.probe.npz",
                             "inputs": [spec.name for spec in job.specs],
                             "outputs": job.output_names,
                             "shorten_names": any(p.becomes.startswith("unrolled") for p in job.plans),
-                            "representative": "representative.npz" if job.quantization == "int8" else None})
+                            "float_layers": job.float_layers, "metadata": job.metadata,
+                            "representative": "representative.npz" if job.convert_as in ("int8", "auto") else None})
         if representative is not None:
             np.savez(directory / "representative.npz", *representative)
         (directory / "job.json").write_text(json.dumps(records))
@@ -278,13 +297,14 @@ def _convert(jobs, representative, isolate, timeout):
 def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=None, batch_size=1,
                    int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
                    feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-                   timeout=3600, streaming=False):
+                   timeout=3600, streaming=False, cost_table=None, standardize=None):
     """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``."""
     jobs, representative = _jobs(
         model, list(quantizations), int8_io=int8_io, runtime=runtime, batch_size=batch_size,
         time_steps=time_steps, recurrent_plan=recurrent_plan,
         representative_data=representative_data, calibration_samples=calibration_samples,
         feature_selection=feature_selection, unit_multiple=unit_multiple, streaming=streaming,
+        cost_table=cost_table, standardize=standardize,
     )
     return _convert(jobs, representative, isolate, timeout)
 
@@ -292,7 +312,7 @@ def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=No
 def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_size=1,
               int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
               feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-              timeout=3600, streaming=False):
+              timeout=3600, streaming=False, cost_table=None, standardize=None):
     """Convert a tf_keras model (plain, or with VIB layers) to TFLite bytes.
 
     A model with VIB layers is stripped first (``tf_vib.strip_masks``). Each ``LSTM``
@@ -306,7 +326,10 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         not modified. The file's inputs and outputs are in the model's order and its inputs
         keep their names (see `converters.inputs.input_specs`).
       quantization: ``"float32"``, ``"dynamic"`` (default; int8 weights, float
-        activations), ``"float16"`` (float16 weights) or ``"int8"`` (full integer).
+        activations), ``"float16"`` (float16 weights), ``"int8"`` (full integer) or
+        ``"auto"``: int8 for each layer whose int8 kernel is faster on the target by
+        ``cost_table``, float32 for the others (`converters.plan.quantization`; the file's
+        description lists the choices).
       representative_data: input samples, shape (n, ...) like the model's input (for
         several inputs: a list in the model's order or a dict by input name), or a
         ``tf.data.Dataset`` of them; required for int8 (calibration), optional otherwise.
@@ -343,6 +366,11 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         ``time_steps`` is not needed. Signature and supported models: `converters.streaming`;
         models it cannot stream raise before conversion. Run it with `TFLiteModel.stream`
         or `TFLiteModel.step`, check it with `converters.verify_streaming`.
+      cost_table: for ``"auto"``: None (the shipped emulated Cortex-A72 table), a path to
+        a JSON cost table, or its dict (made by ``benchmarks/cost_table.py``).
+      standardize: None, or ``(mean, std)`` (or a dict with them, such as a loader's
+        ``data.info``): the file standardises its raw input itself
+        (`converters.plan.standardize`); ``representative_data`` is then raw as well.
 
     Returns:
       The ``.tflite`` file's bytes.
@@ -365,6 +393,7 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         int8_io=int8_io, runtime=runtime, time_steps=time_steps, recurrent_plan=recurrent_plan,
         feature_selection=feature_selection, unit_multiple=unit_multiple,
         calibration_samples=calibration_samples, isolate=isolate, timeout=timeout, streaming=streaming,
+        cost_table=cost_table, standardize=standardize,
     )[quantization]
 
 

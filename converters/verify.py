@@ -11,7 +11,7 @@ Targets (the converter's contract), on every output value of every sample:
   by 0.05 (the TFLite file: 0.06; another seed's baseline: 0.15, 1.3% of its scale). A file
   that misses this passes when the class probabilities (softmax of logit outputs) are
   within the plain 1e-2, which is what a classifier's user reads;
-- full int8: accuracy within 1 point of the Keras model's (with labels), or the same class
+- full int8, and ``auto`` files with any int8 layer: accuracy within 1 point of the Keras model's (with labels), or the same class
   as the Keras model on 99% of the samples (without).
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from converters.describe import describe_tflite
 from converters.inputs import input_names
+from converters.plan.standardize import standardized
 from converters.runtime import TFLiteModel, load_interpreter, split_inputs
 from tf_vib import bridge
 from tf_vib._keras import require_tf_keras_model
@@ -206,7 +207,9 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
         model: its own outputs are the reference.
       tflite: the file's bytes, its path, or a `TFLiteModel`.
       x: inputs, shape (n, ...); for a model with several inputs, a list of arrays in the
-        model's input order or a dict by input name.
+        model's input order or a dict by input name. For a file that standardises its
+        input (``standardize=`` at conversion, noted in its metadata), raw inputs: the
+        model gets them standardised.
       y: optional labels (class indices or one-hot; per step, ``(n, steps)``, for a per-step
         output): int8 is then judged on accuracy. For
         a model with several outputs, a list with one entry (labels or None) per output.
@@ -222,16 +225,21 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model is checked on its tf_keras twin
     require_tf_keras_model(model, "model")
     loaded, flat = _loaded(tflite, num_threads, runtime)
+    info = describe_tflite(flat) if flat is not None else None
     if quantization is None:
-        if flat is None:
+        if info is None:
             raise ValueError("pass `quantization=` when `tflite` is an already loaded TFLiteModel")
-        quantization = describe_tflite(flat).quantization
+        quantization = info.quantization
     if quantization not in (*TOLERANCES, "int8"):
         raise ValueError(f"`quantization` must be one of {[*TOLERANCES, 'int8']}; received {quantization!r}")
     arrays = _checked_inputs(model, loaded, x)
     labels = _per_output_labels(y, len(arrays[0]), [len(o.shape) for o in model.outputs])
+    keras_arrays = arrays
+    standardization = ((info and info.tf_vib) or {}).get("input_standardization")
+    if standardization is not None:  # the file takes raw inputs, the model standardised ones
+        keras_arrays = [standardized(arrays[0], np.float32(standardization["mean"]), np.float32(standardization["std"]))]
     expected = [np.asarray(e, dtype=np.float32)
-                for e in _as_list(user_model.predict(_keras_inputs(model, arrays), verbose=0, batch_size=256))]
+                for e in _as_list(user_model.predict(_keras_inputs(model, keras_arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))
     expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
     return judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime)

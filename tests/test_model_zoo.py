@@ -47,7 +47,7 @@ XFAIL = {
     "embedding_mask_zero_lstm": {
         "tflite_int8": ("ValueError: layer (LSTM) would become a WHILE loop, and full-int8 conversion of "
                         "WHILE loops crashes TFLite (TF 2.21); its input carries a Keras mask "
-                        "(converters/plan.py:_plan_layer)"),
+                        "(converters/plan/recurrent.py:plan_layer)"),
     },
     # int8 of the stripped, untrained models with random masks. Trained (docs/deployment.md),
     # the Bidirectional and BatchNormalization models miss int8 even unstripped (74%, 86% same

@@ -76,6 +76,13 @@ _ELEMENTWISE_OPS = {
 }
 
 
+#: TFLite's float kernels work on 4 floats at a time, so a fused LSTM whose units are a
+#: multiple of this runs faster than one a unit or more above it (docs/deployment.md).
+#: compress() trims its chosen LSTMs to it when accuracy allows (``UNIT_MULTIPLE``), and the
+#: converter pads the rest with zero units to it in the float modes (``AUTO_UNIT_MULTIPLE``).
+FUSED_LSTM_UNIT_MULTIPLE = 4
+
+
 def recurrent_kind(layer):
     """``"lstm"``, ``"gru"``, ``"simple_rnn"`` or None, for the plain Keras recurrent layers."""
     kinds = {L.LSTM: "lstm", L.GRU: "gru", L.SimpleRNN: "simple_rnn"}

@@ -1,4 +1,6 @@
-"""compress()'s defaults, in one place: the stages and the converter read them from here."""
+"""compress()'s defaults, in one place: the stages read them from here."""
+
+from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE
 
 __all__ = ["DEFAULT_MAX_DROP", "DEFAULT_THRESHOLDS", "KL_REFERENCE_WIDTH", "KL_SAMPLES_CAP", "STATE_GATES",
            "UNIT_MULTIPLE", "default_kl_factor"]
@@ -20,7 +22,7 @@ DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: LSTM(13) takes 1.25-1.28x the time of LSTM(8) where LSTM(12) takes 1.13-1.15x), so a
 #: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. What is not trimmed,
 #: the converter pads to the same multiple in the float modes (``AUTO_UNIT_MULTIPLE``).
-UNIT_MULTIPLE = 4
+UNIT_MULTIPLE = FUSED_LSTM_UNIT_MULTIPLE
 
 #: The training-set size above which the default KL weight stops shrinking.
 KL_SAMPLES_CAP = 256

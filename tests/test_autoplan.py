@@ -1,0 +1,180 @@
+"""quantization="auto" (int8 or float32 per layer, by a cost table) and the input standardisation in the file."""
+
+import json
+
+import numpy as np
+import pytest
+
+import converters
+from converters import plan as planning
+from converters import tflite as tflite_module
+from converters.plan.quantization import DEFAULT_COST_TABLE, load_cost_table
+from converters.runtime import load_interpreter
+from tf_vib._keras import keras
+
+STEPS, FEATURES = 26, 12
+IMAGE = (32, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, *IMAGE)).astype(np.float32)
+    offsets = rng.normal(size=(256, 2)).astype(np.float32)
+    x[..., :2] += 3 * offsets[:, None, None, :]
+    # Three classes by the signs of two channels' offsets: easy, so int8 keeps the accuracy.
+    y = (offsets > 0).sum(axis=1)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def cnn_lstm(data):
+    """Conv2D(32) over rows read by an LSTM(4), trained a little.
+
+    Sized to the shipped table's rows: the convolution (4.7M MACs, a 3x3 kernel) runs
+    faster in int8 there, the small LSTM and the 3-class head slower.
+    """
+    x, y = data
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(IMAGE)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="tanh", name="conv")(inputs)
+    h = keras.layers.Reshape((8, 256))(keras.layers.AveragePooling2D(4)(h))
+    h = keras.layers.LSTM(4, name="lstm")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy")
+    model.fit(x[:192], y[:192], epochs=6, batch_size=32, verbose=0)
+    return model
+
+
+def _modes(info):
+    """``{layer: mode}`` from the file's recorded plan."""
+    return {entry["layer"]: entry["mode"] for entry in info.tf_vib["quantization_plan"]}
+
+
+def _op_dtype(info, op):
+    return [dtype for name, dtype in zip(info.ops, info.op_input_dtypes, strict=True) if name == op]
+
+
+def test_the_shipped_table_keeps_a_small_lstm_float_and_makes_the_convolution_int8(cnn_lstm, data):
+    x, y = data
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64])
+    info = converters.describe_tflite(flat)
+    assert _modes(info) == {"conv": "int8", "lstm": "float32", "head": "float32"}
+    # The file does what the plan says: the convolution reads int8, the fused LSTM float32.
+    assert _op_dtype(info, "CONV_2D") == ["int8"]
+    assert _op_dtype(info, "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["float32"]
+    text = str(info)
+    assert "conv (Conv2D) -> int8 (cost table" in text and "lstm (LSTM) -> float32 (cost table" in text
+    verification = converters.verify(cnn_lstm, flat, x[192:], y[192:])
+    assert verification.quantization == "int8" and verification.passed, verification
+    assert verification.keras_accuracy > 0.6  # a model that learned: the int8 target is not trivial
+
+
+def test_a_table_that_says_the_reverse_gives_the_reverse_plan(cnn_lstm, data):
+    x, y = data
+    row = {"macs": 1000}
+    table = {"costs": {"ai-edge-litert": {"lstm": [{**row, "float32": 3, "int8": 1}],
+                                          "conv": [{**row, "float32": 1, "int8": 3}],
+                                          "dense": [{**row, "float32": 3, "int8": 1}]}}}
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=table,
+                                isolate=False)
+    info = converters.describe_tflite(flat)
+    assert _modes(info) == {"conv": "float32", "lstm": "int8", "head": "int8"}
+    assert _op_dtype(info, "CONV_2D") == ["float32"]
+    assert _op_dtype(info, "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["int8"]
+    assert _op_dtype(info, "FULLY_CONNECTED") == ["int8"]
+    assert converters.verify(cnn_lstm, flat, x[192:], y[192:]).passed
+
+
+def test_a_table_that_keeps_every_layer_float_gives_a_float32_file(cnn_lstm, data, tmp_path):
+    x, _ = data
+    table = {"costs": {"ai-edge-litert": {kind: [{"macs": 10, "float32": 1, "int8": 2}]
+                                          for kind in ("lstm", "conv", "dense")}}}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table))
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=path,
+                                isolate=False)
+    info = converters.describe_tflite(flat)
+    assert info.quantization == "float32" and set(_modes(info).values()) == {"float32"}
+    verification = converters.verify(cnn_lstm, flat, x[:64])
+    assert verification.criterion.startswith("max |diff| <= 0.0001") and verification.passed
+
+
+def test_the_shipped_table_is_measured_data_for_every_kind():
+    table = load_cost_table()
+    assert set(table["costs"]) == {"ai-edge-litert", "tflite-runtime-2.14"}
+    for kinds in table["costs"].values():
+        assert set(kinds) == {"lstm", "dense", "conv", "conv1x1"}
+    assert json.loads(DEFAULT_COST_TABLE.read_text())["made_by"].startswith("python benchmarks/cost_table.py")
+
+
+@pytest.fixture
+def no_conversion(monkeypatch):
+    monkeypatch.setattr(tflite_module, "_convert", lambda *a, **k: pytest.fail("conversion started"))
+
+
+@pytest.mark.parametrize("cost_table, match", [
+    ({"rows": []}, "`cost_table` has no 'costs' mapping"),
+    ({"costs": {"ai-edge-litert": {"lstm": [{"macs": 10, "float32": -1, "int8": 2}]}}},
+     r"`cost_table` costs\['ai-edge-litert'\]\['lstm'\] has a row without positive"),
+    ({"costs": {"ai-edge-litert": {"gru": [{"macs": 10, "float32": 1, "int8": 2}]}}}, "unknown kind 'gru'"),
+    ({"costs": {"tflite-runtime-2.14": {"lstm": [{"macs": 10, "float32": 1, "int8": 2}]}}},
+     "`cost_table` has no costs for runtime='ai-edge-litert'"),
+    ("/nonexistent/table.json", "`cost_table` could not be read as JSON"),
+    (3, "`cost_table` must be None, a path or a dict; received 3"),
+])
+def test_a_bad_cost_table_is_refused_before_converting(cnn_lstm, data, no_conversion, cost_table, match):
+    with pytest.raises(ValueError, match=match):
+        converters.to_tflite(cnn_lstm, quantization="auto", representative_data=data[0][:8], cost_table=cost_table)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"quantization": "mixed"}, r"`quantization` must be one of \[.*'int8', 'auto'\]; received 'mixed'"),
+    ({"quantization": "auto"}, "quantization='auto' needs `representative_data`"),
+    ({"quantization": "auto", "int8_io": True, "representative_data": np.zeros((8, *IMAGE))},
+     "`int8_io=True` needs quantization='int8'"),
+    ({"standardize": (np.zeros(16), np.zeros(16))}, "`standardize` std must be > 0"),
+    ({"standardize": (np.zeros(5), np.ones(5))}, r"`standardize` mean of shape \(5,\) does not broadcast"),
+    ({"standardize": {"mean": 0.0}}, "`standardize` must be None, a \\(mean, std\\) pair"),
+])
+def test_bad_arguments_are_refused_before_converting(cnn_lstm, no_conversion, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        converters.to_tflite(cnn_lstm, **kwargs)
+
+
+def test_the_file_standardises_raw_inputs_itself():
+    """Raw sensor values in, the Keras model's output on the standardised values out."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((STEPS, FEATURES)), keras.layers.LSTM(4), keras.layers.Dense(3)])
+    rng = np.random.default_rng(1)
+    standard = rng.normal(size=(32, STEPS, FEATURES)).astype(np.float32)
+    mean = rng.normal(size=FEATURES).astype(np.float32) * 50
+    std = rng.uniform(0.1, 20, size=FEATURES).astype(np.float32)
+    raw = standard[:32] * std + mean
+    flat = converters.to_tflite(model, quantization="float32", standardize={"mean": mean, "std": std, "n": 3},
+                                isolate=False)
+    got = load_interpreter(flat).predict(raw)
+    np.testing.assert_allclose(got, model.predict(standard[:32], verbose=0), atol=1e-4)
+    info = converters.describe_tflite(flat)
+    assert np.allclose(info.tf_vib["input_standardization"]["std"], std)
+    assert "input standardised in the file" in str(info) and {"SUB", "MUL"} <= set(info.ops)
+    assert converters.verify(model, flat, raw).passed  # verify feeds Keras the standardised inputs
+    # Without the standardisation the same raw values give other outputs: the ops matter.
+    plain = load_interpreter(converters.to_tflite(model, quantization="float32", isolate=False)).predict(raw)
+    assert np.abs(plain - got).max() > 1e-2
+
+
+def test_a_layer_sharing_a_float_layers_op_and_weight_shape_is_planned_float():
+    """The worker finds a float layer's ops by op type and weight shape, so such a twin stays float too."""
+    inputs = keras.Input((100, 16))
+    wide = keras.layers.Dense(16, name="per_step")(inputs)  # 100 x 256 MACs: int8 by the table
+    pooled = keras.layers.GlobalAveragePooling1D()(wide)
+    model = keras.Model(inputs, keras.layers.Dense(16, name="head")(pooled))  # 256 MACs: float32
+    table = load_cost_table({"costs": {"ai-edge-litert": {"dense": [{"macs": 256, "float32": 1, "int8": 2},
+                                                                    {"macs": 25600, "float32": 2, "int8": 1}]}}})
+    plans, floats = planning.auto_plan(model, table, "ai-edge-litert")
+    assert [str(p) for p in plans] == [
+        "per_step (Dense) -> float32 (cost table: int8/float32 0.50 at 25,600 MACs, but its op and weight "
+        "shape are those of a float layer)",
+        "head (Dense) -> float32 (cost table: int8/float32 2.00 at 256 MACs)"]
+    assert [layer.name for layer in floats] == ["per_step", "head"]
