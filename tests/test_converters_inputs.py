@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-from test_runtime import _BLOCKER, RUNNER
+from helpers import DEVICE_ONLY
+from test_runtime import RUNNER
 
 import converters
 from converters import runtime
@@ -248,7 +249,7 @@ def test_the_pi_runner_takes_several_inputs_by_name(two_in_two_out, tmp_path):
     (tmp_path / "model.tflite").write_bytes(files["float32"])
     sequences, statics, labels, _ = _two_input_data(8, seed=2)
     np.savez(tmp_path / "inputs.npz", sequence=sequences, static=statics, y0=labels)
-    (tmp_path / "sitecustomize.py").write_text(_BLOCKER)
+    (tmp_path / "sitecustomize.py").write_text(DEVICE_ONLY)
     command = [sys.executable, str(RUNNER), "model.tflite", "inputs.npz", "--repeats", "2"]
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
