@@ -18,10 +18,10 @@ DEFAULT_MAX_DROP = 0.005
 DEFAULT_THRESHOLDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 #: compress()'s default ``unit_multiple``: TFLite's fused LSTM kernel runs a layer whose units
-#: are a multiple of 4 faster than one a unit or more above it (docs/deployment.md: on x86,
-#: LSTM(13) takes 1.25-1.28x the time of LSTM(8) where LSTM(12) takes 1.13-1.15x), so a
-#: chosen LSTM of 13 units is worth trimming to 12 when accuracy allows. What is not trimmed,
-#: the converter pads to the same multiple in the float modes (``AUTO_UNIT_MULTIPLE``).
+#: are a multiple of 4 faster than one a unit or more above it (measured in
+#: docs/deployment.md), so a chosen LSTM of 13 units is worth trimming to 12 when accuracy
+#: allows. What is not trimmed, the converter pads to the same multiple in the float modes
+#: (``AUTO_UNIT_MULTIPLE``).
 UNIT_MULTIPLE = FUSED_LSTM_UNIT_MULTIPLE
 
 #: The training-set size above which the default KL weight stops shrinking.
@@ -36,19 +36,16 @@ def default_kl_factor(n_train, width=KL_REFERENCE_WIDTH):
 
     ``1 / n_train`` is the per-sample ELBO weighting. Over an epoch it pushes the masks by
     the same total whatever the data size, while the data term's push grows with
-    ``n_train``: on sklearn's digits (1,078 training rows) the masks stopped at 8-10x
-    fewer LSTM parameters in 100 epochs, with the model still above the baseline's
-    accuracy. Capping the sample count at 256 keeps the pruning going on larger sets
-    (digits: 24-34x at no accuracy loss) and leaves small sets (JapaneseVowels: 216 rows)
-    as they were.
+    ``n_train``: on larger sets the masks stop well short of what the accuracy allows.
+    Capping the sample count at 256 keeps the pruning going there and leaves small sets as
+    they were.
 
     ``width`` is the widest masked layer (units, or input features of a recurrent layer).
     The KL gradient on each mask does not depend on the width, while each unit's share of
     the data term shrinks as ``1 / width``, and Adam moves every mask whose gradient the KL
-    dominates at the same pace: in the paper-sized ``LSTM(2048)`` on 2048 features all
-    masks crossed the threshold within one epoch and left a 26-parameter model. Scaling
-    the weight by ``128 / width`` keeps a unit of a wide layer in the balance a unit of a
-    128-unit layer has (paper-sized benchmark: 1,055-1,143x fewer LSTM parameters, test accuracy
-    above the baseline's).
+    dominates at the same pace: in a wide layer every mask would cross the threshold
+    together. Scaling the weight by ``128 / width`` keeps a unit of a wide layer in the
+    balance a unit of a 128-unit layer has. The runs behind both terms are in
+    docs/design.md ("Choosing the compressed model").
     """
     return 1.0 / min(int(n_train), KL_SAMPLES_CAP) * min(1.0, KL_REFERENCE_WIDTH / max(int(width), 1))
