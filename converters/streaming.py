@@ -396,7 +396,7 @@ def verify_streaming(model, tflite, x, y=None, *, quantization=None, num_threads
             if lab is not None:  # a per-step head has one label per step: (n, steps[, classes])
                 lab = np.asarray(lab)
                 rows = n * lab.shape[1] if per_step and lab.ndim > 1 else n
-                lab = verifying._labels(lab.reshape(rows, *lab.shape[2:]) if per_step else lab, rows)
+                lab = verifying._labels(lab.reshape(rows, *lab.shape[2:]) if per_step else lab, rows, 2)  # rows of classes: rank 2
             labels.append(lab)
     pairs = []
     for e, g, per_step in zip(expected, got, signature.per_step, strict=True):
