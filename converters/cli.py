@@ -8,7 +8,7 @@ __all__ = ["add_convert_command", "run_convert"]
 def add_convert_command(commands):
     from converters.describe import RUNTIME_TARGETS
     from converters.plan import FEATURE_SELECTIONS
-    from converters.tflite import QUANTIZATIONS
+    from converters.tflite import MODES
 
     parser = commands.add_parser(
         "convert",
@@ -18,8 +18,14 @@ def add_convert_command(commands):
     )
     parser.add_argument("model", help="a .keras file (tf_keras or Keras 3), .h5 or a SavedModel")
     parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="dynamic",
-                        help="float32, dynamic (default), float16 or int8")
+    parser.add_argument("--quantization", choices=MODES, default="dynamic",
+                        help="float32, dynamic (default), float16, int8, or auto (int8 or float32 per "
+                        "layer, whichever the cost table says is faster on the device; needs --calibration)")
+    parser.add_argument("--cost-table", help="with --quantization auto: a JSON cost table "
+                        "(benchmarks/cost_table.py makes one; default: the shipped emulated Cortex-A72 table)")
+    parser.add_argument("--streaming", action="store_true",
+                        help="one frame per invoke, the recurrent states as extra inputs and outputs "
+                        "(for a camera loop; verified over whole clips)")
     parser.add_argument("--calibration", help=".npz/.npy of representative inputs (needed for int8); "
                         "'x' (and 'y') arrays in a .npz, or one 'x_<input name>' per input")
     parser.add_argument("--verify", help=".npz/.npy of inputs (and 'y' labels) to verify on "
@@ -70,6 +76,7 @@ def run_convert(args):
         model, quantization=args.quantization, representative_data=calibration[0],
         batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
         feature_selection=args.feature_selection, unit_multiple=args.unit_multiple,
+        cost_table=args.cost_table, streaming=args.streaming,
     )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,9 @@ def run_convert(args):
     if check[0] is None:
         print("verification: skipped (pass --verify or --calibration data)")
         return 0
-    result = converters.verify(model, flat, check[0], labels_in_output_order(check[1], model))
+    labels = labels_in_output_order(check[1], model)
+    verify = converters.verify_streaming if args.streaming else converters.verify
+    result = verify(model, flat, check[0], labels)
     print(f"verification: {result}")
     return 0 if result.passed else 1
 

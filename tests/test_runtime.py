@@ -235,3 +235,29 @@ def test_dynamic_range_falls_back_to_probabilities_for_logits(logits, passed):
     assert converters.verify(model, _FixedOutputs(shifted), logits, quantization="float16").passed is passed
     # float32 keeps its absolute 1e-4 on the logits: no probability fallback
     assert not converters.verify(model, _FixedOutputs(logits + 1e-3), logits, quantization="float32").passed
+
+
+def test_tf_vib_convert_auto_plan_and_streaming(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6, 4)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1) > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(8), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=4, verbose=0)
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    from tf_vib.cli import main
+
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "auto.tflite"),
+                 "--quantization", "auto", "--calibration", str(tmp_path / "data.npz")])
+    printed = capsys.readouterr().out
+    # the shipped table: a small fused LSTM and its head are faster in float32 on the Pi
+    assert code == 0 and "quantization plan (auto): lstm (LSTM) -> " in printed
+    assert "verification: " in printed and "passed" in printed.split("verification: ")[1]
+    code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "stream.tflite"),
+                 "--quantization", "float32", "--streaming", "--verify", str(tmp_path / "data.npz")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "passed" in printed.split("verification: ")[1]
+    loaded = runtime.load_interpreter((tmp_path / "stream.tflite").read_bytes())
+    assert len(loaded.input_details) == 3  # the frame, then h and c of the LSTM
