@@ -384,20 +384,11 @@ def verify_streaming(model, tflite, x, y=None, *, quantization=None, num_threads
     arrays, _ = _clip_arrays(signature, x, "x")
     expected = verifying._as_list(model.predict(verifying._keras_inputs(model, arrays), verbose=0))
     got = verifying._as_list(loaded.stream(arrays))
-    n = len(arrays[0])
-    if y is None:
-        labels = [None] * len(expected)
-    elif len(expected) > 1 and (not isinstance(y, (list, tuple)) or len(y) != len(expected)):
-        raise ValueError(f"the model has {len(expected)} outputs: `y` must be a list of {len(expected)} "
-                         "label arrays (or None entries), one per output")
-    else:
-        labels = []
-        for lab, per_step in zip(y if len(expected) > 1 else [y], signature.per_step, strict=True):
-            if lab is not None:  # a per-step head has one label per step: (n, steps[, classes])
-                lab = np.asarray(lab)
-                rows = n * lab.shape[1] if per_step and lab.ndim > 1 else n
-                lab = verifying._labels(lab.reshape(rows, *lab.shape[2:]) if per_step else lab, rows, 2)  # rows of classes: rank 2
-            labels.append(lab)
+    # verify's own label checks, by each output's rank in the whole-clip model (3: one label
+    # per step); per-step labels are then flattened like the outputs they are compared with
+    ranks = [3 if per_step else 2 for per_step in signature.per_step]
+    labels = [None if lab is None else lab.reshape(-1)
+              for lab in verifying._per_output_labels(y, len(arrays[0]), ranks)]
     pairs = []
     for e, g, per_step in zip(expected, got, signature.per_step, strict=True):
         e = np.asarray(e, np.float32)
