@@ -213,7 +213,7 @@ def compress(
       say how it stands against the bound.
     """
     user_model = model
-    model, back = bridge.to_internal(model, "model")  # a Keras 3 model trains as its tf_keras twin
+    model, _ = bridge.to_internal(model, "model")  # a Keras 3 model trains as its tf_keras twin
     if model is not user_model:
         model = bridge.compiled_twin(user_model, model)
     require_tf_keras_model(model, "model")
@@ -281,7 +281,7 @@ def compress(
                          f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
     with strategy.scope():
-        return _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer,
+        return _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer,
                              classifier, input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed,
                              frame_masks, distributed=tf.distribute.has_strategy())
 
@@ -295,7 +295,7 @@ def _strategy(strategy):
     return strategy
 
 
-def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, vib, scorer, classifier,
+def _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer, classifier,
                   input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, frame_masks, distributed):
     if distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
         model = copy_model(model)
@@ -322,7 +322,7 @@ def _run_in_scope(model, user_model, back, data, loss_fn, settings, thresholds, 
                           metrics=[run.scorer.metric()])
             result.model = small
     if bridge.is_keras3(user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
-        result.model = bridge.compiled_like(back(result.model), user_model)
+        result.model = bridge.compiled_like(bridge.to_keras3(result.model), user_model)
     return result
 
 
