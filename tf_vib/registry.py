@@ -31,7 +31,7 @@ from tf_vib._keras import keras, tf
 
 __all__ = ["RECURRENT", "KERNEL", "CARRIER", "BREAKER", "Rule", "rule_of", "recurrent_kind",
            "ELEMENTWISE_ACTIVATIONS", "COLUMN_PRODUCERS", "CHANNEL_PRODUCERS", "ELEMENTWISE_MERGES",
-           "activation_values", "inner_layer"]
+           "activation_values", "inner_layer", "zero_preserving"]
 
 RECURRENT, KERNEL, CARRIER, BREAKER = "recurrent", "kernel", "carrier", "breaker"
 
@@ -192,6 +192,12 @@ def _last_axis(layer):
         return False
     ndim = layer.input_spec.ndim if getattr(layer, "input_spec", None) is not None else None
     return axis[0] == -1 or (ndim is not None and axis[0] == ndim - 1)
+
+
+def zero_preserving(activation):
+    """True if ``activation(0) == 0``: a unit whose inputs are all zero then stays at zero
+    (what zero-unit padding and silencing a unit in one direction rely on)."""
+    return float(np.asarray(activation(tf.zeros((1,)))).reshape(-1)[0]) == 0.0
 
 
 def activation_values(layer, values):

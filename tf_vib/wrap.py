@@ -22,8 +22,6 @@ original.
 
 import dataclasses
 
-import numpy as np
-
 from tf_vib._channels import channel_decisions
 from tf_vib._frames import frame_target
 from tf_vib._graph import (
@@ -35,7 +33,7 @@ from tf_vib._graph import (
     rebuild,
     tensor_users,
 )
-from tf_vib._keras import keras, require_tf_keras_model, tf
+from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
@@ -49,6 +47,7 @@ from tf_vib.registry import (
     RECURRENT,
     recurrent_kind,
     rule_of,
+    zero_preserving,
 )
 
 __all__ = ["add_vib_masks", "mask_plan", "MaskPlan", "LayerDecision", "recurrent_kind", "RNN_KEYS", "rnn_arguments"]
@@ -149,10 +148,6 @@ def _sources(tensor, masked_units):
     return {"other"}
 
 
-def _activation_at_zero(layer):
-    return float(np.asarray(layer.cell.activation(tf.zeros((1,))))[0])
-
-
 def _activation_name(layer):
     return getattr(layer.cell.activation, "__name__", type(layer.cell.activation).__name__)
 
@@ -165,7 +160,7 @@ def _units_blocked(layer, node):
             return f"merge_mode={layer.merge_mode!r} returns the directions apart"
         if recurrent_kind(layer.backward_layer) != recurrent_kind(inner):
             return "its two directions are different kinds of layer"
-        if layer.merge_mode != "concat" and _activation_at_zero(inner) != 0.0:
+        if layer.merge_mode != "concat" and not zero_preserving(inner.cell.activation):
             # a unit dead in one direction only is silenced there (its candidate zeroed),
             # which keeps its state at activation(0): 0 only for zero-preserving activations
             return (f"merge_mode={layer.merge_mode!r} with activation={_activation_name(inner)!r}, "

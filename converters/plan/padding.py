@@ -4,8 +4,8 @@ import numpy as np
 
 from converters.plan._common import LayerPlan, clone_with, has_input_mask, one_kernel_consumer
 from tf_vib._graph import call_counts, graph_nodes, tensor_users
-from tf_vib._keras import keras, tf
-from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE
+from tf_vib._keras import keras
+from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE, zero_preserving
 
 __all__ = ["AUTO_UNIT_MULTIPLE", "resolve_unit_multiple", "padded_units", "pad_units"]
 
@@ -30,17 +30,12 @@ def padded_units(units, multiple):
     return -(-units // multiple) * multiple
 
 
-def _zero_preserving(activation):
-    """True if ``activation(0) == 0``: a unit whose inputs are all zero then stays at zero."""
-    return float(tf.reshape(activation(tf.zeros([1])), [-1])[0]) == 0.0
-
-
 def _paddable(node, users, model, calls):
     """Why the ``keras.layers.LSTM`` of ``node`` cannot get zero units, or None if it can."""
     layer = node.layer
     if has_input_mask(node) or layer.stateful or layer.return_state:
         return "it is masked, stateful or returns its state"
-    if not _zero_preserving(layer.activation):
+    if not zero_preserving(layer.activation):
         return f"its activation {layer.activation.__name__} is not zero at zero"
     if len(node.keras_inputs) != 1:
         return "it takes an initial state"
