@@ -215,6 +215,8 @@ def test_model_without_layers_to_compress_and_uncompiled_model(no_training):
     ({"iss": -0.1}, "`iss` must be a finite number > 0; received -0.1"),
     ({"low_rank": 0}, "`low_rank` must be an integer >= 1; received 0"),
     ({"low_rank": 1.5}, "`low_rank` must be a finite number > 0 and < 1"),
+    ({"low_rank": 2, "low_rank_kernels": "all"},
+     "`low_rank_kernels` must be one of 'input', 'recurrent', 'both'; received 'all'"),
     ({"distill": True, "distill_temperature": 0}, "`distill_temperature` must be a finite number > 0"),
 ])
 def test_bad_stage_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
@@ -327,7 +329,7 @@ def test_every_stage_alone_and_combined(lstm_model):
     runs = {
         # a threshold at the median group norm: the group lasso then zeroes about half the units
         "iss alone": dict(vib=False, iss=0.05, iss_threshold=float(np.median(norms))),
-        "low rank alone": dict(vib=False, low_rank=2),
+        "low rank alone": dict(vib=False, low_rank=2, low_rank_kernels="both"),
         "magnitude alone": dict(vib=False, magnitude_sparsity=0.5),
         "clusters alone": dict(vib=False, clusters=4),
         "vib + iss + magnitude + clusters, distilled": dict(
@@ -350,6 +352,8 @@ def test_every_stage_alone_and_combined(lstm_model):
             assert result.report.final.extra["clustered_bytes"] < 4 * small.count_params()
         if "low_rank" in kwargs:
             assert any(layer.name.endswith("_low_rank") for layer in small.layers), name
+            cells = [type(getattr(layer, "cell", None)).__name__ for layer in small.layers]
+            assert "LowRankLSTMCell" in cells, name
         if name == "iss alone":
             assert stages[:3] == ["baseline", "iss", "finetune"]
             lstm = [layer for layer in small.layers if isinstance(layer, keras.layers.LSTM)][0]

@@ -14,8 +14,8 @@ from tf_vib.compress._iss import (
     zero_small_groups,
 )
 from tf_vib.compress._pruning import cluster, magnitude_prune
-from tf_vib.layers import VIBGRUCell, VIBLSTMCell
-from tf_vib.lowrank import low_rank
+from tf_vib.layers import LowRankLSTMCell, VIBGRUCell, VIBLSTMCell
+from tf_vib.lowrank import low_rank, merge_low_rank
 from tf_vib.sizes import (
     clustered_storage,
     gzip_size,
@@ -228,6 +228,69 @@ def test_low_rank_arguments_are_checked():
         low_rank(model, energy=1.5)
     with pytest.raises(ValueError, match=r"`layers` .*\['lstm', 'gru'\].*\['dense'\]"):
         low_rank(model, rank=2, layers=["dense"])
+
+
+def test_both_kernels_at_full_rank_reproduce_the_model_and_merge_back(rng, tmp_path):
+    import converters
+
+    model = keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(8, return_sequences=True, go_backwards=True,
+                                                                     dropout=0.1, name="lstm"),
+                              keras.layers.GRU(4, name="gru"), keras.layers.Dense(3)])
+    before = all_weights(model)
+    factored, info = low_rank(model, rank=1000, only_if_smaller=False, kernels="both")
+    assert sorted(info) == ["gru", "lstm", "lstm/recurrent"]  # a GRU's recurrent kernel stays whole
+    assert (info["lstm/recurrent"].kernel, info["lstm/recurrent"].rank) == ("recurrent", 8)
+    lstm = factored.get_layer("lstm")
+    assert isinstance(lstm.cell, LowRankLSTMCell) and lstm.go_backwards and lstm.return_sequences
+    assert lstm.cell.dropout == 0.1 and [tuple(w.shape) for w in lstm.cell.weights] == [(5, 32), (8, 8), (8, 32), (32,)]
+    x = rng.normal(size=(10, 6, 5)).astype("float32")
+    assert max_abs_diff(model, factored, x) < 1e-5
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    merged = merge_low_rank(factored)
+    assert type(merged.get_layer("lstm")) is keras.layers.LSTM and merged.get_layer("lstm").go_backwards
+    assert max_abs_diff(model, merged, x) < 1e-5
+    factored.save(tmp_path / "factored.keras")
+    assert max_abs_diff(factored, keras.models.load_model(tmp_path / "factored.keras"), x) == 0.0
+    flat = converters.to_tflite(factored, quantization="float32", isolate=False)  # a loop over time
+    assert converters.verify(factored, flat, x).max_abs_diff <= 1e-5
+
+
+def test_a_low_rank_recurrent_kernel_has_fewer_parameters(rng):
+    model = keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(10, name="lstm"), keras.layers.Dense(3)])
+    low = rng.normal(size=(10, 2)) @ rng.normal(size=(2, 40)) * 0.2  # rank 2, plus noise
+    model.get_layer("lstm").cell.recurrent_kernel.assign(low + rng.normal(0, 1e-4, (10, 40)))
+    factored, info = low_rank(model, energy=0.9999, kernels="recurrent")
+    row = info["lstm/recurrent"]
+    assert row.factorised and row.rank == 2 and "lstm" not in info
+    assert row.params_after == row.params_before - 10 * 40 + 2 * (10 + 40)
+    assert factored.count_params() == model.count_params() - row.params_before + row.params_after
+    assert factored.layers[0].name == "lstm"  # no input factor with kernels="recurrent"
+    assert 0 < max_abs_diff(model, factored, rng.normal(size=(8, 6, 5)).astype("float32")) < 1e-3
+    _, whole = low_rank(model, rank=8, kernels="recurrent")  # 8 * 50 >= 400: nothing to gain
+    assert not whole["lstm/recurrent"].factorised
+
+
+def test_low_rank_recurrent_arguments_are_checked():
+    model = _recurrent_stack()
+    with pytest.raises(ValueError, match="`kernels` must be one of 'input', 'recurrent', 'both'; received 'all'"):
+        low_rank(model, rank=2, kernels="all")
+    regularized = keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(4, recurrent_regularizer="l2", name="r")])
+    with pytest.raises(ValueError, match="layer 'r' has a recurrent_regularizer.*kernels=\"input\""):
+        low_rank(regularized, rank=2, kernels="both")
+    with pytest.raises(ValueError, match="`recurrent_constraint` acts on a full recurrent matrix.*accepted: None"):
+        LowRankLSTMCell(4, 2, recurrent_constraint="non_neg")
+    with pytest.raises(ValueError, match="`rank` must be an integer >= 1; received 0"):
+        LowRankLSTMCell(4, 0)
+
+
+def test_low_rank_cell_lists_every_keras_argument_with_its_default():
+    import inspect
+
+    def parameters(cls):
+        return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+                if n not in ("self", "rank") and p.kind is not p.VAR_KEYWORD}
+
+    assert parameters(LowRankLSTMCell) == parameters(keras.layers.LSTMCell)
 
 
 # -- tfmot stages and distillation --------------------------------------------------------------

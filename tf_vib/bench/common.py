@@ -9,11 +9,14 @@ LATENCY_TIMING = "interleaved per sample"
 
 
 def _lstm_stats(model):
+    """The LSTM's weights, dense and nonzero, with the input factors `tf_vib.lowrank` puts before it."""
     from tf_vib._keras import keras
+    from tf_vib.lowrank import factor_layers
 
+    factors = set(factor_layers(model).values())
     dense = nonzero = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.RNN):
+        if isinstance(layer, keras.layers.RNN) or layer.name in factors:
             for w in layer.get_weights():
                 dense += w.size
                 nonzero += int(np.count_nonzero(w))

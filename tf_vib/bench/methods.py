@@ -18,8 +18,9 @@ REFERENCE = "baseline + fine-tune"
 FLOOR = "lstm8 (scratch)"
 ISS_STRENGTHS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
-#: Ranks of the recurrent layers' input kernels (clipped to the full rank).
-LOW_RANKS = (1, 2, 4, 8, 16)
+#: Ranks of the LSTM's input and recurrent kernels (each clipped to its full rank, and left
+#: whole where its factors would not be smaller: the input kernel of 8-12 features from 12).
+LOW_RANKS = (1, 2, 4, 8, 16, 32, 64)
 WIDTHS = (4, 6, 8, 12, 16, 24, 32, 48, 64)
 QUICK_WIDTHS = (4, 8)
 #: A rank no kernel reaches: compress() leaves the model whole and fine-tunes it, exactly as
@@ -36,7 +37,7 @@ SWEEPS = {
     "vib+magnitude+cluster": [("sparsity 0.5, 16 clusters", {"magnitude_sparsity": 0.5, "clusters": 16})],
     "iss": [(f"strength {s:g}", {**_RIVAL, "iss": s}) for s in ISS_STRENGTHS],
     "magnitude": [(f"sparsity {s:g}", {**_RIVAL, "magnitude_sparsity": s}) for s in SPARSITIES],
-    "low-rank": [(f"rank {r}", {**_RIVAL, "low_rank": r}) for r in LOW_RANKS],
+    "low-rank": [(f"rank {r}", {**_RIVAL, "low_rank": r, "low_rank_kernels": "both"}) for r in LOW_RANKS],
     "width (scratch)": [(f"LSTM({u})", {"units": u}) for u in WIDTHS],
     "width (scratch + distill)": [(f"LSTM({u})", {"units": u, "distill": True}) for u in WIDTHS],
 }

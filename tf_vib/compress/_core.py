@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from tf_vib import bridge
-from tf_vib._checks import BadArgument, check_float, check_int, optional
+from tf_vib._checks import BadArgument, check_choice, check_float, check_int, optional
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress._choice import (
@@ -30,6 +30,7 @@ from tf_vib.compress._prepare import (
 )
 from tf_vib.compress._run import Run
 from tf_vib.compress._training import resolve_loss
+from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
 
@@ -81,6 +82,7 @@ def compress(
     iss=None,
     iss_threshold=None,
     low_rank=None,
+    low_rank_kernels="input",
     magnitude_sparsity=None,
     clusters=None,
     distill=True,
@@ -188,7 +190,10 @@ def compress(
         times ``learning_rate``: Adam leaves collapsed groups near its step size) are zeroed
         and their units removed.
       low_rank: int rank or float energy in (0, 1], or None: SVD factorisation of the
-        recurrent input kernels of the stripped model (``tf_vib.lowrank.low_rank``).
+        recurrent layers' kernels in the stripped model (``tf_vib.lowrank.low_rank``).
+      low_rank_kernels: ``"input"`` (default), ``"recurrent"`` or ``"both"``: which kernels
+        ``low_rank`` factorises (the recurrent kernel of LSTM layers only; such a layer
+        becomes a ``LowRankLSTMCell`` RNN, which TFLite runs as a loop, not its fused op).
       magnitude_sparsity: float in (0, 1) or None: tfmot magnitude pruning of the result.
       clusters: int >= 2 or None: tfmot weight clustering of the result.
       distill: bool, default True. Fine-tune against the original model (Hinton distillation) with
@@ -247,6 +252,7 @@ def compress(
                    else check_float("kl_factor", kl_factor)),
         iss=optional("iss", iss, check_float),
         low_rank=optional("low_rank", low_rank, rank_or_energy),
+        low_rank_kernels=check_choice("low_rank_kernels", low_rank_kernels, KERNELS),
         magnitude_sparsity=optional("magnitude_sparsity", magnitude_sparsity,
                                      lambda n, v: check_float(n, v, high=1.0)),
         clusters=optional("clusters", clusters, lambda n, v: check_int(n, v, 2)),

@@ -107,9 +107,11 @@ class Run:
             small, tuned_epochs, chosen = train_and_choose(self, small)
         low_rank, previous = None, small
         if self.s["low_rank"] is not None:
-            self.start("low_rank", f"SVD factorisation of the recurrent input kernels ({self.s['low_rank']})")
+            kernels = self.s["low_rank_kernels"]
+            what = {"input": "input kernels", "recurrent": "recurrent kernels", "both": "input and recurrent kernels"}
+            self.start("low_rank", f"SVD factorisation of the recurrent layers' {what[kernels]} ({self.s['low_rank']})")
             key = "rank" if isinstance(self.s["low_rank"], int) else "energy"
-            small, info = factorise(small, **{key: self.s["low_rank"]})
+            small, info = factorise(small, kernels=kernels, **{key: self.s["low_rank"]})
             low_rank = self.record("low_rank", small, self.seconds(),
                                    ranks={name: i.rank for name, i in info.items() if i.factorised})
         if self.finetunes and (chosen or low_rank is not None):  # the fine-tune is the last step of those stages

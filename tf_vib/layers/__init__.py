@@ -2,6 +2,7 @@
 
 from tf_vib.layers.base import VIBLayerMixin, is_vib_layer
 from tf_vib.layers.feature_mask import FeatureMask
+from tf_vib.layers.low_rank_lstm import LowRankLSTMCell
 from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.time_mask import SelectFrames, TimeMask
@@ -13,6 +14,7 @@ from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
 __all__ = [
     "FeatureMask",
     "GaussianMask",
+    "LowRankLSTMCell",
     "MaskSettings",
     "SelectFeatures",
     "SelectFrames",
