@@ -33,7 +33,10 @@ class BadArgument(TypeError, ValueError):
 
 
 def check_int(name, value, minimum=1, *, maximum=None, allow=()):
-    """An integer in ``[minimum, maximum]`` (bools refused), or one of the integers in ``allow``."""
+    """An integer in ``[minimum, maximum]`` (bools refused), or one of the integers in ``allow``
+    (which may hold None: None is then accepted and returned)."""
+    if value is None and None in allow:
+        return None
     integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if integral and ((value >= minimum and (maximum is None or value <= maximum)) or value in allow):
         return int(value)
