@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._checks import check_int
 from tf_vib._keras import keras
 from tf_vib.compress._finetune import Distiller
 from tf_vib.compress._scorer import ACCURACY
@@ -98,8 +99,7 @@ def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False
       ``(candidate, plain_model, score, trials)`` where trials lists
       ``(params, masked score, tuned score)`` per tried candidate.
     """
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"`patience` must be an integer >= 1; received {patience!r}")
+    patience = check_int("patience", patience)
     by_size = {}
     for candidate in sorted(candidates, key=lambda c: (c.params, -scorer.key(c.masked_accuracy), -c.epoch)):
         by_size.setdefault(candidate.params, candidate)

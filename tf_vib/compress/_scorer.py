@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tf_vib._checks import check_choice
 from tf_vib._keras import keras, tf
 from tf_vib.compress._data import labels_of
 from tf_vib.compress._training import accuracy, binary_threshold, loss_kind
@@ -199,7 +200,5 @@ def _per_sample(loss):
 
 
 def check_on_miss(value):
-    if value not in ON_MISS:
-        raise ValueError(f"`on_miss` must be one of {', '.join(map(repr, ON_MISS))}; received {value!r}")
-    return value
+    return check_choice("on_miss", value, ON_MISS)
 
