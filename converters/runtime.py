@@ -475,6 +475,19 @@ def whole_batches(model, x, name=None):
     return batches if len(arrays) > 1 else [batch[0] for batch in batches]
 
 
+def __getattr__(name):
+    """``compare_latency`` moved to `converters.latency` (tf-vib 0.2): the old name warns until 0.3."""
+    if name != "compare_latency":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    from converters.latency import compare_latency  # on the host only: the device never needs it
+
+    warnings.warn("`converters.runtime.compare_latency` is deprecated and will be removed in tf-vib 0.3; "
+                  "import it from converters", FutureWarning, stacklevel=2)
+    return compare_latency
+
+
 def _load_inputs(path, model):
     """``(x, {output index: labels})`` from a ``.npy`` or ``.npz`` for ``model`` (see `main`)."""
     data = np.load(path)

@@ -47,8 +47,6 @@ class MaskSettings:
         N(-9, 0.01) (the paper's).
     """
 
-    KEYS = ("kl_factor", "kl_mult", "keep_threshold", "mu_initializer", "log_sigma2_initializer")
-
     def __init__(
         self,
         kl_factor=1e-4,
