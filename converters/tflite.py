@@ -20,7 +20,7 @@ from converters import streaming as streams
 from converters._child import ConversionCrash, ConversionError, run_child, summarize_error
 from converters.describe import RUNTIME_TARGETS, describe_tflite
 from tf_vib import bridge
-from tf_vib._checks import check_int
+from tf_vib._checks import check_bool, check_int
 from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
@@ -46,8 +46,7 @@ RECURRENT_PLANS = ("auto", "loop")
 def _check_mode(quantization, int8_io, runtime, recurrent_plan):
     if quantization not in MODES:
         raise ValueError(f"`quantization` must be one of {list(MODES)}; received {quantization!r}")
-    if not isinstance(int8_io, bool):
-        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    check_bool("int8_io", int8_io)
     if int8_io and quantization != "int8":
         raise ValueError(f"`int8_io=True` needs quantization='int8'; received quantization={quantization!r}")
     if runtime not in RUNTIME_TARGETS:
@@ -85,16 +84,14 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
           cost_table=None, standardize=None):
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
-    if not isinstance(streaming, bool):
-        raise TypeError(f"`streaming` must be True or False; received {streaming!r}")
+    check_bool("streaming", streaming)
     planning.resolve_unit_multiple(unit_multiple, "float32")  # validates it
     batch_size = check_int("batch_size", batch_size)
     time_steps = check_int("time_steps", time_steps, allow=(None,))
     calibration_samples = check_int("calibration_samples", calibration_samples)
     if not quantizations:
         raise ValueError("`quantizations` must name at least one mode")
-    if not isinstance(int8_io, bool):
-        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    check_bool("int8_io", int8_io)
     for mode in quantizations:
         _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
     table = planning.load_cost_table(cost_table) if "auto" in quantizations else None

@@ -22,6 +22,7 @@ __all__ = [
     "check_fraction",
     "check_seed",
     "check_choice",
+    "check_bool",
     "check_number",
     "check_rate",
     "check_units",
@@ -102,6 +103,13 @@ def check_choice(name, value, choices):
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
         raise BadArgument(f"`{name}` must be one of {valid}; received {value!r}")
+    return value
+
+
+def check_bool(name, value):
+    """True or False (not 0, 1 or None)."""
+    if not isinstance(value, bool):
+        raise BadArgument(f"`{name}` must be True or False; received {value!r}")
     return value
 
 
