@@ -476,16 +476,18 @@ def whole_batches(model, x, name=None):
 
 
 def __getattr__(name):
-    """``compare_latency`` moved to `converters.latency` (tf-vib 0.2): the old name warns until 0.3."""
-    if name != "compare_latency":
+    """``compare_latency`` moved to `converters.latency` (tf-vib 0.2): the old name warns until 0.3.
+
+    Read from the loaded package (``converters`` imports it), not imported: the runner
+    does not depend on the host's modules."""
+    moved = sys.modules.get("converters.latency")
+    if name != "compare_latency" or moved is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import warnings
 
-    from converters.latency import compare_latency  # on the host only: the device never needs it
-
     warnings.warn("`converters.runtime.compare_latency` is deprecated and will be removed in tf-vib 0.3; "
                   "import it from converters", FutureWarning, stacklevel=2)
-    return compare_latency
+    return moved.compare_latency
 
 
 def _load_inputs(path, model):
