@@ -5,7 +5,8 @@
 - `describe_tflite`: ops and their versions, tensors, quantization, which runtimes load it.
 - `verify` / `evaluate_tflite`: Keras against TFLite, and accuracy on data.
 - `load_interpreter` / `measure_latency` (`converters.runtime`, NumPy-only: the file the
-  Raspberry Pi runner is made of).
+  Raspberry Pi runner is made of); `compare_latency` (`converters.latency`) times files side
+  by side on the host.
 - `to_c_array`: a C header for microcontroller builds.
 - `to_tflite(model, streaming=True)`: one frame per invoke, the recurrent states as inputs
   and outputs (`converters.streaming`); `verify_streaming` checks it over whole clips.
@@ -13,11 +14,11 @@
 
 from converters.c_array import to_c_array
 from converters.describe import RUNTIME_TARGETS, TFLiteInfo, describe_tflite
+from converters.latency import compare_latency
 from converters.plan import LayerPlan
 from converters.runtime import (
     Latency,
     TFLiteModel,
-    compare_latency,
     load_interpreter,
     measure_latency,
 )

@@ -37,10 +37,10 @@ __all__ = [
     "TFLiteModel",
     "load_interpreter",
     "measure_latency",
-    "compare_latency",
     "Latency",
     "available_runtimes",
     "split_inputs",
+    "whole_batches",
     "main",
 ]
 
@@ -211,14 +211,18 @@ class TFLiteModel:
         Returns:
           An array of shape (n, ...), or a list of them for a file with several outputs.
         """
-        arrays = self.as_inputs(x)
+        return self._by_batch(self.as_inputs(x), self.run_batch, len(self.output_details))
+
+    def _by_batch(self, arrays, run, outputs):
+        """``run`` on each batch of ``arrays`` (the last padded with zeros); its ``outputs``
+        arrays (one, or a list) cut to the samples given and joined over batches."""
         n, size = len(arrays[0]), self.batch_size
-        parts = [[] for _ in self.output_details]
+        parts = []
         for start in range(0, n, size):
-            result = self.run_batch([_padded(array[start : start + size], size) for array in arrays])
-            for part, output in zip(parts, result if isinstance(result, list) else [result], strict=True):
-                part.append(output[: min(size, n - start)])
-        merged = [np.concatenate(part) if part else np.zeros((0,), np.float32) for part in parts]
+            result = run([_padded(array[start : start + size], size) for array in arrays])
+            parts.append([output[: min(size, n - start)] for output in (result if isinstance(result, list) else [result])])
+        merged = ([np.concatenate(column) for column in zip(*parts, strict=True)] if parts
+                  else [np.zeros((0,), np.float32) for _ in range(outputs)])
         return merged if len(merged) > 1 else merged[0]
 
     def zero_states(self):
@@ -283,18 +287,17 @@ class TFLiteModel:
         if len(steps) != 1:
             raise ValueError(f"`x` must hold clips with one number of steps; received shapes "
                              f"{[a.shape for a in arrays]}")
-        n, size, count = len(arrays[0]), self.batch_size, steps.pop()
-        parts = []
-        for start in range(0, n, size):
-            batch = [_padded(a[start : start + size], size) for a in arrays]
+        count = steps.pop()
+
+        def clip(batch):
             states, per_step = None, []
             for t in range(count):
                 outputs, states = self.step([b[:, t] if is_timed else b for b, is_timed in zip(batch, timed, strict=True)],
                                             states)
-                per_step.append([o[: min(size, n - start)] for o in (outputs if isinstance(outputs, list) else [outputs])])
-            parts.append([np.stack(column, axis=1) for column in zip(*per_step, strict=True)])
-        merged = [np.concatenate(column) for column in zip(*parts, strict=True)]
-        return merged if len(merged) > 1 else merged[0]
+                per_step.append(outputs if isinstance(outputs, list) else [outputs])
+            return [np.stack(column, axis=1) for column in zip(*per_step, strict=True)]
+
+        return self._by_batch(arrays, clip, len(self.output_names) - len(self.state_names))
 
 
 def _output_names(interpreter, details):
@@ -358,6 +361,12 @@ def _checked_input(array, label, detail, shape):
     return array.astype(np.float32, copy=False)
 
 
+def _check_count(name, value, minimum=1):
+    """``tf_vib._checks.check_int``'s check and message, here because the runner imports only NumPy."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}")
+
+
 def load_interpreter(model, num_threads=1, runtime=None):
     """Load a ``.tflite`` file (a path or its bytes) with the first runtime that works.
 
@@ -373,8 +382,7 @@ def load_interpreter(model, num_threads=1, runtime=None):
       ValueError: bad arguments, or the file cannot be read.
       RuntimeError: no runtime could load the file; the message lists each runtime's error.
     """
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"`num_threads` must be an integer >= 1; received {num_threads!r}")
+    _check_count("num_threads", num_threads)
     if runtime is not None and runtime not in RUNTIMES:
         raise ValueError(f"`runtime` must be None or one of {list(RUNTIMES)}; received {runtime!r}")
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -436,13 +444,11 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
     Returns:
       A `Latency`.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats` must be an integer >= 1; received {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"`warmup` must be an integer >= 0; received {warmup!r}")
+    _check_count("repeats", repeats)
+    _check_count("warmup", warmup, minimum=0)
     if not isinstance(model, TFLiteModel):
         model = load_interpreter(model, num_threads=num_threads, runtime=runtime)
-    batches = _whole_batches(model, x)
+    batches = whole_batches(model, x)
     for _ in range(warmup):
         model.run_batch(batches[0])
     per_sample = []
@@ -456,7 +462,7 @@ def measure_latency(model, x, *, repeats=20, warmup=3, num_threads=1, runtime=No
     return Latency(per_sample)
 
 
-def _whole_batches(model, x, name=None):
+def whole_batches(model, x, name=None):
     """``x`` checked against the file's inputs, cut into its batches (the rest dropped).
 
     Each batch is an array, or a list of arrays for a file with several inputs.
@@ -469,53 +475,19 @@ def _whole_batches(model, x, name=None):
     return batches if len(arrays) > 1 else [batch[0] for batch in batches]
 
 
-def compare_latency(models, x, *, repeats=20, rounds=5, num_threads=1, runtime=None, seed=0):
-    """Latency of several files measured side by side, interleaved, on the same samples.
+def __getattr__(name):
+    """``compare_latency`` moved to `converters.latency` (tf-vib 0.2): the old name warns until 0.3.
 
-    The files take turns at the finest grain that still times whole invokes: for each
-    round and each sample, every file (in a shuffled order) runs one untimed invoke and
-    then ``repeats`` timed ones on that sample. A machine whose speed drifts (a shared or
-    throttled CPU: on a 2-core VM the same file measured 17 us and 30 us a second apart)
-    then slows all files alike, so the ratios between them are what to read.
+    Read from the loaded package (``converters`` imports it), not imported: the runner
+    does not depend on the host's modules."""
+    moved = sys.modules.get("converters.latency")
+    if name != "compare_latency" or moved is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
 
-    Args:
-      models: ``{name: TFLiteModel, path or bytes}``; every file must take ``x``'s samples.
-      x: inputs, shape (n, ...).
-      repeats: invokes per sample per round; rounds: turns.
-      seed: the order of the files in each turn is shuffled with this seed.
-
-    Returns:
-      ``{name: Latency}``, each sample's time being its median over all its invokes.
-    """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"`rounds` must be an integer >= 1; received {rounds!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats` must be an integer >= 1; received {repeats!r}")
-    if not models:
-        return {}
-    loaded = {name: model if isinstance(model, TFLiteModel)
-              else load_interpreter(model, num_threads=num_threads, runtime=runtime)
-              for name, model in models.items()}
-    sizes = {name: model.batch_size for name, model in loaded.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"compare_latency times files of one batch size on the same samples; "
-                         f"received batch sizes {sizes}")
-    names = list(loaded)
-    checked = [_whole_batches(model, x, name) for name, model in loaded.items()]  # each file's shape
-    batches = checked[0]  # one batch size, so the same batches for every file
-    times = {name: np.empty((len(batches), rounds * repeats)) for name in names}
-    order = np.random.default_rng(seed)
-    for turn in range(rounds):
-        for sample, batch in enumerate(batches):
-            for index in order.permutation(len(names)):
-                name = names[index]
-                model = loaded[name]
-                model.run_batch(batch)  # untimed: the file's weights back into the cache
-                for repeat in range(repeats):
-                    started = time.perf_counter()
-                    model.run_batch(batch)
-                    times[name][sample, turn * repeats + repeat] = time.perf_counter() - started
-    return {name: Latency(np.median(t, axis=1)) for name, t in times.items()}
+    warnings.warn("`converters.runtime.compare_latency` is deprecated and will be removed in tf-vib 0.3; "
+                  "import it from converters", FutureWarning, stacklevel=2)
+    return moved.compare_latency
 
 
 def _load_inputs(path, model):

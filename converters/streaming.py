@@ -105,9 +105,9 @@ class _StepMixin:
 class StepLSTM(_StepMixin, _Unrolled):
     """One LSTM step. Its gates are stored in the order i, f, o, c (Keras': i, f, c, o), so
     one activation covers the three sigmoid gates. With ``one_product``, ``[x, h]`` meets the
-    stacked kernels in one matrix product (one op fewer: 1.4-2.6% fewer instructions per
-    invoke of an LSTM(12) file on the emulated Pi); int8 keeps two products, as a
-    concatenation would give ``h`` the wider scale of ``x``."""
+    stacked kernels in one matrix product (one op fewer, a little faster on the Pi:
+    docs/deployment.md, "Streaming"); int8 keeps two products, as a concatenation would
+    give ``h`` the wider scale of ``x``."""
 
     one_product = False
 

@@ -2,18 +2,14 @@
 
 The parent validates every argument, strips VIB masks, decides what each recurrent layer
 becomes (`converters.plan`), traces the model with a fixed batch size and saves that one
-function as a SavedModel. A child Python process (`converters._worker`) runs the
-TFLite converter and the file's first invoke. A segfault inside TFLite kills the child
-only; the parent raises `ConversionCrash` naming the layers and the quantization mode.
+function as a SavedModel. A child Python process (`converters._worker`, started and read
+by `converters._child`) runs the TFLite converter and the file's first invoke. A segfault
+inside TFLite kills the child only; the parent raises `ConversionCrash` naming the layers
+and the quantization mode.
 """
 
 import json
-import os
 import pathlib
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -21,8 +17,10 @@ import numpy as np
 from converters import inputs
 from converters import plan as planning
 from converters import streaming as streams
+from converters._child import ConversionCrash, ConversionError, run_child, summarize_error
 from converters.describe import RUNTIME_TARGETS, describe_tflite
 from tf_vib import bridge
+from tf_vib._checks import check_bool, check_int
 from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
@@ -45,34 +43,10 @@ MODES = (*QUANTIZATIONS, "auto")
 RECURRENT_PLANS = ("auto", "loop")
 
 
-class ConversionError(RuntimeError):
-    """The model could not be converted; the message says why and what to change."""
-
-
-class ConversionCrash(ConversionError):
-    """TFLite crashed (e.g. a segfault) in the child process that converted the model."""
-
-    def __init__(self, message, *, signal_name, quantization, layers):
-        super().__init__(message)
-        self.signal_name = signal_name
-        self.quantization = quantization
-        self.layers = layers
-
-
-def _positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1{' or None' if allow_none else ''}; "
-                         f"received {value!r}")
-    return int(value)
-
-
 def _check_mode(quantization, int8_io, runtime, recurrent_plan):
     if quantization not in MODES:
         raise ValueError(f"`quantization` must be one of {list(MODES)}; received {quantization!r}")
-    if not isinstance(int8_io, bool):
-        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    check_bool("int8_io", int8_io)
     if int8_io and quantization != "int8":
         raise ValueError(f"`int8_io=True` needs quantization='int8'; received quantization={quantization!r}")
     if runtime not in RUNTIME_TARGETS:
@@ -110,16 +84,14 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
           cost_table=None, standardize=None):
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
-    if not isinstance(streaming, bool):
-        raise TypeError(f"`streaming` must be True or False; received {streaming!r}")
+    check_bool("streaming", streaming)
     planning.resolve_unit_multiple(unit_multiple, "float32")  # validates it
-    batch_size = _positive_int("batch_size", batch_size)
-    time_steps = _positive_int("time_steps", time_steps, allow_none=True)
-    calibration_samples = _positive_int("calibration_samples", calibration_samples)
+    batch_size = check_int("batch_size", batch_size)
+    time_steps = check_int("time_steps", time_steps, allow=(None,))
+    calibration_samples = check_int("calibration_samples", calibration_samples)
     if not quantizations:
         raise ValueError("`quantizations` must name at least one mode")
-    if not isinstance(int8_io, bool):
-        raise TypeError(f"`int8_io` must be True or False; received {int8_io!r}")
+    check_bool("int8_io", int8_io)
     for mode in quantizations:
         _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
     table = planning.load_cost_table(cost_table) if "auto" in quantizations else None
@@ -176,75 +148,6 @@ def _export(job, directory):
     tf.saved_model.save(module, str(directory), signatures={"serving_default": job.function})
 
 
-def _summarize_error(message, limit=6):
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return "\n  ".join((errors or lines)[:limit])
-
-
-_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages|E\d{4} .*(cuda|CUDA))")
-
-
-def _log_tail(log, lines=8):
-    """The converter's last lines of output, without TensorFlow's start-up chatter."""
-    kept = [line for line in log.strip().splitlines() if line.strip() and not _NOISE.match(line)]
-    return "\n    ".join(kept[-lines:])
-
-
-def _crash_error(job, returncode, log):
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    recurrent = [p for p in job.plans if p.kind != "SelectFeatures"]
-    loops = [p for p in recurrent if "WHILE" in p.becomes]
-    hint = ""
-    if job.quantization == "int8" and loops:
-        hint = (" Full-int8 conversion of WHILE loops is known to crash TFLite (TF 2.21): "
-                f"{', '.join(str(p) for p in loops)}. Use recurrent_plan='auto' (unrolls them) "
-                "or a float mode.")
-    tail = _log_tail(log)
-    plans = "; ".join(str(p) for p in recurrent) or "none"
-    return ConversionCrash(
-        f"TFLite crashed ({name}) converting model {job.model.name!r} ({job.describe_layers()}) to "
-        f"{job.mode_text()}. It ran in a child process, so this process is unaffected. "
-        f"Recurrent layers: {plans}.{hint}" + (f"\n  last converter output:\n    {tail}" if tail else ""),
-        signal_name=name, quantization=job.quantization, layers=[p.kind for p in recurrent],
-    )
-
-
-def _run_child(directory, jobs, timeout):
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    root = str(pathlib.Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    names = [job.name for job in jobs]
-    log_path = directory / "worker.log"
-    with open(log_path, "w") as log:
-        try:
-            process = subprocess.run(
-                [sys.executable, "-m", "converters._worker", str(directory), *names],
-                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ConversionError(
-                f"TFLite conversion of {names} did not finish within timeout={timeout} s"
-            ) from error
-    done = [n for n in names if (directory / f"{n}.json").exists() or (directory / f"{n}.error.json").exists()]
-    if process.returncode == 0 and len(done) == len(names):
-        return
-    # the first job without a result is the one the child died in; if every job has one,
-    # the child failed after its work (at exit): name the last job
-    failed = next((n for n in names if n not in done), names[-1])
-    job = next(j for j in jobs if j.name == failed)
-    if process.returncode < 0:
-        raise _crash_error(job, process.returncode, log_path.read_text(errors="replace"))
-    raise ConversionError(
-        f"the TFLite converter process for {job.mode_text()} exited with code "
-        f"{process.returncode}:\n  {_summarize_error(log_path.read_text(errors='replace'))}"
-    )
-
-
 def _convert(jobs, representative, isolate, timeout):
     with tempfile.TemporaryDirectory(prefix="tf-vib-convert-") as tmp:
         directory = pathlib.Path(tmp)
@@ -269,7 +172,7 @@ def _convert(jobs, representative, isolate, timeout):
             np.savez(directory / "representative.npz", *representative)
         (directory / "job.json").write_text(json.dumps(records))
         if isolate:
-            _run_child(directory, jobs, timeout)
+            run_child(directory, jobs, timeout)
         else:
             from converters import _worker
 
@@ -281,7 +184,7 @@ def _convert(jobs, representative, isolate, timeout):
                 error = json.loads(error_path.read_text())
                 raise ConversionError(
                     f"TFLite could not convert model {job.model.name!r} ({job.describe_layers()}) "
-                    f"to {job.mode_text()}: {error['type']}:\n  {_summarize_error(error['message'])}"
+                    f"to {job.mode_text()}: {error['type']}:\n  {summarize_error(error['message'])}"
                 )
             flat = (directory / f"{job.name}.tflite").read_bytes()
             reason = describe_tflite(flat).runtime_support()[job.runtime]

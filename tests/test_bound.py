@@ -10,7 +10,7 @@ from helpers import all_weights
 import tf_vib
 from tf_vib import BoundNotMetWarning
 from tf_vib._keras import keras
-from tf_vib.compress._choice import ACCURACY
+from tf_vib.compress._scorer import ACCURACY
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -6,10 +6,10 @@ import pytest
 
 import tf_vib
 from tf_vib._keras import keras, tf
-from tf_vib.compress._choice import ACCURACY
 from tf_vib.compress._data import num_samples, stratified_holdout, take
 from tf_vib.compress._prepare import check_accuracy_drop, prepare_data
 from tf_vib.compress._report import StageResult
+from tf_vib.compress._scorer import ACCURACY
 from tf_vib.compress._training import accuracy, resolve_loss
 
 SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

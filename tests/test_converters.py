@@ -401,6 +401,7 @@ class PythonCallback(keras.layers.Layer):
     ({"quantization": "int8", "representative_data": np.full((10, 5, 3), np.nan)}, ValueError, "NaN"),
     ({"quantization": "dynamic", "int8_io": True}, ValueError, "`int8_io=True` needs quantization='int8'"),
     ({"batch_size": 0}, ValueError, "`batch_size` must be an integer >= 1; received 0"),
+    ({"time_steps": 0}, ValueError, "`time_steps` must be an integer >= 1 or None; received 0"),
     ({"runtime": "tflite-runtime"}, ValueError, r"`runtime` must be one of .*received 'tflite-runtime'"),
     ({"recurrent_plan": "unroll"}, ValueError, "`recurrent_plan` must be one of"),
     ({"feature_selection": "fold"}, ValueError,

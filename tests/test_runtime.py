@@ -124,6 +124,14 @@ def test_compare_latency_times_every_file_on_every_sample(lstm_file, rng):
 
 
 
+def test_compare_latency_left_the_runner_and_its_old_name_warns():
+    assert "compare_latency" not in runtime.__all__
+    with pytest.warns(FutureWarning, match=r"`converters\.runtime\.compare_latency` is deprecated .* 0\.3"):
+        assert runtime.compare_latency is converters.compare_latency
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        runtime.nothing  # noqa: B018
+
+
 def test_the_pi_runner_needs_only_numpy_and_a_runtime(lstm_file, tmp_path, rng):
     model, flat = lstm_file
     assert RUNNER.resolve() == (ROOT / "converters" / "runtime.py").resolve()

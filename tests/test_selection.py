@@ -5,15 +5,9 @@ import pytest
 
 import tf_vib
 from tf_vib._keras import keras
-from tf_vib.compress import _choice as selection
-from tf_vib.compress._choice import (
-    Candidate,
-    Scorer,
-    Snapshots,
-    StopAtScore,
-    choose_smallest,
-    make_scorer,
-)
+from tf_vib.compress import _candidates, _scorer
+from tf_vib.compress._candidates import Candidate, Snapshots, StopAtScore, choose_smallest
+from tf_vib.compress._scorer import Scorer, make_scorer
 from tf_vib.wrap import add_vib_masks
 
 
@@ -35,7 +29,7 @@ def _search(monkeypatch, masked, passes, floor=0.9, **kwargs):
     whose fine-tune reaches ``passes[i]``; returns (chosen index, accuracy, trial order)."""
     candidates = [Candidate(epoch, 0.0, 100 * (i + 1), accuracy, [i])
                   for i, (epoch, accuracy) in enumerate(masked)]
-    monkeypatch.setattr(selection, "strip_masks", lambda model, **kwargs: model.current)
+    monkeypatch.setattr(_candidates, "strip_masks", lambda model, **kwargs: model.current)
     tried = []
 
     def tune(plain, target):
@@ -137,13 +131,13 @@ def test_stop_at_score_ends_training_at_the_first_epoch_that_reaches_the_target(
 
 def test_snapshots_strip_once_per_structure(vib_model, monkeypatch):
     calls = []
-    real_strip = selection.strip_masks
+    real_strip = _candidates.strip_masks
 
     def counting_strip(model, **kwargs):
         calls.append(1)
         return real_strip(model, **kwargs)
 
-    monkeypatch.setattr(selection, "strip_masks", counting_strip)
+    monkeypatch.setattr(_candidates, "strip_masks", counting_strip)
     snapshots = Snapshots(vib_model, epochs=4, threshold=0.0, count=4)
     mask = vib_model.layers[-2].cell.vib_masks["o"]
     for epoch in range(4):
@@ -183,10 +177,10 @@ def test_snapshots_also_taken_when_the_structure_collapses(vib_model):
 def test_scorers_follow_the_model_and_the_metric():
     classifier = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    assert selection.is_classifier(classifier, cross_entropy)
+    assert _scorer.is_classifier(classifier, cross_entropy)
     regressor = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     mse = keras.losses.get("mse")
-    assert not selection.is_classifier(regressor, mse) and not selection.is_classifier(classifier, mse)
+    assert not _scorer.is_classifier(regressor, mse) and not _scorer.is_classifier(classifier, mse)
     x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
     labels, targets = np.arange(10) % 4, np.linspace(-1, 1, 10).astype("float32")
     accuracy = make_scorer(None, loss=cross_entropy, classifier=True)
@@ -214,9 +208,9 @@ def test_scorers_follow_the_model_and_the_metric():
 
 def test_several_outputs_are_scored_by_their_mean_logged_accuracy():
     logs = {"val_loss": 1.0, "val_kind_accuracy": 0.5, "val_flag_accuracy": 1.0, "kind_accuracy": 0.0}
-    assert selection.ACCURACY.logged(logs) == 0.75
-    assert selection.ACCURACY.logged({"val_accuracy": 0.25, "val_kind_accuracy": 1.0}) == 0.25
-    assert selection.ACCURACY.logged({"val_loss": 1.0}) == -np.inf
+    assert _scorer.ACCURACY.logged(logs) == 0.75
+    assert _scorer.ACCURACY.logged({"val_accuracy": 0.25, "val_kind_accuracy": 1.0}) == 0.25
+    assert _scorer.ACCURACY.logged({"val_loss": 1.0}) == -np.inf
 
 
 def test_a_one_unit_logit_output_is_logged_at_the_threshold_it_is_scored_at():

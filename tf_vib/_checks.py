@@ -22,6 +22,10 @@ __all__ = [
     "check_fraction",
     "check_seed",
     "check_choice",
+    "check_bool",
+    "check_number",
+    "check_rate",
+    "check_units",
     "check_size",
     "check_existing_dir",
     "require_module",
@@ -33,7 +37,10 @@ class BadArgument(TypeError, ValueError):
 
 
 def check_int(name, value, minimum=1, *, maximum=None, allow=()):
-    """An integer in ``[minimum, maximum]`` (bools refused), or one of the integers in ``allow``."""
+    """An integer in ``[minimum, maximum]`` (bools refused), or one of the integers in ``allow``
+    (which may hold None: None is then accepted and returned)."""
+    if value is None and None in allow:
+        return None
     integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if integral and ((value >= minimum and (maximum is None or value <= maximum)) or value in allow):
         return int(value)
@@ -95,8 +102,43 @@ def check_seed(value, name="seed"):
 def check_choice(name, value, choices):
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"`{name}` must be one of {valid}; received {value!r}")
+        raise BadArgument(f"`{name}` must be one of {valid}; received {value!r}")
     return value
+
+
+def check_bool(name, value):
+    """True or False (not 0, 1 or None)."""
+    if not isinstance(value, bool):
+        raise BadArgument(f"`{name}` must be True or False; received {value!r}")
+    return value
+
+
+def check_number(name, value, *, minimum=None, allow_equal=True):
+    """A finite real number, at least ``minimum`` (above it, without ``allow_equal``): the
+    masks' settings (`tf_vib.layers.GaussianMask`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BadArgument(f"`{name}` must be a number; received {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise BadArgument(f"`{name}` must be finite; received {value!r}")
+    if minimum is not None and (value < minimum or (value == minimum and not allow_equal)):
+        bound = f">= {minimum}" if allow_equal else f"> {minimum}"
+        raise BadArgument(f"`{name}` must be {bound}; received {value!r}")
+    return value
+
+
+def check_rate(name, value, owner):
+    """A dropout rate of the layer ``owner``: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise BadArgument(f"`{name}` of {owner} must be a number in [0, 1); received {name}={value!r}")
+    return float(value)
+
+
+def check_units(units, owner):
+    """The ``units`` of the layer ``owner``: a positive integer."""
+    if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+        raise BadArgument(f"`units` of {owner} must be a positive integer; received units={units!r}")
+    return units
 
 
 def check_size(name, value, *, minimum=1):
@@ -109,7 +151,7 @@ def check_size(name, value, *, minimum=1):
         or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
         or min(pair) < minimum
     ):
-        raise ValueError(
+        raise BadArgument(
             f"`{name}` must be an integer >= {minimum} or a pair (height, width) of such "
             f"integers; received {value!r}"
         )
@@ -118,7 +160,7 @@ def check_size(name, value, *, minimum=1):
 
 def check_existing_dir(name, value):
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a path to a folder; received {value!r}")
+        raise BadArgument(f"`{name}` must be a path to a folder; received {value!r}")
     path = pathlib.Path(value).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"`{name}` must be an existing folder; received {str(value)!r}")

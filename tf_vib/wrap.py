@@ -35,9 +35,9 @@ from tf_vib._graph import (
 )
 from tf_vib._keras import keras, require_tf_keras_model
 from tf_vib.layers.feature_mask import FeatureMask
-from tf_vib.layers.recurrent import VIBRNN
 from tf_vib.layers.vib_gru import VIBGRUCell
 from tf_vib.layers.vib_lstm import VIBLSTMCell
+from tf_vib.layers.vib_rnn import VIBRNN
 from tf_vib.layers.vib_simple_rnn import VIBSimpleRNNCell
 from tf_vib.registry import (
     BREAKER,

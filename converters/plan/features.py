@@ -28,14 +28,11 @@ def fold_feature_selection(model, feature_selection="auto"):
     row for each removed feature, computes the same outputs as long as the removed
     features hold finite values: zero times NaN or infinity is NaN, where the gather
     ignored them. Use ``"gather"`` if removed inputs may carry NaN (an unplugged sensor). Which one is faster is a
-    trade: the GATHER costs about 1.5-2 us per invoke with ai-edge-litert 2.3 on x86 (29
-    steps, measured side by side: LSTM(12) on 11 of 12 features 23.8 us with the gather,
-    22.1 us with a zero row; the LSTM(8) floor 19.9 us), while the zero rows add
-    ``removed features x kernel columns`` multiplications per step and as many weights to
-    the file (on 64 features of which 20 are kept, an LSTM(20) took 30.2 us with the
-    gather and 35.2 us with the zero rows). ``auto`` therefore folds only when the zero
-    rows add at most `FOLD_MAX_EXTRA_WEIGHTS` weights and at most `FOLD_MAX_GROWTH` of
-    the kernel.
+    trade: the GATHER costs a fixed time per invoke, while the zero rows add ``removed
+    features x kernel columns`` multiplications per step and as many weights to the file
+    (both timed in docs/deployment.md, "What each layer becomes"). ``auto`` therefore
+    folds only when the zero rows add at most `FOLD_MAX_EXTRA_WEIGHTS` weights and at most
+    `FOLD_MAX_GROWTH` of the kernel.
 
     Args:
       model: a plain tf_keras model; it is not modified.

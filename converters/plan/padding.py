@@ -54,12 +54,9 @@ def pad_units(model, multiple):
     """The model with each fused LSTM's units padded with zero units to a multiple of ``multiple``.
 
     TFLite's float kernels work on 4 floats at a time, and a unit count that is not a
-    multiple of 4 pays for the remainder: side by side (ai-edge-litert 2.3, 26 steps x 12
-    features, LSTM(u) -> Dense), LSTM(11) took 1.25x the time of LSTM(8) and LSTM(12)
-    1.13x on x86; on an emulated Cortex-A72 (a Raspberry Pi 4, instructions per invoke)
-    LSTM(11) 1.25x and LSTM(12) 1.17x, LSTM(13) 1.44x and LSTM(16) 1.36x. The full-int8
-    kernel grows with every unit on x86 (LSTM(12) 1.47x, LSTM(11) 1.36x), so ``"auto"``
-    pads only the float modes.
+    multiple of 4 pays for the remainder, on x86 and on a Raspberry Pi's Cortex-A72; the
+    full-int8 kernel grows with every unit instead, so ``"auto"`` pads only the float
+    modes (measured in docs/deployment.md, "Zero units: a multiple of 4").
 
     A zero unit (zero kernel and recurrent columns, zero bias) has gates at
     ``sigmoid(0)`` and a candidate ``tanh(0) = 0``, so its cell and output stay exactly 0

@@ -3,8 +3,8 @@
 The VIB-LSTM paper compressed a CNN-LSTM whose LSTM(2048) read 2048-d Inception-v3 features
 (33.6M LSTM parameters) down to about 2,000 parameters. ImageNet weights are not available
 offline, and a randomly initialised Inception-v3 gives features that barely separate the
-motions (a linear probe on them reached 46-67% on 7 classes; training the CNN end to end
-inside a small CNN-LSTM reached only 41% validation accuracy in 25 epochs). So the extractor
+motions, nor does training the CNN end to end inside a small CNN-LSTM (both measured in
+docs/paper_size.md). So the extractor
 is pretrained the way ImageNet pretraining serves action recognition, on what a frame shows:
 a ``keras.applications`` InceptionV3 (random initialisation, 75x75 input, average pooling:
 2048 features per frame) with a linear head learns to regress the moving shape's position,

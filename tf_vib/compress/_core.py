@@ -8,11 +8,6 @@ from tf_vib import bridge
 from tf_vib._checks import BadArgument, check_choice, check_float, check_int, optional
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model, tf
-from tf_vib.compress._choice import (
-    check_on_miss,
-    is_classifier,
-    make_scorer,
-)
 from tf_vib.compress._data import num_samples
 from tf_vib.compress._defaults import (
     DEFAULT_MAX_DROP,
@@ -29,6 +24,11 @@ from tf_vib.compress._prepare import (
     why_not_distilled,
 )
 from tf_vib.compress._run import Run
+from tf_vib.compress._scorer import (
+    check_on_miss,
+    is_classifier,
+    make_scorer,
+)
 from tf_vib.compress._training import resolve_loss
 from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
@@ -101,7 +101,7 @@ def compress(
     sum(kl_mult * KL)`` (Dai et al. 2018) with a higher learning rate for the masks, driven by
     a ``VIBSchedule`` (KL warm-up). Snapshots of it, stripped at the keep thresholds, are the
     candidates; the smallest that fine-tunes back within the bound is kept
-    (``tf_vib.compress._choice``), then fine-tuned (with knowledge distillation from the original
+    (``tf_vib.compress._candidates``), then fine-tuned (with knowledge distillation from the original
     if ``distill``, for a classifier). Further stages, each usable without VIB
     (``vib=False``): ``iss`` (group lasso during the same training, zeroed units removed),
     ``low_rank``, ``magnitude_sparsity`` (tfmot), ``clusters`` (tfmot).

@@ -198,8 +198,8 @@ def zero_small_groups(model, threshold=1e-4, *, criterion="max_abs", include_bia
     group, so no partially zeroed group is left), or when its L2 norm is
     (``criterion="l2"``). Call it on a model you own, after training with ``ISSPenalty``.
     Adam does not reach exact zeros: collapsed groups hover at an L2 norm of about the
-    learning rate (measured: 2.5e-3 at lr 3e-3, far from the rest at > 0.5), so use
-    ``criterion="l2"`` with a threshold of a few learning rates there.
+    learning rate (docs/method.md, section 3), so use ``criterion="l2"`` with a threshold
+    of a few learning rates there.
 
     Returns:
       ``{layer_name: bool array (units,)}``, True for the units whose group is now zero.

@@ -22,7 +22,7 @@ from tf_vib.compress._finetune import (
     kernels,
     steps_per_epoch,
 )
-from tf_vib.layers.recurrent import VIBRNN
+from tf_vib.layers.vib_rnn import VIBRNN
 
 __all__ = ["ClusterInfo", "PruneInfo", "cluster", "magnitude_prune"]
 

@@ -5,7 +5,7 @@ import functools
 import json
 
 from tf_vib._keras import keras
-from tf_vib.compress._choice import ACCURACY
+from tf_vib.compress._scorer import ACCURACY
 from tf_vib.compress._summary import format_table
 
 __all__ = ["CompressionReport", "CompressionResult", "StageResult", "recurrent_params"]

@@ -4,12 +4,13 @@ import time
 import warnings
 
 from tf_vib._keras import keras
-from tf_vib.compress._choice import BoundNotMetWarning, fine_tune
+from tf_vib.compress._candidates import fine_tune
 from tf_vib.compress._data import num_samples
 from tf_vib.compress._defaults import DEFAULT_MAX_DROP
 from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._pruning import cluster, magnitude_prune
 from tf_vib.compress._report import CompressionReport, CompressionResult, StageResult
+from tf_vib.compress._scorer import BoundNotMetWarning
 from tf_vib.compress._vib_stage import train_and_choose
 from tf_vib.lowrank import low_rank as factorise
 from tf_vib.sizes import clustered_storage, gzip_size, nonzero_params

@@ -297,10 +297,19 @@ def custom_objects():
 def vib_scope():
     """``tfmot.sparsity.keras.prune_scope()`` plus tf_vib's objects, to load any tf_vib model.
 
-    Example:
+    Example: a model saved in the middle of magnitude pruning (tfmot wrappers around a VIB
+    layer) loads back inside the scope.
 
-    >>> with vib_scope():  # doctest: +SKIP
-    ...     model = keras.models.load_model("pruned_mid_training.keras")
+    >>> import pathlib, tempfile
+    >>> model = keras.Sequential([keras.Input((4, 2)), keras.layers.RNN(tf_vib.layers.VIBLSTMCell(3)),
+    ...                           keras.layers.Dense(2)])
+    >>> pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pruned.keras"
+    >>> pruned.save(path)
+    >>> with vib_scope():
+    ...     loaded = keras.models.load_model(path)
+    >>> type(loaded.layers[0]).__name__, type(loaded.layers[0].layer.cell).__name__
+    ('PruneLowMagnitude', 'VIBLSTMCell')
     """
     with tfmot.sparsity.keras.prune_scope(), keras.utils.custom_object_scope(custom_objects()):
         yield

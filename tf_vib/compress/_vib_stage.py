@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from tf_vib._keras import keras
-from tf_vib.compress._choice import Candidate, Snapshots, StopAtScore, choose_smallest
+from tf_vib.compress._candidates import Candidate, Snapshots, StopAtScore, choose_smallest
 from tf_vib.compress._data import num_samples
 from tf_vib.compress._iss import ISSPenalty, zero_small_groups
 from tf_vib.compress._schedules import VIBSchedule, VIBScheduleCallback

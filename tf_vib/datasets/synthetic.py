@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 
 from tf_vib._checks import (
+    check_bool,
     check_choice,
     check_fraction,
     check_int,
@@ -119,8 +120,7 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
     noise = _check_noise(noise)
     distractors = check_int("distractors", distractors, minimum=0)
     seed = check_seed(seed)
-    if not isinstance(return_states, bool):
-        raise TypeError(f"`return_states` must be True or False; received {return_states!r}")
+    check_bool("return_states", return_states)
     labels = np.asarray(labels)
     if labels.ndim != 1 or (len(labels) and not 0 <= labels.min() <= labels.max() < len(classes)):
         raise ValueError(

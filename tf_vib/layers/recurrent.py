@@ -6,33 +6,25 @@ its time loop to learn the output shapes) draws the noise, and every later step 
 it. That is Keras's own dropout-mask mechanism, so ``RNN(VIBLSTMCell(...))`` works as a
 plain ``RNN``.
 
-``VIBRNN`` (what ``add_vib_masks`` builds) is that ``RNN`` with one change: it multiplies
-every step's inputs by the cell's kernel in one matrix product before the time loop,
-instead of one small product per step. The result is the same; training is faster, most
-of all for wide inputs behind a FeatureMask, whose gradient needs the inputs' gradient
-(docs/design.md has the measurement). It is
-a tfmot ``PrunableLayer`` itself, so magnitude pruning can still wrap it.
+``VIBRNN`` (``tf_vib.layers.vib_rnn``, what ``add_vib_masks`` builds) is that ``RNN``
+with the input product taken out of the time loop: the cells' ``project_inputs`` and
+``hoists_input_product`` below serve it.
 """
 
 import numpy as np
 from tensorflow_model_optimization.sparsity.keras import PrunableLayer
 
+from tf_vib._checks import check_rate, check_units
 from tf_vib._keras import ContextValueCache, DropoutRNNCellMixin, RandomGenerator, keras, tf
 from tf_vib.layers.base import VIBLayerMixin
 from tf_vib.layers.time_mask import TimeMask
 
-__all__ = ["VIBRecurrentCell", "VIBRNN", "MEMORYLESS_BIAS"]
+__all__ = ["VIBRecurrentCell", "MEMORYLESS_BIAS"]
 
 
 #: Gate bias given to a unit whose forget (LSTM) or update (GRU) mask is pruned: the gate
 #: is then sigmoid(-30) ~ 1e-13, i.e. zero, and the unit keeps no memory, as in the masked cell.
 MEMORYLESS_BIAS = -30.0
-
-
-def _check_rate(name, value, layer_name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` of {layer_name} must be a number in [0, 1); received {name}={value!r}")
-    return float(value)
 
 
 def base_arguments(arguments, *own):
@@ -41,14 +33,6 @@ def base_arguments(arguments, *own):
     ``own``. The subclasses list every argument so that ``help()`` and IDEs show them."""
     skip = {"self", "units", "kwargs", "__class__", *own}
     return {key: value for key, value in arguments.items() if key not in skip}
-
-
-def check_units(units, layer_name):
-    if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-        raise ValueError(
-            f"`units` of {layer_name} must be a positive integer; received units={units!r}"
-        )
-    return units
 
 
 class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, PrunableLayer):
@@ -108,8 +92,8 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
                        mu_initializer=mu_initializer, log_sigma2_initializer=log_sigma2_initializer)
         super().__init__(**kwargs)
         self.units = check_units(units, type(self).__name__)
-        self.dropout = _check_rate("dropout", dropout, type(self).__name__)
-        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout, type(self).__name__)
+        self.dropout = check_rate("dropout", dropout, type(self).__name__)
+        self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout, type(self).__name__)
         if self.dropout or self.recurrent_dropout:
             self._random_generator = RandomGenerator(None)
         gates = "".join(self.GATES)
@@ -370,57 +354,3 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
             "recurrent_constraint": keras.constraints.serialize(self.recurrent_constraint),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         }
-
-
-@keras.utils.register_keras_serializable(package="tf_vib")
-class VIBRNN(keras.layers.RNN, PrunableLayer):
-    """``keras.layers.RNN`` for a VIB cell, with every step's input product done at once.
-
-    Before the time loop, the whole input sequence is multiplied by the cell's kernel
-    (``cell.project_inputs``) in one matrix product; the loop then only adds the
-    recurrent product. The outputs are those of ``RNN(cell)``. Any other cell, and
-    nested or ragged inputs, run as in ``keras.layers.RNN``.
-
-    A cell with a ``TimeMask`` (``frame_steps=T``) gets each step's frame gate as the last
-    channel of that step's input (see ``tf_vib.layers.time_mask``); the layer then needs
-    inputs of exactly T steps, forwards in time.
-
-    Args:
-      cell: a ``VIBLSTMCell``, ``VIBGRUCell`` or ``VIBSimpleRNNCell`` (other cells are
-        accepted and run unchanged).
-      **kwargs: as for ``keras.layers.RNN``.
-    """
-
-    def build(self, input_shape):
-        steps = getattr(self.cell, "frame_steps", None)
-        if steps is not None:
-            shape = tf.TensorShape(input_shape)
-            if self.go_backwards or self.time_major or shape.rank is None or shape.rank < 3 or shape[1] != steps:
-                raise ValueError(
-                    f"VIBRNN {self.name!r} has a TimeMask of {steps} frames: it needs inputs of shape "
-                    f"(batch, {steps}, features), go_backwards=False and time_major=False; received "
-                    f"input_shape={tuple(shape.as_list()) if shape.rank else shape}, "
-                    f"go_backwards={self.go_backwards}, time_major={self.time_major}"
-                )
-        super().build(input_shape)
-
-    def call(self, inputs, mask=None, training=None, initial_state=None, constants=None):
-        kwargs = {"mask": mask, "training": training, "initial_state": initial_state, "constants": constants}
-        time_mask = getattr(self.cell, "time_mask", None)
-        if time_mask is None and (not getattr(self.cell, "hoists_input_product", False)
-                                  or tf.nest.is_nested(inputs) or isinstance(inputs, tf.RaggedTensor)):
-            return super().call(inputs, **kwargs)
-        hoist = self.cell.hoists_input_product
-        sequence = self.cell.project_inputs(inputs) if hoist else inputs
-        if time_mask is not None:
-            gates = time_mask.gates(tf.shape(inputs)[0], training)
-            sequence = tf.concat([sequence, tf.cast(gates, sequence.dtype)[..., tf.newaxis]], axis=-1)
-        self.cell._inputs_projected, self.cell._frame_gated = hoist, time_mask is not None
-        try:
-            return super().call(sequence, **kwargs)
-        finally:
-            self.cell._inputs_projected = self.cell._frame_gated = False
-
-    def get_prunable_weights(self):
-        """tfmot's ``PrunableLayer`` contract: the cell's kernels."""
-        return self.cell.get_prunable_weights() if isinstance(self.cell, PrunableLayer) else []

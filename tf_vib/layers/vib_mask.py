@@ -13,6 +13,7 @@ keep threshold.
 
 import numpy as np
 
+from tf_vib._checks import check_number
 from tf_vib._keras import keras, tf
 
 __all__ = [
@@ -31,18 +32,6 @@ DEFAULT_LOG_SIGMA2_INITIALIZER = {
 _EPS = 1e-8
 
 
-def _check_number(name, value, *, minimum=None, allow_equal=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"`{name}` must be a number; received {value!r}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite; received {value!r}")
-    if minimum is not None and (value < minimum or (value == minimum and not allow_equal)):
-        bound = f">= {minimum}" if allow_equal else f"> {minimum}"
-        raise ValueError(f"`{name}` must be {bound}; received {value!r}")
-    return value
-
-
 class MaskSettings:
     """The keyword arguments every VIB layer accepts for its masks, validated once.
 
@@ -58,8 +47,6 @@ class MaskSettings:
         N(-9, 0.01) (the paper's).
     """
 
-    KEYS = ("kl_factor", "kl_mult", "keep_threshold", "mu_initializer", "log_sigma2_initializer")
-
     def __init__(
         self,
         kl_factor=1e-4,
@@ -68,9 +55,9 @@ class MaskSettings:
         mu_initializer=None,
         log_sigma2_initializer=None,
     ):
-        self.kl_factor = _check_number("kl_factor", kl_factor, minimum=0.0)
-        self.kl_mult = _check_number("kl_mult", kl_mult, minimum=0.0)
-        self.keep_threshold = _check_number("keep_threshold", keep_threshold)
+        self.kl_factor = check_number("kl_factor", kl_factor, minimum=0.0)
+        self.kl_mult = check_number("kl_mult", kl_mult, minimum=0.0)
+        self.keep_threshold = check_number("keep_threshold", keep_threshold)
         self.mu_initializer = keras.initializers.get(
             DEFAULT_MU_INITIALIZER if mu_initializer is None else mu_initializer
         )
