@@ -281,9 +281,11 @@ def compress(
                          f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
     with strategy.scope():
-        return _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer,
-                             classifier, input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed,
-                             frame_masks, distributed=tf.distribute.has_strategy())
+        return _run_in_scope(RunSpec(
+            model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,
+            thresholds=thresholds, vib=bool(vib), scorer=scorer, classifier=classifier,
+            kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
+            frame_masks=frame_masks, distributed=tf.distribute.has_strategy()))
 
 
 def _strategy(strategy):
@@ -295,34 +297,58 @@ def _strategy(strategy):
     return strategy
 
 
-def _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer, classifier,
-                  input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, frame_masks, distributed):
-    if distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one compress() run is, once its arguments are checked: the model (tf_keras) and
+    the user's (to give the result back in their Keras), the prepared data, the loss, the
+    checked ``settings``, the keep thresholds, the VIB options and the seed."""
+
+    model: object
+    user_model: object
+    data: object
+    loss: object
+    settings: dict
+    thresholds: tuple
+    vib: bool
+    scorer: object
+    classifier: bool
+    kl_mults: tuple  # (input, hidden, dense)
+    masked_gates: object
+    seed: int
+    frame_masks: bool
+    distributed: bool
+
+
+def _run_in_scope(spec):
+    model, settings, vib = spec.model, spec.settings, spec.vib
+    if spec.distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
         model = copy_model(model)
-        model.compile(loss=loss_fn)
-    structured = bool(vib) or settings["iss"] is not None
+        model.compile(loss=spec.loss)
+    structured = vib or settings["iss"] is not None
     vib_model = None
     if structured:
+        input_kl_mult, hidden_kl_mult, dense_kl_mult = spec.kl_mults
         vib_model = add_vib_masks(
             model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
             hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
-            masked_gates=STATE_GATES if masked_gates is None or not vib else masked_gates,
-            feature_masks=bool(vib), dense_masks=bool(vib), frame_masks=frame_masks,
+            masked_gates=STATE_GATES if spec.masked_gates is None or not vib else spec.masked_gates,
+            feature_masks=vib, dense_masks=vib, frame_masks=spec.frame_masks,
         )
-    keras.utils.set_random_seed(seed)
-    run = Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
+    keras.utils.set_random_seed(spec.seed)
+    run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
+              spec.classifier)
     if structured:
-        plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
+        plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
     result = run.run()
-    if frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
+    if spec.frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
         small, result.report.frames = take_kept_frames(result.model)
         if result.report.frames is not None:
-            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=loss_fn,
+            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=spec.loss,
                           metrics=[run.scorer.metric()])
             result.model = small
-    if bridge.is_keras3(user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
-        result.model = bridge.compiled_like(bridge.to_keras3(result.model), user_model)
+    if bridge.is_keras3(spec.user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
+        result.model = bridge.compiled_like(bridge.to_keras3(result.model), spec.user_model)
     return result
 
 
