@@ -28,8 +28,15 @@ from tf_vib.compress._prepare import (
     rank_or_energy,
     why_not_distilled,
 )
+from tf_vib.compress._resume import (
+    Checkpoints,
+    check_checkpoint_dir,
+    data_digest,
+    fingerprint,
+    model_digest,
+)
 from tf_vib.compress._run import Run
-from tf_vib.compress._training import resolve_loss
+from tf_vib.compress._training import loss_name, resolve_loss
 from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
 
@@ -89,6 +96,7 @@ def compress(
     validation_fraction=0.2,
     seed=0,
     strategy=None,
+    checkpoint_dir=None,
     verbose=1,
 ):
     """Compress a trained tf_keras LSTM/GRU model; return a small plain model and a report.
@@ -206,12 +214,19 @@ def compress(
         the global batch, split across replicas, and the KL terms and the data loss are
         reduced as Keras reduces them, so the objective is the one of a single device.
         Choices are made on predictions of the whole validation set (docs/scaling.md).
+      checkpoint_dir: a folder, or None (default). The run saves its state there as it goes
+        (Keras's ``BackupAndRestore`` for every fit: VIB weights and masks, both optimizers,
+        the epoch; ``tf.train.Checkpoint`` of each candidate and of each fine-tuned trial;
+        a JSON manifest of what is finished). Called again with the same arguments after a
+        crash, compress() resumes from the last checkpoint, its log saying from where; a
+        checkpoint of another model, data or arguments is refused (docs/scaling.md).
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
 
     Returns:
       A ``CompressionResult``; ``report.bound``, ``report.bound_met`` and ``report.misses``
       say how it stands against the bound.
     """
+    checkpoint_path = check_checkpoint_dir(checkpoint_dir)
     user_model = model
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model trains as its tf_keras twin
     if model is not user_model:
@@ -280,12 +295,24 @@ def compress(
         raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
                          f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
+    checkpoints = None
+    if checkpoint_path is not None:
+        if strategy.extended._in_multi_worker_mode():
+            raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
+                              f"({type(strategy).__name__}): resume works on one machine "
+                              "(MirroredStrategy or none); pass checkpoint_dir=None")
+        checkpoints = Checkpoints(checkpoint_path, fingerprint(
+            model=model_digest(model), data=data_digest(data), settings={
+                k: v for k, v in settings.items() if k != "verbose"},
+            thresholds=thresholds, vib=bool(vib), metric=scorer.name, loss=loss_name(loss_fn),
+            kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
+            frame_masks=frame_masks), log=lambda line: verbose and print(f"[tf-vib]   {line}", flush=True))
     with strategy.scope():
         return _run_in_scope(RunSpec(
             model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,
             thresholds=thresholds, vib=bool(vib), scorer=scorer, classifier=classifier,
             kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
-            frame_masks=frame_masks, distributed=tf.distribute.has_strategy()))
+            frame_masks=frame_masks, distributed=tf.distribute.has_strategy(), checkpoints=checkpoints))
 
 
 def _strategy(strategy):
@@ -317,6 +344,7 @@ class RunSpec:
     seed: int
     frame_masks: bool
     distributed: bool
+    checkpoints: object = None  # a `_resume.Checkpoints`, with checkpoint_dir
 
 
 def _run_in_scope(spec):
@@ -337,6 +365,7 @@ def _run_in_scope(spec):
     keras.utils.set_random_seed(spec.seed)
     run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
               spec.classifier)
+    run.checkpoints = spec.checkpoints
     if structured:
         plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]

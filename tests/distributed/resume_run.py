@@ -1,0 +1,71 @@
+"""One compress() run in its own process, for tests/test_resume.py (which SIGKILLs it):
+
+    python resume_run.py OUT.json CHECKPOINT_DIR|- '{"extra": "kwargs"}'
+
+With RESUME_SLOW set, every VIB epoch and every fine-tune epoch of this process sleeps that
+many seconds, so that the test can kill it while a given fit runs (a hook of this script
+only; the library has none). Exit code 3: compress() refused the arguments (message on stdout).
+"""
+
+import json
+import os
+import sys
+import time
+
+from tf_vib._keras import keras
+
+
+def _problem():
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6, 4)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1) > 0).astype("int32")
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(12), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=5, verbose=0)
+    return model, x, y
+
+
+SETTINGS = dict(epochs=10, finetune_epochs=3, batch_size=32, verbose=2, on_miss="best", seed=0, kl_factor=0.3,
+                mask_learning_rate=0.05, warmup_epochs=1, distill=False)
+
+
+def _slow(seconds):
+    from tf_vib.compress import _choice, _schedules
+
+    for cls in (_schedules.VIBScheduleCallback, _choice.StopAtScore):
+        original = cls.on_epoch_end
+
+        def on_epoch_end(self, epoch, logs=None, _original=original):
+            _original(self, epoch, logs)
+            time.sleep(seconds)
+
+        cls.on_epoch_end = on_epoch_end
+
+
+def main(out, checkpoint_dir, extra):
+    import tf_vib
+    from tf_vib._checks import BadArgument
+
+    if os.environ.get("RESUME_SLOW"):
+        _slow(float(os.environ["RESUME_SLOW"]))
+    model, x, y = _problem()
+    kwargs = {**SETTINGS, **json.loads(extra)}
+    if checkpoint_dir != "-":
+        kwargs["checkpoint_dir"] = checkpoint_dir
+    try:
+        result = tf_vib.compress(model, (x, y), **kwargs)
+    except BadArgument as error:
+        print(f"refused: {error}", flush=True)
+        sys.exit(3)
+    structure = [(layer.__class__.__name__, int(getattr(layer, "units", 0)), int(layer.input_shape[-1]))
+                 for layer in result.model.layers]
+    with open(out, "w") as f:
+        json.dump({"structure": structure, "val_score": float(result.report.stages[-1].val_score),
+                   "n_val": 24}, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
