@@ -64,9 +64,9 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     manifest = json.loads((vib_dir / "manifest.json").read_text())
     assert not manifest["stages"].get("vib", {}).get("done")
     # a changed argument is refused, naming it, before any training
-    code, output = _finish(_start(tmp_path / "refused.json", vib_dir, {"seed": 1}))
+    code, output = _finish(_start(tmp_path / "refused.json", vib_dir, {"epochs": 12}))
     assert code == 3, output[-3000:]
-    assert "`checkpoint_dir`" in output and "different run: seed=1 (the checkpoint's run had 0)" in output, output
+    assert "`checkpoint_dir`" in output and "different run: epochs=12 (the checkpoint's run had 10) differ" in output, output
     code, output = _finish(_start(vib_out, vib_dir))
     assert code == 0, output[-3000:]
     assert "resuming VIB stage at epoch " in output and " of 10 (" in output, output

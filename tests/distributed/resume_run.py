@@ -2,6 +2,7 @@
 
     python resume_run.py OUT.json CHECKPOINT_DIR|- '{"extra": "kwargs"}'
 
+With RESUME_MIRRORED set, compress() runs under a MirroredStrategy over 2 logical CPUs.
 With RESUME_SLOW set, every VIB epoch and every fine-tune epoch of this process sleeps that
 many seconds, so that the test can kill it while a given fit runs (a hook of this script
 only; the library has none). Exit code 3: compress() refused the arguments (message on stdout).
@@ -51,8 +52,14 @@ def main(out, checkpoint_dir, extra):
 
     if os.environ.get("RESUME_SLOW"):
         _slow(float(os.environ["RESUME_SLOW"]))
-    model, x, y = _problem()
     kwargs = {**SETTINGS, **json.loads(extra)}
+    if os.environ.get("RESUME_MIRRORED"):  # MirroredStrategy over 2 logical CPUs
+        from tf_vib._keras import tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        kwargs["strategy"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    model, x, y = _problem()
     if checkpoint_dir != "-":
         kwargs["checkpoint_dir"] = checkpoint_dir
     try:

@@ -302,7 +302,7 @@ def compress(
                               f"({type(strategy).__name__}): resume works on one machine "
                               "(MirroredStrategy or none); pass checkpoint_dir=None")
         checkpoints = Checkpoints(checkpoint_path, fingerprint(
-            model=model_digest(model), data=data_digest(data), settings={
+            model=model_digest(model), data=data_digest(data), **{
                 k: v for k, v in settings.items() if k != "verbose"},
             thresholds=thresholds, vib=bool(vib), metric=scorer.name, loss=loss_name(loss_fn),
             kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,

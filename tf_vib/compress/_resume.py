@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -159,14 +160,16 @@ class Checkpoints:
         from tf_vib.compress._choice import Candidate
 
         stage = self.stage(name)
-        for row in stage.get("candidates", []):
+        backup = str(self.path / "vib" / "backup")
+        saved = _saved_epoch(backup)
+        start = 0 if saved is None else saved + 1
+        # a candidate saved after the last backup is taken again when its epoch reruns
+        stage["candidates"] = [row for row in stage.get("candidates", []) if row["epoch"] < start]
+        for row in stage["candidates"]:
             snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
                                                   row["masked_accuracy"], self._read(snapshots.vib_model, row["path"])))
         if snapshots.candidates:
             snapshots._kept = sum(int(m.kept(snapshots.threshold).sum()) for m in snapshots._masks)
-        backup = str(self.path / "vib" / "backup")
-        saved = _saved_epoch(backup)
-        start = 0 if saved is None else saved + 1
         if start:
             self.log(f"resuming {name.upper()} stage at epoch {start + 1} of {epochs} "
                      f"({len(snapshots.candidates)} candidates kept)")
@@ -195,6 +198,7 @@ class Checkpoints:
         tf.train.Checkpoint(model=vib_model).write(str(self.path / stage["path"]))
         stage["done"], stage["history"] = True, _jsonable(history)
         self.save()
+        shutil.rmtree(self.path / "vib" / "backup", ignore_errors=True)  # kept until the stage is recorded
         return True
 
     def history(self, name):
@@ -248,7 +252,7 @@ class _VIBBackup(keras.callbacks.BackupAndRestore):
     backup never runs ahead of the candidates saved."""
 
     def __init__(self, checkpoints, name, snapshots, backup_dir):
-        super().__init__(backup_dir)
+        super().__init__(backup_dir, delete_checkpoint=False)  # deleted once the stage is recorded
         self.checkpoints, self.name, self.snapshots = checkpoints, name, snapshots
 
     def on_train_begin(self, logs=None):
