@@ -1,6 +1,6 @@
 """compress(checkpoint_dir=...): a run SIGKILLed during the VIB stage, and during a candidate's
 fine-tune, resumes (its log says from where) and ends with the uninterrupted run's structure
-and validation accuracy within one sample; a checkpoint of other arguments is refused.
+and validation accuracy within one sample; a rerun with another argument or model is refused.
 Each run is a child process (tests/distributed/resume_run.py)."""
 
 import json
@@ -63,10 +63,6 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     _kill_when(_start(vib_out, vib_dir, slow=1.0), lambda: (vib_dir / "vib/backup/chief/checkpoint").exists())
     manifest = json.loads((vib_dir / "manifest.json").read_text())
     assert not manifest["stages"].get("vib", {}).get("done")
-    # a changed argument is refused, naming it, before any training
-    code, output = _finish(_start(tmp_path / "refused.json", vib_dir, {"epochs": 12}))
-    assert code == 3, output[-3000:]
-    assert "`checkpoint_dir`" in output and "different run: epochs=12 (the checkpoint's run had 10) differ" in output, output
     code, output = _finish(_start(vib_out, vib_dir))
     assert code == 0, output[-3000:]
     assert "resuming VIB stage at epoch " in output and " of 10 (" in output, output
@@ -85,14 +81,38 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     _same_result(trial_out, reference)
 
 
-def test_a_checkpoint_dir_that_cannot_be_one_is_refused_before_training(tmp_path):
+def _tiny():
     import numpy as np
 
     from tf_vib._keras import keras
 
     model = keras.Sequential([keras.Input((3, 2)), keras.layers.LSTM(4), keras.layers.Dense(2)])
     model.compile("adam", "sparse_categorical_crossentropy")
-    x, y = np.zeros((20, 3, 2), "float32"), np.arange(20) % 2
+    return model, np.zeros((20, 3, 2), "float32"), np.arange(20) % 2
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_argument_or_model_is_refused_before_training(tmp_path, monkeypatch):
+    model, x, y = _tiny()
+    settings = dict(epochs=0, finetune_epochs=0, verbose=0, checkpoint_dir=tmp_path / "run")
+    tf_vib.compress(model, (x, y), **settings)
+    assert (tmp_path / "run" / "manifest.json").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(sys.modules["tf_vib.compress._core"], "_run_in_scope", no_training)
+    with pytest.raises(BadArgument, match=r"`checkpoint_dir` '.*run' holds a checkpoint of a different run: "
+                                          r"epochs=2 \(the checkpoint's run had 0\) differ\. Call compress\(\) "
+                                          r"with that run's model, data and arguments to resume it, or pass a new"):
+        tf_vib.compress(model, (x, y), **{**settings, "epochs": 2})
+    other, _, _ = _tiny()  # other weights
+    with pytest.raises(BadArgument, match=r"different run: the model \(its config or weights\) differ"):
+        tf_vib.compress(other, (x, y), **settings)
+
+
+def test_a_checkpoint_dir_that_cannot_be_one_is_refused_before_training(tmp_path):
+    model, x, y = _tiny()
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(BadArgument, match=r"`checkpoint_dir` must be a folder .*which is a file"):
