@@ -13,14 +13,15 @@ import sys
 from tf_vib._keras import keras, tf
 
 
-def _problem():
+def _problem(samples=160, units=16):
+    """A trained LSTM classifier and its data (also resume_run.py's)."""
     import numpy as np
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(160, 6, 4)).astype("float32")
+    x = rng.normal(size=(samples, 6, 4)).astype("float32")
     y = (x[:, :, 0].mean(axis=1) > 0).astype("int32")
-    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(16), keras.layers.Dense(2)])
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(units), keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=5, verbose=0)
     return model, x, y

@@ -23,13 +23,20 @@ from tf_vib.compress._prepare import (
     rank_or_energy,
     why_not_distilled,
 )
+from tf_vib.compress._resume import (
+    Checkpoints,
+    check_checkpoint_dir,
+    data_digest,
+    fingerprint,
+    model_digest,
+)
 from tf_vib.compress._run import Run
 from tf_vib.compress._scorer import (
     check_on_miss,
     is_classifier,
     make_scorer,
 )
-from tf_vib.compress._training import resolve_loss
+from tf_vib.compress._training import loss_name, resolve_loss
 from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
@@ -91,6 +98,7 @@ def compress(
     validation_fraction=0.2,
     seed=0,
     strategy=None,
+    checkpoint_dir=None,
     verbose=1,
 ):
     """Compress a trained tf_keras LSTM/GRU model; return a small plain model and a report.
@@ -211,12 +219,19 @@ def compress(
         the global batch, split across replicas, and the KL terms and the data loss are
         reduced as Keras reduces them, so the objective is the one of a single device.
         Choices are made on predictions of the whole validation set (docs/scaling.md).
+      checkpoint_dir: a folder, or None (default). The run saves its state there as it goes
+        (Keras's ``BackupAndRestore`` for every fit: VIB weights and masks, both optimizers,
+        the epoch; ``tf.train.Checkpoint`` of each candidate and of each fine-tuned trial;
+        a JSON manifest of what is finished). Called again with the same arguments after a
+        crash, compress() resumes from the last checkpoint, its log saying from where; a
+        checkpoint of another model, data or arguments is refused (docs/scaling.md).
       verbose: 0 silent, 1 stage lines and Keras progress bars, 2 one line per epoch.
 
     Returns:
       A ``CompressionResult``; ``report.bound``, ``report.bound_met`` and ``report.misses``
       say how it stands against the bound.
     """
+    checkpoint_path = check_checkpoint_dir(checkpoint_dir)
     user_model = model
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model trains as its tf_keras twin
     if model is not user_model:
@@ -286,10 +301,24 @@ def compress(
         raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
                          f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
+    checkpoints = None
+    if checkpoint_path is not None:
+        if strategy.extended._in_multi_worker_mode():
+            raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
+                              f"({type(strategy).__name__}): resume works on one machine "
+                              "(MirroredStrategy or none); pass checkpoint_dir=None")
+        checkpoints = Checkpoints(checkpoint_path, fingerprint(
+            model=model_digest(model), data=data_digest(data), **{
+                k: v for k, v in settings.items() if k != "verbose"},
+            thresholds=thresholds, vib=bool(vib), metric=scorer.name, loss=loss_name(loss_fn),
+            kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
+            frame_masks=frame_masks), log=lambda line: verbose and print(f"[tf-vib]   {line}", flush=True))
     with strategy.scope():
-        return _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer,
-                             classifier, input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed,
-                             frame_masks, distributed=tf.distribute.has_strategy())
+        return _run_in_scope(RunSpec(
+            model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,
+            thresholds=thresholds, vib=bool(vib), scorer=scorer, classifier=classifier,
+            kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
+            frame_masks=frame_masks, distributed=tf.distribute.has_strategy(), checkpoints=checkpoints))
 
 
 def _strategy(strategy):
@@ -301,34 +330,60 @@ def _strategy(strategy):
     return strategy
 
 
-def _run_in_scope(model, user_model, data, loss_fn, settings, thresholds, vib, scorer, classifier,
-                  input_kl_mult, hidden_kl_mult, dense_kl_mult, masked_gates, seed, frame_masks, distributed):
-    if distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one compress() run is, once its arguments are checked: the model (tf_keras) and
+    the user's (to give the result back in their Keras), the prepared data, the loss, the
+    checked ``settings``, the keep thresholds, the VIB options and the seed."""
+
+    model: object
+    user_model: object
+    data: object
+    loss: object
+    settings: dict
+    thresholds: tuple
+    vib: bool
+    scorer: object
+    classifier: bool
+    kl_mults: tuple  # (input, hidden, dense)
+    masked_gates: object
+    seed: int
+    frame_masks: bool
+    distributed: bool
+    checkpoints: object = None  # a `_resume.Checkpoints`, with checkpoint_dir
+
+
+def _run_in_scope(spec):
+    model, settings, vib = spec.model, spec.settings, spec.vib
+    if spec.distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
         model = copy_model(model)
-        model.compile(loss=loss_fn)
-    structured = bool(vib) or settings["iss"] is not None
+        model.compile(loss=spec.loss)
+    structured = vib or settings["iss"] is not None
     vib_model = None
     if structured:
+        input_kl_mult, hidden_kl_mult, dense_kl_mult = spec.kl_mults
         vib_model = add_vib_masks(
             model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
             hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
-            masked_gates=STATE_GATES if masked_gates is None or not vib else masked_gates,
-            feature_masks=bool(vib), dense_masks=bool(vib), frame_masks=frame_masks,
+            masked_gates=STATE_GATES if spec.masked_gates is None or not vib else spec.masked_gates,
+            feature_masks=vib, dense_masks=vib, frame_masks=spec.frame_masks,
         )
-    keras.utils.set_random_seed(seed)
-    run = Run(model, vib_model, data, loss_fn, settings, thresholds, bool(vib), scorer, classifier)
+    keras.utils.set_random_seed(spec.seed)
+    run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
+              spec.classifier)
+    run.checkpoints = spec.checkpoints
     if structured:
-        plan = mask_plan(model, feature_masks=bool(vib), dense_masks=bool(vib))
+        plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
     result = run.run()
-    if frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
+    if spec.frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
         small, result.report.frames = take_kept_frames(result.model)
         if result.report.frames is not None:
-            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=loss_fn,
+            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=spec.loss,
                           metrics=[run.scorer.metric()])
             result.model = small
-    if bridge.is_keras3(user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
-        result.model = bridge.compiled_like(bridge.to_keras3(result.model), user_model)
+    if bridge.is_keras3(spec.user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
+        result.model = bridge.compiled_like(bridge.to_keras3(result.model), spec.user_model)
     return result
 
 

@@ -36,6 +36,7 @@ class Run:
                   if (self.finetunes if k == "finetune" else settings[k] is not None)]
         self.total, self.count = len(names), 0
         self.threshold = None
+        self.checkpoints = None  # a `_resume.Checkpoints` with compress(checkpoint_dir=...)
 
     def start(self, name, detail):
         self.count += 1
@@ -119,7 +120,10 @@ class Run:
             self.start("finetune", f"fine-tuning the plain model for {finetune_epochs - tuned_epochs} epochs")
             if low_rank is None:  # fine_tune works in place
                 previous = copy_model(small)
-            history, _ = self.tune(small, finetune_epochs - tuned_epochs, verbose=self.s["verbose"])
+            backup = ([] if self.checkpoints is None else
+                      self.checkpoints.finetune_callbacks(finetune_epochs - tuned_epochs))
+            history, _ = self.tune(small, finetune_epochs - tuned_epochs, verbose=self.s["verbose"],
+                                   callbacks=backup)
             self.histories["finetune"] = history
             result = self.record("finetune", small, self.seconds(), **_sizes(small))
             small = self.check(result, small, previous)

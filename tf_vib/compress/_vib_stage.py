@@ -39,12 +39,25 @@ def train_and_choose(run, original):
     schedule = VIBSchedule(s["kl_factor"] if run.vib else 0.0, warmup_steps=s["warmup_epochs"] * steps)
     base_threshold = min(float(t) for t in run.thresholds)
     snapshots = Snapshots(vib_model, s["epochs"], base_threshold, scorer=run.scorer)
-    if s["epochs"]:
+    checkpoints = run.checkpoints
+    if checkpoints is not None and s["epochs"] and checkpoints.vib_done(name, vib_model, None):
+        for row in checkpoints.stage(name).get("candidates", []):
+            snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
+                                                  row["masked_accuracy"], checkpoints._read(vib_model, row["path"])))
+        checkpoints._read_into(vib_model, checkpoints.stage(name)["path"])
+        run.histories[name] = checkpoints.history(name)
+    elif s["epochs"]:
+        scheduler = VIBScheduleCallback(schedule)
+        callbacks = [scheduler, snapshots]
+        if checkpoints is not None:  # the backup restores first, then the schedule hardens what it restored
+            backup, _ = checkpoints.vib_callback(name, snapshots, s["epochs"], steps, scheduler)
+            callbacks = [backup, scheduler]
         run.histories[name] = trainer.fit(
             x_train, y_train, validation_data=run.data.val, epochs=s["epochs"],
-            batch_size=s["batch_size"], callbacks=[VIBScheduleCallback(schedule), snapshots],
-            verbose=s["verbose"],
+            batch_size=s["batch_size"], callbacks=callbacks, verbose=s["verbose"],
         ).history
+        if checkpoints is not None:
+            checkpoints.vib_done(name, vib_model, run.histories[name])
     if s["iss"] is not None:
         zeroed = zero_small_groups(vib_model, s["iss_threshold"], criterion="l2")
         mark_dead(vib_model, zeroed)
@@ -72,9 +85,15 @@ def train_and_choose(run, original):
         start = run.scorer.score(plain, *run.data.val)
         if run.scorer.meets(start, target):
             return start
-        stop = StopAtScore(target, run.scorer)
-        _, tuned = run.tune(plain, s["finetune_epochs"], callbacks=[stop])
-        epochs_run[id(plain)] = stop.epochs
+        def tune(extra=()):
+            stop = StopAtScore(target, run.scorer)
+            _, tuned = run.tune(plain, s["finetune_epochs"], callbacks=[*extra, stop])
+            return tuned, stop.epochs
+
+        if run.checkpoints is None:
+            tuned, epochs_run[id(plain)] = tune()
+        else:  # a trial finished before a kill is read back, one cut short resumes
+            tuned, epochs_run[id(plain)] = run.checkpoints.trial(plain, tune, s["finetune_epochs"])
         return tuned
 
     chosen, small, reached, trials = choose_smallest(
