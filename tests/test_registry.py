@@ -163,9 +163,6 @@ def test_plan_hard_masks_behind_carriers_a_scale_does_not_pass(between, hard, rn
     assert max_abs_diff(vib, small, x) <= 1e-5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BatchNormalization maps a removed unit's 0 to beta - gamma * mean / sqrt(var + eps), which the next "
-    "layer reads: exact only while that is 0 (untrained statistics); the record has no offsets to fold"))
 @pytest.mark.parametrize("norm", [L.BatchNormalization, lambda **kw: L.TimeDistributed(L.BatchNormalization(), **kw)],
                          ids=["BatchNormalization", "TimeDistributed(BatchNormalization)"])
 def test_plan_batch_norm_after_units_with_trained_statistics(norm, rng):
@@ -179,6 +176,58 @@ def test_plan_batch_norm_after_units_with_trained_statistics(norm, rng):
     small = tf_vib.strip_masks(vib, min_units=1)
     assert small.get_layer("norm").get_weights()[0].shape[0] == small.get_layer("lstm").units < 6
     assert max_abs_diff(vib, small, rng.normal(size=(4, 5, 3)).astype("float32")) <= 1e-5
+
+
+def _trained_statistics(layer, rng):
+    layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype("float32") * rng.choice([-1.0, 1.0], w.shape)
+                       if i < 3 else rng.uniform(0.5, 2.0, w.shape).astype("float32")
+                       for i, w in enumerate(layer.get_weights())])  # gamma, beta, mean of either sign
+
+
+def test_constants_of_removed_units_fold_into_every_kind_of_reader(rng):
+    """Removed units read as BatchNormalization's (or a sigmoid's) constant: a Dense without
+    a bias, a GRU, a Bidirectional, a Conv1D with padding='valid', and an LSTM behind a
+    FeatureMask (the units concatenated with the input) fold them into their biases."""
+    inputs = keras.Input((5, 3))
+    seq = L.LSTM(6, return_sequences=True, name="lstm")(inputs)
+    norm = L.BatchNormalization(name="norm")(seq)
+    outputs = [
+        L.Dense(2, use_bias=False, name="no_bias")(L.Dropout(0.1)(L.GlobalAveragePooling1D()(norm))),
+        L.Dense(2, name="head_gru")(L.GRU(3, name="gru")(L.Activation("sigmoid")(norm))),
+        L.Dense(2, name="head_bi")(L.Bidirectional(L.LSTM(3), name="bi")(norm)),
+        L.Dense(2, name="head_conv")(L.GlobalMaxPooling1D()(L.Conv1D(3, 2, padding="valid", name="conv")(norm))),
+        L.Dense(2, name="head_reader")(L.LSTM(3, name="reader")(L.Concatenate()([norm, inputs]))),
+    ]
+    model = keras.Model(inputs, outputs)
+    _trained_statistics(model.get_layer("norm"), rng)
+    plan = mask_plan(model)
+    assert plan.units["lstm"] is True
+    vib = tf_vib.add_vib_masks(model)
+    assert isinstance(vib.get_layer("reader_input_mask"), FeatureMask)
+    randomize_masks(vib, rng)
+    small = tf_vib.strip_masks(vib, min_units=1)
+    assert small.get_layer("lstm").units < 6
+    assert small.get_layer("no_bias").use_bias  # turned on to hold the constants
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    masked, stripped = vib.predict(x, verbose=0), small.predict(x, verbose=0)
+    naive = tf_vib.strip_masks(vib, min_units=1)  # what the constants are worth: drop them again
+    naive.get_layer("no_bias").set_weights(naive.get_layer("no_bias").get_weights()[:1] + [np.zeros(2, "float32")])
+    assert np.max(np.abs(naive.predict(x, verbose=0)[0] - masked[0])) > 1e-3
+    for a, b in zip(masked, stripped, strict=True):
+        assert np.max(np.abs(a - b)) <= 1e-5
+
+
+@pytest.mark.parametrize("reader, reason", [
+    (lambda: L.Conv1D(3, 2, padding="same"), "padding='same'"),
+    (lambda: L.LSTM(3, use_bias=False, return_sequences=True, name="reader"), "use_bias=False"),
+    (lambda: L.Masking(), "Masking"),
+], ids=["conv_same", "lstm_no_bias", "masking"])
+def test_plan_keeps_units_whose_constants_a_reader_cannot_absorb(reader, reason):
+    model = keras.Sequential([keras.Input((5, 3)), L.LSTM(6, return_sequences=True, name="lstm"),
+                              L.BatchNormalization(), reader(), L.GlobalAveragePooling1D(), L.Dense(2)])
+    plan = mask_plan(model)
+    assert "lstm" not in plan.units
+    assert reason in _decision(plan, "lstm").reason and "constant" in _decision(plan, "lstm").reason
 
 
 def test_plan_shared_and_stateful_layers_keep_their_units():

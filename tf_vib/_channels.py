@@ -199,4 +199,4 @@ def drop_columns(call, columns):
     new_layer = type(layer).from_config(config)
     output = call.call(new_layer)
     new_layer.set_weights(weights)
-    return output, new_layer, Channels.subset(columns, total)
+    return output, new_layer, Channels.unused(columns, total)

@@ -3,7 +3,12 @@
 A ``Channels`` record relates a stripped tensor to the masked model's tensor::
 
     masked[..., physical[j]] == scale[j] * stripped[..., j]    for live j
-    masked[..., c] == 0                                          for every other c
+    masked[..., c] == offset[c]                                  for every other c
+
+``offset`` (None: all 0) is where a carrier made a removed unit's 0 a constant (a
+BatchNormalization, an activation with ``f(0) != 0``); NaN marks a channel no reader
+uses (a column dropped because every reader's mask prunes it). The layer reading the
+tensor through a kernel folds the constants into its bias (``constants``).
 """
 
 import dataclasses
@@ -22,6 +27,36 @@ class Channels:
     scale: np.ndarray
     live: np.ndarray
     total: int
+    offset: np.ndarray | None = None
+
+    def offsets(self):
+        """``offset`` as a vector of ``total`` (zeros when None)."""
+        return np.zeros(self.total) if self.offset is None else np.asarray(self.offset, dtype=np.float64)
+
+    def constants(self):
+        """What a reader's kernel rows of the channels not in the stripped tensor multiply:
+        ``offset`` with the present channels (and NaN, unused ones) at 0."""
+        constants = np.nan_to_num(self.offsets(), nan=0.0)
+        constants[self.physical[self.live]] = 0.0
+        return constants
+
+    def shifted(self):
+        """Whether some channel the stripped tensor lacks holds a nonzero constant."""
+        return bool(np.any(self.constants() != 0))
+
+    def held(self):
+        """Whether some channel the stripped tensor lacks is one a reader may use (not NaN)."""
+        absent = np.ones(self.total, bool)
+        absent[self.physical[self.live]] = False
+        return bool(np.any(np.isfinite(self.offsets()[absent])))
+
+    @classmethod
+    def unused(cls, indices, total):
+        """``subset`` whose other channels no reader uses (offset NaN)."""
+        return cls.subset(indices, total).with_offset(np.full(total, np.nan))
+
+    def with_offset(self, offset):
+        return dataclasses.replace(self, offset=offset)
 
     @classmethod
     def full(cls, total):

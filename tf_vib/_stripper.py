@@ -28,7 +28,7 @@ from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.time_mask import SelectFrames
-from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, rule_of
+from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, constant_blocked, rule_of
 from tf_vib.wrap import rnn_arguments
 
 __all__ = ["Stripper"]
@@ -198,7 +198,8 @@ class Stripper:
         self.records.append(
             LayerRecord(layer.name, "FeatureMask", None, None, channels.total, int(live.sum()), 0, 0)
         )
-        return tensor, Channels(channels.physical, channels.scale * mask_values, live, channels.total)
+        offset = np.where(values == 0, 0.0, channels.offsets() * values)  # a constant passes the mask scaled
+        return tensor, Channels(channels.physical, channels.scale * mask_values, live, channels.total, offset)
 
     def _gathered(self, tensor, channels, name):
         """The tensor with only its live channels, through SelectFeatures if any are dead."""
@@ -206,13 +207,16 @@ class Stripper:
             return tensor, channels
         keep = np.flatnonzero(channels.live)
         tensor = SelectFeatures(keep.tolist(), name=f"{name}_select")(tensor)
-        return tensor, Channels(channels.physical[keep], channels.scale[keep], np.ones(len(keep), bool), channels.total)
+        return tensor, Channels(channels.physical[keep], channels.scale[keep], np.ones(len(keep), bool), channels.total,
+                                channels.offset)
 
     def strip_consumer(self, call, source):
         """A layer that reads its input through kernel rows, and may drop output columns."""
         layer = call.layer
         weights, config = layer.get_weights(), layer.get_config()
         tensor, channels = self._gathered(call.args[0], source, layer.name)
+        if channels is not None and channels.shifted():
+            weights, config = _absorb_constants(layer, weights, config, channels.constants())
         if channels is not None and not channels.is_full and not isinstance(layer, keras.layers.Embedding):
             for i in _kernel_indices(layer):
                 kernel = weights[i]
@@ -230,7 +234,7 @@ class Stripper:
             if len(weights) > 1:
                 weights[1] = weights[1][columns]
             config[key] = len(columns)
-            out_channels = Channels.subset(columns, total)
+            out_channels = Channels.unused(columns, total)
         new_layer = type(layer).from_config(config)
         output = call.call(new_layer, first=tensor)
         new_layer.set_weights(weights)
@@ -254,7 +258,7 @@ class Stripper:
             self.records.extend(sub.records)
             new_layer = keras.layers.TimeDistributed(new_inner, name=layer.name) if inner is not layer else new_inner
             output = call.call(new_layer)
-            channels = Channels.subset(columns, int(node_outputs(call.node)[0].shape[-1]))
+            channels = Channels.unused(columns, int(node_outputs(call.node)[0].shape[-1]))
         else:
             output, new_layer, channels = drop_columns(call, columns)
             self.records.append(LayerRecord(layer.name, type(layer).__name__, channels.total, len(columns),
@@ -292,8 +296,10 @@ class Stripper:
 
     def _fold(self, layer, values, units, channels):
         cell = layer.cell
-        rows = cell.kernel.numpy()[channels.physical] * channels.scale[:, None]
-        return cell.fold(values, units, rows)
+        kernel = cell.kernel.numpy()
+        rows = kernel[channels.physical] * channels.scale[:, None]
+        shift = channels.constants() @ kernel if channels.shifted() else None
+        return cell.fold(values, units, rows, input_bias_shift=shift)
 
     def _strip_bidirectional(self, call, tensor, channels):
         layer = call.layer
@@ -346,6 +352,34 @@ class Stripper:
                         layer.count_params(), layer.count_params())
         )
         return None, [full_like(t) for t in node_outputs(call.node)]
+
+
+def _absorb_constants(layer, weights, config, constants):
+    """Fold what the removed input channels hold (``constants``, one per input channel)
+    into the bias: ``bias += constants @ kernel`` (summed over a Conv's window, exact with
+    padding='valid' only). A Dense or Conv without a bias gets one."""
+    why = constant_blocked(layer)
+    if why:
+        raise ValueError(f"strip_masks cannot fold the removed units' constants into {layer.name!r}: {why}")
+    weights = list(weights)
+    recurrent = rule_of(layer).role == RECURRENT
+    for i in _kernel_indices(layer):
+        kernel = weights[i]
+        shift = np.tensordot(constants, kernel, axes=([0], [kernel.ndim - 2]))
+        shift = shift.reshape(-1, shift.shape[-1]).sum(axis=0)
+        if recurrent:
+            if len(weights) <= i + 2 or weights[i + 2].shape[-1] != shift.shape[0]:
+                raise ValueError(f"layer {layer.name!r} needs a bias to absorb removed constant inputs")
+            bias = weights[i + 2].astype(np.float64)
+            (bias[0] if bias.ndim == 2 else bias)[...] += shift  # a GRU's input bias row
+            weights[i + 2] = bias.astype(kernel.dtype)
+        elif len(weights) > 1:
+            weights[1] = (weights[1] + shift).astype(kernel.dtype)
+        else:
+            inner = config["layer"]["config"] if isinstance(layer, keras.layers.TimeDistributed) else config
+            inner["use_bias"] = True  # get_config() gave a fresh dict
+            weights.append(shift.astype(kernel.dtype))
+    return weights, config
 
 
 def _kept_vector(model, columns):

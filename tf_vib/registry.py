@@ -17,6 +17,10 @@ magnitude pruning). Every layer type has one role:
   (``depth_multiplier=1``: its kernel and bias are sliced), a Reshape that only adds or
   drops size-1 axes, the elementwise merges (Add, Multiply... of tensors of one width) and
   the TFOpLambda nodes of elementwise ops with scalar constants (hard-swish's ``x + 3``).
+  A carrier may map a removed unit's 0 to a constant (``shifts_zero``: BatchNormalization,
+  an activation with ``f(0) != 0``); the layer that reads the units then absorbs those
+  constants into its bias (``constant_blocked`` says where that cannot be exact, and
+  ``mask_plan`` keeps the units there).
 - ``BREAKER``: mixes units (LayerNormalization, softmax, Flatten, attention) or is unknown:
   the units that reach it keep their width.
 
@@ -31,7 +35,7 @@ from tf_vib._keras import keras, tf
 
 __all__ = ["RECURRENT", "KERNEL", "CARRIER", "BREAKER", "Rule", "rule_of", "recurrent_kind",
            "ELEMENTWISE_ACTIVATIONS", "COLUMN_PRODUCERS", "CHANNEL_PRODUCERS", "ELEMENTWISE_MERGES",
-           "activation_values", "inner_layer", "zero_preserving"]
+           "activation_values", "inner_layer", "zero_preserving", "shifts_zero", "constant_blocked"]
 
 RECURRENT, KERNEL, CARRIER, BREAKER = "recurrent", "kernel", "carrier", "breaker"
 
@@ -206,3 +210,49 @@ def activation_values(layer, values):
     if isinstance(layer, L.Activation):
         return np.asarray(layer.activation(values)).reshape(-1)
     return np.asarray(layer(values)).reshape(-1)
+
+
+#: TFOpLambda functions with ``f(0) == 0`` for any scalar constant.
+_ZERO_PRESERVING_OPS = frozenset({"math.multiply", "math.truediv", "math.divide", "nn.relu", "nn.relu6",
+                                  "math.tanh", "nn.silu", "nn.swish"})
+
+
+def shifts_zero(layer):
+    """Whether a carrier may map a removed unit's 0 to a nonzero constant (then the layer
+    reading the units must absorb it, `constant_blocked`). BatchNormalization always may:
+    its statistics move during training."""
+    inner = inner_layer(layer)
+    if isinstance(inner, L.BatchNormalization):
+        return True
+    if isinstance(inner, (L.Activation,) + _ACTIVATION_LAYERS):
+        return bool(np.any(activation_values(inner, [0.0]) != 0))
+    if isinstance(inner, L.Rescaling):
+        return float(inner.offset) != 0.0
+    if type(inner).__name__ == "TFOpLambda":
+        return inner.get_config()["function"] not in _ZERO_PRESERVING_OPS
+    return False
+
+
+def constant_blocked(layer):
+    """Why ``layer`` cannot take removed units that hold a nonzero constant exactly, or "".
+
+    Carriers carry a constant per unit (an activation maps it, pooling and dropout keep it)
+    except those that add zeros or read it as a marker; readers fold it into their bias
+    (``bias += c @ kernel[removed rows]``; a Dense or Conv without a bias gets one), which is
+    exact for a Conv only without zero padding along the window.
+    """
+    inner = inner_layer(layer)
+    name = type(inner).__name__
+    if isinstance(inner, (L.ZeroPadding1D, L.ZeroPadding2D)):
+        return f"{name} pads with zeros, not with the removed units' constants"
+    if isinstance(inner, L.Masking):
+        return "Masking would read the removed units' constants as data"
+    if isinstance(inner, L.DepthwiseConv2D) or type(inner).__name__ == "TFOpLambda":
+        return f"{name} is not known to carry a constant unit exactly"
+    if isinstance(inner, (L.Conv1D, L.Conv2D)) and inner.padding != "valid":
+        return (f"{name} with padding={inner.padding!r} reads zero padding at the edges, so the "
+                "removed units' constants cannot fold into its bias (padding='valid' can)")
+    for recurrent in [inner.forward_layer, inner.backward_layer] if isinstance(inner, L.Bidirectional) else [inner]:
+        if recurrent_kind(recurrent) and not recurrent.cell.use_bias:
+            return f"{name} has use_bias=False: the removed units' constants need a bias to fold into"
+    return ""

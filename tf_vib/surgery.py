@@ -4,7 +4,10 @@ The model is rebuilt once (`tf_vib._graph.rebuild`). For every tensor the walk k
 ``Channels`` record that relates the new (stripped) tensor to the masked model's tensor:
 
     masked[..., physical[j]] == scale[j] * stripped[..., j]    for live j
-    masked[..., c] == 0                                          for every other c
+    masked[..., c] == offset[c]                                  for every other c
+
+(``offset`` is 0 unless a carrier maps a removed unit's 0 to a constant, e.g. a
+BatchNormalization; the reader folds it into its bias, see `tf_vib._kept.Channels`.)
 
 A mask changes the record and vanishes; a layer that reads the tensor through a kernel
 (Dense, Conv1D, LSTM, GRU, SimpleRNN, Bidirectional) takes the live rows of its kernel,

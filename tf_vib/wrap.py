@@ -45,8 +45,10 @@ from tf_vib.registry import (
     COLUMN_PRODUCERS,
     KERNEL,
     RECURRENT,
+    constant_blocked,
     recurrent_kind,
     rule_of,
+    shifts_zero,
     zero_preserving,
 )
 
@@ -98,11 +100,13 @@ def _only_main_input(node):
     return main is not None and len(node.keras_inputs) == 1
 
 
-def _follow(model, tensor, users):
+def _follow(model, tensor, users, shifted=False):
     """Whether every reader of ``tensor`` (through carriers) reads it through a kernel.
 
     Returns ``(ok, needs_unscaled, reason)``: ``needs_unscaled`` when a carrier on the way
-    does not commute with a per-unit scale.
+    does not commute with a per-unit scale. ``shifted``: a carrier before ``tensor`` may
+    have made a removed unit's 0 a constant (`tf_vib.registry.shifts_zero`), which every
+    layer from here on must carry or absorb (`tf_vib.registry.constant_blocked`).
     """
     if is_model_output(model, tensor):
         return False, False, "its units are a model output"
@@ -112,13 +116,18 @@ def _follow(model, tensor, users):
     unscaled = False
     for node in readers:
         layer, rule = node.layer, rule_of(node.layer)
+        carried = shifted or (rule.role == CARRIER and shifts_zero(layer))
+        blocked = constant_blocked(layer) if carried and rule.role in (KERNEL, RECURRENT, CARRIER) else ""
+        if blocked:
+            return False, False, (f"layer {layer.name!r} reads them after a layer that maps a removed unit's "
+                                  f"0 to a constant: {blocked}")
         if rule.role in (KERNEL, RECURRENT):
             if _main_input(node) is not tensor or len(node.keras_inputs) != 1:
                 return False, False, f"layer {layer.name!r} reads its units as a state or extra argument"
             continue
         if rule.role == CARRIER and (len(node.keras_inputs) == 1 or isinstance(layer, keras.layers.Concatenate)):
             for out in node_outputs(node):
-                ok, inner, why = _follow(model, out, users)
+                ok, inner, why = _follow(model, out, users, shifted or shifts_zero(layer))
                 if not ok:
                     return False, False, why
                 unscaled |= inner
