@@ -266,6 +266,36 @@ def targets(result):
     return checks
 
 
+def tables(result):
+    """The doc's tables (markdown) from the JSON: accuracy and frames, files, instructions."""
+    acc, params, frames = result["accuracy"], result["params"], result["frames"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines = ["| model | frames per clip | CNN features | parameters (CNN + head) | validation | "
+             "test, Keras | test, float32 file | test, auto file |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, count in (("baseline", frames["of"]), ("compressed", len(frames["kept"]))):
+        a, p = acc[name], params[name]
+        lines.append(f"| {name} | {count} | {result['features'][name]} | {p['total']:,} ({p['cnn']:,} + "
+                     f"{p['head']:,}) | {pct(a['validation'])} | {pct(a['keras'])} | {pct(a['tflite float32'])} | "
+                     f"{pct(a.get('tflite auto'))} |")
+    lines += ["", "| file | quantization | bytes | gzip bytes | CNN file bytes | head file bytes | verified |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for label, row in result["files"].items():
+        v = row["whole"]["verification"]
+        criterion = v["criterion"].replace("|", "\\|")  # inside a table cell
+        lines.append(f"| {label} | {row['whole']['quantization']} | {row['whole']['bytes']:,} | "
+                     f"{row['whole']['gzip_bytes']:,} | {row['cnn']['bytes']:,} | {row['head']['bytes']:,} | "
+                     f"{'passed' if v['passed'] else 'FAILED'} ({criterion}, max diff {v['max_abs_diff']:.2g}) |")
+    for runtime, rows in (result.get("instructions") or {}).items():
+        lines += ["", f"{runtime}:", "", "| file | whole clip, 1 invoke | CNN per frame | x frames | "
+                  "LSTM head | CNN share | vs baseline |", "|---|---:|---:|---:|---:|---:|---:|"]
+        base = rows["baseline float32"]["whole_per_clip"]
+        for label, r in rows.items():
+            lines.append(f"| {label} | {r['whole_per_clip']:,} | {r['cnn_per_frame']:,} | {r['cnn_per_clip']:,} "
+                         f"(x{r['frames']}) | {r['head_per_clip']:,} | {pct(r['cnn_share'])} | "
+                         f"{base / r['whole_per_clip']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data and epochs: a check that it runs")
@@ -368,6 +398,7 @@ def main(argv=None):
     result["plot"] = plot(result, plot_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    print(tables(result))
     print(json.dumps(result["targets"], indent=1))
     print(f"written: {out}")
     return result
