@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
 
@@ -33,7 +32,7 @@ from converters.plan.quantization import layer_kind, layer_macs  # noqa: E402
 from tf_vib._keras import keras  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from emulated_pi import find_pi_run, pi_counts  # noqa: E402
+from emulated_pi import find_pi_run, git_commit, pi_counts  # noqa: E402
 
 #: (name, input shape, layer factory): the sizes span the demo's LSTM(12) to a paper-sized
 #: LSTM, a classifier head to a wide Dense, and small to MobileNet-sized convolutions.
@@ -66,14 +65,6 @@ def _files(directory):
     return rows
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "converters" / "cost_tables" / "cortex_a72.json"))
@@ -99,7 +90,7 @@ def main(argv=None):
         "target": args.cpu,
         "unit": "arm64 instructions per invoke (batch 1, one thread), emulated with qemu-aarch64",
         "made_by": "python benchmarks/cost_table.py",
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": datetime.date.today().isoformat(),
         "costs": costs,
     }

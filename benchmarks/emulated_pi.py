@@ -44,3 +44,12 @@ def pi_counts(pi_run, paths, cpu="cortex-a72", ninv=3):
                                        section).group(1))
         counts[RUNTIMES[backend]] = {name: numbers[ninv * i + ninv - 1] for i, name in enumerate(loaded)}
     return counts
+
+
+def git_commit():
+    """The checkout's short HEAD (the commit a result was made at), or "unknown"."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

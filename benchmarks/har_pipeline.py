@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import pathlib
-import subprocess
 import sys
 import time
 
@@ -35,7 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from emulated_pi import find_pi_run, pi_counts  # noqa: E402
+from emulated_pi import find_pi_run, git_commit, pi_counts  # noqa: E402
 
 import converters  # noqa: E402
 import tf_vib  # noqa: E402
@@ -181,14 +180,6 @@ def count(files, pi_run, work, ninv):
     if pi_run is None:
         return None
     return pi_counts(pi_run, [work / name for name in files], ninv=ninv)
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def pipeline_costs(files, counts, kept):
@@ -352,7 +343,7 @@ def main(argv=None):
     cnn_base, head_base = parts(baseline)
     cnn_comp, head_comp = parts(compressed)
     result = {
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "quick": args.quick,
         "settings": settings,
