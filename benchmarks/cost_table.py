@@ -18,10 +18,7 @@ up (a worktree); ``--work`` keeps the files, and a rerun reuses those already th
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import re
-import subprocess
 import sys
 import tempfile
 
@@ -34,6 +31,9 @@ import converters  # noqa: E402
 from converters.plan.quantization import layer_kind, layer_macs  # noqa: E402
 from tf_vib._keras import keras  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from emulated_pi import find_pi_run, git_commit, pi_counts  # noqa: E402
+
 #: (name, input shape, layer factory): the sizes span the demo's LSTM(12) to a paper-sized
 #: LSTM, a classifier head to a wide Dense, and small to MobileNet-sized convolutions.
 CASES = [
@@ -45,15 +45,6 @@ CASES = [
     ("conv2d_32x32x16_k3x32", (32, 32, 16), lambda: keras.layers.Conv2D(32, 3, padding="same")),
     ("conv2d_56x56x24_k1x48", (56, 56, 24), lambda: keras.layers.Conv2D(48, 1)),
 ]
-RUNTIMES = {"tflite_runtime": "tflite-runtime-2.14", "ai_edge_litert": "ai-edge-litert"}
-
-
-def _pi_run():
-    for base in (ROOT.parent, ROOT.parent.parent):
-        path = base / "shared" / "tools" / "pi" / "pi-run"
-        if path.exists():
-            return str(path)
-    return "pi-run"
 
 
 def _files(directory):
@@ -74,33 +65,10 @@ def _files(directory):
     return rows
 
 
-def _counts(pi_run, paths, cpu, ninv):
-    """``{runtime: {file name: instructions of the last invoke}}`` from one pi-run."""
-    env = {**os.environ, "CPU": cpu, "NINV": str(ninv)}
-    text = subprocess.run([str(pi_run), *map(str, paths)], env=env, check=True, capture_output=True,
-                          text=True).stdout
-    counts = {}
-    for section in text.split("=== emulated ")[1:]:
-        backend = section.split(",", 1)[1].split()[0]
-        loaded = [m.group(1) for m in re.finditer(r"^(\S+\.tflite): out#0", section, re.M)]
-        numbers = json.loads(re.search(r"instructions per invoke \(loaded models, in order\): (\[.*\])",
-                                       section).group(1))
-        counts[RUNTIMES[backend]] = {name: numbers[ninv * i + ninv - 1] for i, name in enumerate(loaded)}
-    return counts
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "converters" / "cost_tables" / "cortex_a72.json"))
-    parser.add_argument("--pi-run", default=_pi_run())
+    parser.add_argument("--pi-run", default=find_pi_run() or "pi-run")
     parser.add_argument("--work", default=None, help="keep the .tflite files here (and reuse them)")
     parser.add_argument("--cpu", default="cortex-a72")
     parser.add_argument("--ninv", type=int, default=3)
@@ -109,7 +77,7 @@ def main(argv=None):
         work = pathlib.Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = _files(work)
-        counts = _counts(args.pi_run, [p for *_, paths in rows for p in paths.values()], args.cpu, args.ninv)
+        counts = pi_counts(args.pi_run, [p for *_, paths in rows for p in paths.values()], args.cpu, args.ninv)
     costs = {}
     for runtime, by_file in counts.items():
         table = costs.setdefault(runtime, {})
@@ -122,7 +90,7 @@ def main(argv=None):
         "target": args.cpu,
         "unit": "arm64 instructions per invoke (batch 1, one thread), emulated with qemu-aarch64",
         "made_by": "python benchmarks/cost_table.py",
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": datetime.date.today().isoformat(),
         "costs": costs,
     }
