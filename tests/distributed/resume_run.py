@@ -25,9 +25,9 @@ SETTINGS = dict(epochs=10, finetune_epochs=3, batch_size=32, verbose=2, on_miss=
 
 
 def _slow(seconds):
-    from tf_vib.compress import _choice, _schedules
+    from tf_vib.compress import _candidates, _schedules
 
-    for cls in (_schedules.VIBScheduleCallback, _choice.StopAtScore):
+    for cls in (_schedules.VIBScheduleCallback, _candidates.StopAtScore):
         original = cls.on_epoch_end
 
         def on_epoch_end(self, epoch, logs=None, _original=original):
