@@ -157,7 +157,7 @@ class Checkpoints:
 
         It restores the candidates taken before a kill into ``snapshots`` and sets the
         schedule's step to where the run was."""
-        from tf_vib.compress._choice import Candidate
+        from tf_vib.compress._candidates import Candidate
 
         stage = self.stage(name)
         backup = str(self.path / "vib" / "backup")
