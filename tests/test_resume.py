@@ -35,7 +35,7 @@ def _finish(process, timeout=900):
 
 
 def _kill_when(process, ready, timeout=600):
-    """SIGKILL ``process`` as soon as ``ready()`` holds (polling the checkpoint's files)."""
+    """SIGKILL ``process`` as soon as ``ready()`` holds (polling the checkpoint's files); its output."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert process.poll() is None, "the run ended before the checkpoint it was to be killed at:\n" + \
@@ -43,8 +43,9 @@ def _kill_when(process, ready, timeout=600):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
-    process.communicate()
+    output, _ = process.communicate()
     assert process.returncode == -signal.SIGKILL
+    return output
 
 
 def _same_result(out, reference):
@@ -55,30 +56,26 @@ def _same_result(out, reference):
 
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
+    """One run killed twice: during the VIB stage, then (resumed) during a candidate's fine-tune;
+    the third start finishes it. Beside it, the uninterrupted run it must match."""
     reference = tmp_path / "reference.json"
     uninterrupted = _start(reference, "-")  # no checkpoint_dir: the run to match
 
-    # killed during the VIB stage, once an epoch is backed up
-    vib_dir, vib_out = tmp_path / "vib_kill", tmp_path / "vib.json"
-    _kill_when(_start(vib_out, vib_dir, slow=1.0), lambda: (vib_dir / "vib/backup/chief/checkpoint").exists())
-    manifest = json.loads((vib_dir / "manifest.json").read_text())
+    run, out = tmp_path / "run", tmp_path / "run.json"
+    _kill_when(_start(out, run, slow=1.0), lambda: (run / "vib/backup/chief/checkpoint").exists())
+    manifest = json.loads((run / "manifest.json").read_text())
     assert not manifest["stages"].get("vib", {}).get("done")
-    code, output = _finish(_start(vib_out, vib_dir))
-    assert code == 0, output[-3000:]
+
+    output = _kill_when(_start(out, run, slow=1.0), lambda: any(run.glob("trials/*/backup/chief/checkpoint")))
     assert "resuming VIB stage at epoch " in output and " of 10 (" in output, output
 
-    # killed during a candidate's fine-tune, once one of its epochs is backed up
-    trial_dir, trial_out = tmp_path / "trial_kill", tmp_path / "trial.json"
-    _kill_when(_start(trial_out, trial_dir, slow=1.0),
-               lambda: any(trial_dir.glob("trials/*/backup/chief/checkpoint")))
-    code, output = _finish(_start(trial_out, trial_dir))
+    code, output = _finish(_start(out, run))
     assert code == 0, output[-3000:]
     assert "resuming after the VIB stage (finished" in output and "resuming candidate fine-tune " in output, output
 
     code, output = _finish(uninterrupted)
     assert code == 0, output[-3000:]
-    _same_result(vib_out, reference)
-    _same_result(trial_out, reference)
+    _same_result(out, reference)
 
 
 def _tiny():
