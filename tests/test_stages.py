@@ -234,7 +234,8 @@ def test_both_kernels_at_full_rank_reproduce_the_model_and_merge_back(rng, tmp_p
     import converters
 
     model = keras.Sequential([keras.Input((6, 5)), keras.layers.LSTM(8, return_sequences=True, go_backwards=True,
-                                                                     dropout=0.1, name="lstm"),
+                                                                     dropout=0.1, activity_regularizer="l2",
+                                                                     name="lstm"),
                               keras.layers.GRU(4, name="gru"), keras.layers.Dense(3)])
     before = all_weights(model)
     factored, info = low_rank(model, rank=1000, only_if_smaller=False, kernels="both")
@@ -248,6 +249,7 @@ def test_both_kernels_at_full_rank_reproduce_the_model_and_merge_back(rng, tmp_p
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     merged = merge_low_rank(factored)
     assert type(merged.get_layer("lstm")) is keras.layers.LSTM and merged.get_layer("lstm").go_backwards
+    assert all(m.get_layer("lstm").activity_regularizer is not None for m in (factored, merged))
     assert max_abs_diff(model, merged, x) < 1e-5
     factored.save(tmp_path / "factored.keras")
     assert max_abs_diff(factored, keras.models.load_model(tmp_path / "factored.keras"), x) == 0.0

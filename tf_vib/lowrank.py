@@ -127,11 +127,7 @@ def _lstm_split(config):
     config = dict(config)
     config.pop("batch_input_shape", None)
     config.pop("implementation", None)
-    rnn = {k: config.pop(k) for k in _RNN_ARGUMENTS if k in config}
-    if isinstance(rnn.get("activity_regularizer"), dict):
-        rnn["activity_regularizer"] = keras.regularizers.deserialize(rnn["activity_regularizer"])
-    for key in ("recurrent_regularizer", "recurrent_constraint"):
-        config.pop(key, None)
+    rnn = {k: config.pop(k) for k in _RNN_ARGUMENTS if k in config}  # Layer() reads a serialized regularizer
     return config, rnn
 
 
@@ -139,7 +135,8 @@ def _rnn_config(layer):
     """A ``keras.layers.RNN(LowRankLSTMCell)``'s arguments back as an ``LSTM`` config."""
     cell = layer.cell.get_config()
     cell.pop("rank")
-    return {**cell, **{k: v for k, v in layer.get_config().items() if k in _RNN_ARGUMENTS}}
+    rnn = {k: v for k, v in layer.get_config().items() if k in _RNN_ARGUMENTS}
+    return {**cell, **rnn, "activity_regularizer": layer.activity_regularizer}  # not in RNN's config
 
 
 def _fresh_config(layer):

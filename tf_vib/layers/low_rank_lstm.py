@@ -89,7 +89,4 @@ class LowRankLSTMCell(keras.layers.LSTMCell):
         return tf.matmul(self.recurrent_left, self.recurrent_right)
 
     def get_config(self):
-        config = super().get_config()
-        for name in ("recurrent_regularizer", "recurrent_constraint"):
-            config.pop(name, None)
-        return {**config, "rank": self.rank}
+        return {**super().get_config(), "rank": self.rank}
