@@ -28,6 +28,7 @@ __all__ = [
     "check_units",
     "check_size",
     "check_existing_dir",
+    "check_checkpoint_dir",
     "require_module",
 ]
 
@@ -176,3 +177,22 @@ def require_module(module, *, purpose, package):
             f"{purpose} needs the `{package}` package, which is not installed. Install the "
             f"data set extra: pip install 'tf-vib[datasets]' (or pip install {package})."
         ) from error
+
+
+def check_checkpoint_dir(value):
+    """``checkpoint_dir``: None, or a folder that exists or can be created, and is writable."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise BadArgument(f"`checkpoint_dir` must be None or a path to a folder; received {value!r:.80}")
+    path = pathlib.Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadArgument(f"`checkpoint_dir` must be a folder (where compress() keeps its checkpoints); "
+                          f"received {str(value)!r}, which is a file: pass a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BadArgument(f"`checkpoint_dir` must be a folder compress() can write to; received "
+                          f"{str(value)!r}, but {str(existing)!r} is not writable: pass a writable path")
+    return path

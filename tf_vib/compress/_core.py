@@ -5,7 +5,14 @@ import dataclasses
 import numpy as np
 
 from tf_vib import bridge
-from tf_vib._checks import BadArgument, check_choice, check_float, check_int, optional
+from tf_vib._checks import (
+    BadArgument,
+    check_checkpoint_dir,
+    check_choice,
+    check_float,
+    check_int,
+    optional,
+)
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress._data import num_samples
@@ -23,20 +30,14 @@ from tf_vib.compress._prepare import (
     rank_or_energy,
     why_not_distilled,
 )
-from tf_vib.compress._resume import (
-    Checkpoints,
-    check_checkpoint_dir,
-    data_digest,
-    fingerprint,
-    model_digest,
-)
+from tf_vib.compress._resume import Checkpoints, run_fingerprint
 from tf_vib.compress._run import Run
 from tf_vib.compress._scorer import (
     check_on_miss,
     is_classifier,
     make_scorer,
 )
-from tf_vib.compress._training import loss_name, resolve_loss
+from tf_vib.compress._training import resolve_loss
 from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
 from tf_vib.wrap import add_vib_masks, mask_plan
@@ -301,24 +302,21 @@ def compress(
         raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
                          f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
     strategy = _strategy(strategy)
-    checkpoints = None
-    if checkpoint_path is not None:
-        if strategy.extended._in_multi_worker_mode():
-            raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
-                              f"({type(strategy).__name__}): resume works on one machine "
-                              "(MirroredStrategy or none); pass checkpoint_dir=None")
-        checkpoints = Checkpoints(checkpoint_path, fingerprint(
-            model=model_digest(model), data=data_digest(data), **{
-                k: v for k, v in settings.items() if k != "verbose"},
-            thresholds=thresholds, vib=bool(vib), metric=scorer.name, loss=loss_name(loss_fn),
-            kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
-            frame_masks=frame_masks), log=lambda line: verbose and print(f"[tf-vib]   {line}", flush=True))
+    if checkpoint_path is not None and strategy.extended._in_multi_worker_mode():
+        raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
+                          f"({type(strategy).__name__}): resume works on one machine "
+                          "(MirroredStrategy or none); pass checkpoint_dir=None")
     with strategy.scope():
-        return _run_in_scope(RunSpec(
+        spec = RunSpec(
             model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,
             thresholds=thresholds, vib=bool(vib), scorer=scorer, classifier=classifier,
             kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
-            frame_masks=frame_masks, distributed=tf.distribute.has_strategy(), checkpoints=checkpoints))
+            frame_masks=frame_masks, distributed=tf.distribute.has_strategy())
+        if checkpoint_path is not None:
+            spec = dataclasses.replace(spec, checkpoints=Checkpoints(
+                checkpoint_path, run_fingerprint(spec),
+                log=lambda line: verbose and print(f"[tf-vib]   {line}", flush=True)))
+        return _run_in_scope(spec)
 
 
 def _strategy(strategy):

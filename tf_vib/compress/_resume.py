@@ -30,30 +30,12 @@ import numpy as np
 
 from tf_vib._checks import BadArgument
 from tf_vib._keras import keras, tf
+from tf_vib.compress._training import loss_name
 
-__all__ = ["Checkpoints", "check_checkpoint_dir", "fingerprint", "model_digest", "data_digest"]
+__all__ = ["Checkpoints", "run_fingerprint", "fingerprint", "model_digest", "data_digest"]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-
-
-def check_checkpoint_dir(value):
-    """``checkpoint_dir``: None, or a folder that exists or can be created, and is writable."""
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise BadArgument(f"`checkpoint_dir` must be None or a path to a folder; received {value!r:.80}")
-    path = pathlib.Path(value).expanduser()
-    if path.exists() and not path.is_dir():
-        raise BadArgument(f"`checkpoint_dir` must be a folder (where compress() keeps its checkpoints); "
-                          f"received {str(value)!r}, which is a file: pass a folder path")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise BadArgument(f"`checkpoint_dir` must be a folder compress() can write to; received "
-                          f"{str(value)!r}, but {str(existing)!r} is not writable: pass a writable path")
-    return path
 
 
 def _sha(parts):
@@ -97,11 +79,20 @@ def _saved_epoch(backup_dir):
     return epoch if epoch >= 0 else None
 
 
+def run_fingerprint(spec):
+    """`fingerprint` of a `compress._core.RunSpec`: what decides the run, verbosity aside."""
+    return fingerprint(
+        model=model_digest(spec.model), data=data_digest(spec.data),
+        **{k: v for k, v in spec.settings.items() if k != "verbose"}, thresholds=spec.thresholds, vib=spec.vib,
+        metric=spec.scorer.name, loss=loss_name(spec.loss), kl_mults=spec.kl_mults, masked_gates=spec.masked_gates,
+        seed=spec.seed, frame_masks=spec.frame_masks)
+
+
 class Checkpoints:
     """One run's ``checkpoint_dir``: its manifest and the TensorFlow checkpoints beside it.
 
     Args:
-      path: the checked folder (`check_checkpoint_dir`).
+      path: the checked folder (`tf_vib._checks.check_checkpoint_dir`).
       arguments: `fingerprint` of the run; a manifest holding another is refused.
       log: a callable for the stage lines saying what is resumed.
     """
