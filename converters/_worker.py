@@ -171,6 +171,7 @@ def _packed(model):
 
 def run_job(job_dir, job):
     """Convert one job and invoke the result once; return the result record."""
+    from converters._int8_repair import repair_int8_lstm
     from converters.runtime import load_interpreter
 
     job_dir = pathlib.Path(job_dir)
@@ -183,8 +184,13 @@ def run_job(job_dir, job):
     if job.get("shorten_names"):
         flat = shorten_tensor_names(flat)
     flat = in_keras_order(flat, job)
-    if job.get("metadata"):
-        flat = with_metadata(flat, "tf_vib", json.dumps(job["metadata"]).encode())
+    metadata = dict(job.get("metadata") or {})
+    if job["quantization"] in ("int8", "auto"):
+        flat, repairs = repair_int8_lstm(flat)
+        if repairs:
+            metadata["int8_repairs"] = repairs
+    if metadata:
+        flat = with_metadata(flat, "tf_vib", json.dumps(metadata).encode())
     (job_dir / f"{job['name']}.tflite").write_bytes(flat)
     probe = _arrays(job_dir / job["probe"])
     _fault("invoke")

@@ -56,8 +56,10 @@ class TFLiteInfo:
         run in int8 (``int8``) and which in float (``float32``).
       tf_vib: what tf-vib's converter noted in the file's ``tf_vib`` metadata, or None:
         ``quantization_plan`` (``quantization="auto"``: one ``{"layer", "kind", "mode",
-        "why"}`` per planned layer) and ``input_standardization`` (``{"mean", "std"}``: the
-        file standardises its raw input itself).
+        "why"}`` per planned layer), ``input_standardization`` (``{"mean", "std"}``: the
+        file standardises its raw input itself) and ``int8_repairs`` (a line per
+        quantization parameter of a fused int8 LSTM that tf-vib corrected after the
+        converter, see ``converters/_int8_repair.py``).
     """
 
     size_bytes: int
@@ -118,6 +120,8 @@ class TFLiteInfo:
         if "input_standardization" in notes:
             s = notes["input_standardization"]
             lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")
+        if "int8_repairs" in notes:
+            lines.append("int8 LSTM parameters corrected after conversion: " + "; ".join(notes["int8_repairs"]))
         return lines
 
     def __str__(self):

@@ -36,6 +36,18 @@ def randomize_masks(model, rng, prune_fraction=0.4):
         set_mask(mask, mu, log_sigma2)
 
 
+def prune_partly(model, rng):
+    """`randomize_masks`, then one more pruned unit in every mask of >= 2 units that kept all,
+    so that every mask removes something and none removes everything."""
+    randomize_masks(model, rng)
+    for _, _, mask in vib_masks(model):
+        kept = np.asarray(mask.log_alpha()) < mask.settings.keep_threshold
+        if mask.units > 1 and kept.all():
+            log_sigma2 = mask.log_sigma2.numpy()
+            log_sigma2[rng.integers(mask.units)] = 6.0
+            set_mask(mask, mask.mu.numpy(), log_sigma2)
+
+
 def cell_factory(kind):
     return {
         "lstm": lambda units, **kw: tf_vib.layers.VIBLSTMCell(units, **kw),

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import all_weights, randomize_masks, set_mask, vib_masks
+from helpers import all_weights, prune_partly, vib_masks
 from model_zoo import BUILDERS
 
 import converters
@@ -91,18 +91,6 @@ def _dtypes(model):
     return [t.dtype for t in model.inputs]
 
 
-def _prune_partly(model, rng):
-    """`randomize_masks`, then one more pruned unit in every mask of >= 2 units that kept all,
-    so that every mask removes something and none removes everything."""
-    randomize_masks(model, rng)
-    for _, _, mask in vib_masks(model):
-        kept = np.asarray(mask.log_alpha()) < mask.settings.keep_threshold
-        if mask.units > 1 and kept.all():
-            log_sigma2 = mask.log_sigma2.numpy()
-            log_sigma2[rng.integers(mask.units)] = 6.0
-            set_mask(mask, mask.mu.numpy(), log_sigma2)
-
-
 def _convert(model, **kwargs):
     """{mode: bytes or the error}: all modes in one call; if that fails, the float modes in one
     and int8 in another (int8 is refused or crashes alone more often than not)."""
@@ -159,7 +147,7 @@ class _Zoo:
 
     def stripped(self, name):
         vib = self.get("wrapped", name)[2]
-        _prune_partly(vib, np.random.default_rng(0))
+        prune_partly(vib, np.random.default_rng(0))
         return tf_vib.strip_masks(vib)
 
     def converted(self, name):
