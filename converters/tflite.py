@@ -20,7 +20,7 @@ from converters import streaming as streams
 from converters._child import ConversionCrash, ConversionError, run_child, summarize_error
 from converters.describe import RUNTIME_TARGETS, describe_tflite
 from tf_vib import bridge
-from tf_vib._checks import check_bool, check_int
+from tf_vib._checks import BadArgument, check_bool, check_choice, check_int
 from tf_vib._keras import keras, require_tf_keras_model, tf
 
 __all__ = [
@@ -44,15 +44,12 @@ RECURRENT_PLANS = ("auto", "loop")
 
 
 def _check_mode(quantization, int8_io, runtime, recurrent_plan):
-    if quantization not in MODES:
-        raise ValueError(f"`quantization` must be one of {list(MODES)}; received {quantization!r}")
+    check_choice("quantization", quantization, MODES)
     check_bool("int8_io", int8_io)
     if int8_io and quantization != "int8":
-        raise ValueError(f"`int8_io=True` needs quantization='int8'; received quantization={quantization!r}")
-    if runtime not in RUNTIME_TARGETS:
-        raise ValueError(f"`runtime` must be one of {list(RUNTIME_TARGETS)}; received {runtime!r}")
-    if recurrent_plan not in RECURRENT_PLANS:
-        raise ValueError(f"`recurrent_plan` must be one of {list(RECURRENT_PLANS)}; received {recurrent_plan!r}")
+        raise BadArgument(f"`int8_io=True` needs quantization='int8'; received quantization={quantization!r}")
+    check_choice("runtime", runtime, RUNTIME_TARGETS)
+    check_choice("recurrent_plan", recurrent_plan, RECURRENT_PLANS)
 
 
 class _Job:

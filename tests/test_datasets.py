@@ -305,7 +305,7 @@ def test_render_clips_states_follow_the_drawn_shape(motion):
         ({"n_per_class": 1}, "`n_per_class` must be an integer >= 2; received 1"),
         ({"size": 4}, "`size` must be an integer >= 8; received 4"),
         ({"channels": 2}, "`channels` must be one of 1, 3; received 2"),
-        ({"noise": 2}, r"`noise` must be a float in \[0, 1\]; received 2"),
+        ({"noise": 2}, r"`noise` must be a finite number >= 0 and <= 1; received 2"),
         ({"test_fraction": 0}, "`test_fraction` must be a float in"),
     ],
 )

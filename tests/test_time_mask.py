@@ -157,7 +157,7 @@ def test_models_whose_frames_cannot_be_skipped_are_refused():
     _refused(seq(keras.layers.Bidirectional(lstm(3))), "is Bidirectional")
     _refused(seq(keras.layers.Masking(), lstm(3)), "masking")
     _refused(seq(keras.layers.Conv1D(4, 3, padding="same"), lstm(3)), r"\(Conv1D\) between the input and layer 'lstm.*' is not a per-frame layer")
-    with pytest.raises(ValueError, match="`frame_masks` must be True or False; received frame_masks='yes'"):
+    with pytest.raises(ValueError, match="`frame_masks` must be True or False; received 'yes'"):
         tf_vib.add_vib_masks(seq(lstm(3)), frame_masks="yes")
 
 

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from tf_vib._checks import check_float, optional
 from tf_vib.layers.vib_mask import GaussianMask
 
 __all__ = ["Channels", "LayerRecord", "check_threshold", "mask_kept", "unit_gates", "alive_units", "deterministic",
@@ -92,16 +93,9 @@ class LayerRecord:
 
 
 def check_threshold(threshold):
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
-        raise TypeError(f"`threshold` must be a number or None; received {threshold!r}")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(
-            f"`threshold` must be a finite number >= 0 (a unit is kept while its log_alpha "
-            f"< threshold; 0 is the paper's rule and prunes the most); received {threshold!r}"
-        )
-    return float(threshold)
+    """None, or a finite number >= 0: a unit is kept while its log_alpha < threshold (0 is the
+    paper's rule and prunes the most)."""
+    return optional("threshold", threshold, lambda name, value: check_float(name, value, allow_low=True))
 
 
 def mask_kept(mask: GaussianMask, threshold):

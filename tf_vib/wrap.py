@@ -23,6 +23,7 @@ original.
 import dataclasses
 
 from tf_vib._channels import channel_decisions
+from tf_vib._checks import check_bool
 from tf_vib._frames import frame_target
 from tf_vib._graph import (
     call_counts,
@@ -306,6 +307,7 @@ def add_vib_masks(
       ValueError: nothing in ``model`` can be masked; the message says why, layer by layer.
         Or ``frame_masks=True`` on a model whose frames cannot be pruned.
     """
+    check_bool("frame_masks", frame_masks)
     plan = mask_plan(model, feature_masks=feature_masks, dense_masks=dense_masks)
     if plan.empty:
         why = plan.describe() or "it has no recurrent layer and no hidden Dense, Conv1D or Embedding units"
@@ -313,8 +315,6 @@ def add_vib_masks(
             f"`model` {model.name!r} has nothing tf-vib can compress: {why}. Layers: "
             f"{[type(layer).__name__ for layer in model.layers]}"
         )
-    if not isinstance(frame_masks, bool):
-        raise ValueError(f"`frame_masks` must be True or False; received frame_masks={frame_masks!r}")
     frames = frame_target(model, plan.units) if frame_masks else None
     mu = {"mu_initializer": _WARM_MU} if warm_start else {}
     hidden = dict(kl_factor=kl_factor, kl_mult=hidden_kl_mult, **mu)

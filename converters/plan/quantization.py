@@ -2,7 +2,8 @@
 
 The choice follows a cost table: for each layer kind (``lstm``: the fused LSTM, ``dense``,
 ``conv``: Conv1D and Conv2D, ``conv1x1``: their pointwise form, which was measured to
-scale otherwise; also inside ``TimeDistributed``), rows of measured
+scale otherwise; also inside ``TimeDistributed`` and inside nested models, such as a
+``keras.applications`` CNN wrapped in ``TimeDistributed``), rows of measured
 instructions per invoke of a one-layer file in float32 and in int8 (float input and
 output, so the int8 row pays the QUANTIZE and DEQUANTIZE an int8 layer between float ones
 pays), keyed by the layer's multiply-accumulates per invoke (`layer_macs`). A layer is int8
@@ -142,25 +143,40 @@ def auto_plan(model, cost_table, runtime):
     if costs is None:
         raise ValueError(f"`cost_table` has no costs for runtime={runtime!r}; it has {sorted(cost_table['costs'])}")
     planned = []
-    for node in graph_nodes(model):
-        layer = node.layer
-        kind = layer_kind(layer)
-        if kind is None or kind not in costs:
-            continue
-        macs = layer_macs(layer, node.keras_inputs[0].shape, node.outputs.shape)
-        ratio = _ratio(costs[kind], macs)
-        planned.append((layer, "int8" if ratio < 1 else "float32", f"int8/float32 {ratio:.2f} at {macs:,} MACs"))
+    for name, layer, macs in _known_layers(model, costs):
+        ratio = _ratio(costs[layer_kind(layer)], macs)
+        planned.append((name, layer, "int8" if ratio < 1 else "float32",
+                        f"int8/float32 {ratio:.2f} at {macs:,} MACs"))
     # The worker finds a float layer's ops by op type and weight shape; a layer that shares
     # them with a float one would be kept float too, so it is planned float, and says why.
-    float_keys = {_match_key(layer) for layer, mode, _ in planned if mode == "float32"}
+    float_keys = {_match_key(layer) for _, layer, mode, _ in planned if mode == "float32"}
     plans, floats = [], []
-    for layer, mode, why in planned:
+    for name, layer, mode, why in planned:
         if mode == "int8" and _match_key(layer) in float_keys:
             mode, why = "float32", f"{why}, but its op and weight shape are those of a float layer"
-        plans.append(LayerPlan(layer.name, type(_inner(layer)).__name__, f"{mode} (cost table: {why})"))
+        plans.append(LayerPlan(name, type(_inner(layer)).__name__, f"{mode} (cost table: {why})"))
         if mode == "float32":
             floats.append(layer)
     return plans, floats
+
+
+def _known_layers(model, costs, repeats=1, prefix=""):
+    """``(name, layer, MACs per invoke)`` for each layer of a kind ``costs`` has, nested models included.
+
+    A nested model's layers are named ``outer/inner``; inside ``TimeDistributed(model)``
+    each counts once per step (the converted graph runs them on batch x steps frames).
+    """
+    for node in graph_nodes(model):
+        layer, name = node.layer, prefix + node.layer.name
+        inner = _inner(layer)
+        if isinstance(inner, keras.Model):
+            steps = int(node.keras_inputs[0].shape[1]) if inner is not layer else 1
+            yield from _known_layers(inner, costs, repeats * steps, name + "/")
+            continue
+        kind = layer_kind(layer)
+        if kind is None or kind not in costs:
+            continue
+        yield name, layer, repeats * layer_macs(layer, node.keras_inputs[0].shape, node.outputs.shape)
 
 
 def _match_key(layer):

@@ -65,9 +65,8 @@ def vib_epoch_time(dataset, *, epochs=8, quick=False):
     kl_factor = default_kl_factor(len(train[0]), masked_width(plain))
     vib = TwoRateTrainer(add_vib_masks(plain, kl_factor=kl_factor, masked_gates=STATE_GATES,
                                        hidden_kl_mult=defaults["hidden_kl_mult"]),
-                         learning_rate=defaults["learning_rate"],
                          mask_learning_rate=defaults["mask_learning_rate"])
-    vib.compile(optimizer=keras.optimizers.Adam(1e-3), loss=plain.loss, metrics=["accuracy"])
+    vib.compile(optimizer=keras.optimizers.Adam(defaults["learning_rate"]), loss=plain.loss, metrics=["accuracy"])
     steps = -(-len(train[0]) // 32)
     schedule = VIBScheduleCallback(VIBSchedule(kl_factor, warmup_steps=2 * steps))
     models = {"plain": (plain, []), "vib": (vib, [schedule])}

@@ -83,18 +83,18 @@ def loss_name(loss):
 
 
 class TwoRateTrainer(keras.Model):
-    """Trains ``inner`` with one Adam for the weights and another for the VIB masks.
+    """Trains ``inner`` with the compiled optimizer for the weights and an Adam of its own,
+    at ``mask_learning_rate``, for the VIB masks.
 
-    The paper gives the mask parameters a much higher learning rate (5e-2 against
-    1e-5..1e-3). The loss is the compiled loss plus ``inner.losses`` (the weighted KL
-    terms); ``kl`` is logged beside it.
+    The paper gives the mask parameters a much higher learning rate (docs/method.md). The
+    loss is the compiled loss plus ``inner.losses`` (the weighted KL terms); ``kl`` is logged
+    beside it.
     """
 
-    def __init__(self, inner, *, learning_rate, mask_learning_rate):
+    def __init__(self, inner, *, mask_learning_rate):
         super().__init__(name=f"{inner.name}_trainer")
         self.inner = inner
         self.mask_optimizer = keras.optimizers.Adam(mask_learning_rate)
-        self.weight_learning_rate = learning_rate
         self._mask_refs = {v.ref() for layer in vib_layers(inner) for v in layer.mask_variables}
         self.kl_tracker = keras.metrics.Mean(name="kl")
 

@@ -29,8 +29,7 @@ def train_and_choose(run, original):
     parts = (["VIB masks"] if run.vib else []) + ([f"ISS group lasso {s['iss']:g}"] if s["iss"] else [])
     what = " and ".join(parts)
     run.start(name, f"training {what} for {s['epochs']} epochs (kl_factor {s['kl_factor']:.3g})")
-    trainer = TwoRateTrainer(vib_model, learning_rate=s["learning_rate"],
-                             mask_learning_rate=s["mask_learning_rate"] if run.vib else 1e-12)
+    trainer = TwoRateTrainer(vib_model, mask_learning_rate=s["mask_learning_rate"] if run.vib else 1e-12)
     if s["iss"] is not None:
         trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
     trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=run.loss,

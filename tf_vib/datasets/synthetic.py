@@ -7,7 +7,6 @@ model has to look at the motion, not at one pixel. Rendering is NumPy; only
 """
 
 import math
-import numbers
 import pathlib
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from tf_vib._checks import (
     check_bool,
     check_choice,
+    check_float,
     check_fraction,
     check_int,
     check_seed,
@@ -88,12 +88,6 @@ def _check_motions(classes):
     return tuple(classes)
 
 
-def _check_noise(noise):
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 1:
-        raise ValueError(f"`noise` must be a float in [0, 1]; received {noise!r}")
-    return float(noise)
-
-
 #: What `render_clips(..., return_states=True)` gives per frame, for the moving shape.
 STATE_NAMES = ("row", "col", "radius", "sin_angle", "cos_angle")
 
@@ -117,7 +111,7 @@ def render_clips(labels, *, classes=DEFAULT_MOTIONS, frames=8, size=32, channels
     frames = check_int("frames", frames)
     size = check_int("size", size, minimum=8)
     channels = check_choice("channels", channels, (1, 3))
-    noise = _check_noise(noise)
+    noise = check_float("noise", noise, low=0.0, allow_low=True, high=1.0, allow_high=True)
     distractors = check_int("distractors", distractors, minimum=0)
     seed = check_seed(seed)
     check_bool("return_states", return_states)
