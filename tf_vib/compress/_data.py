@@ -103,7 +103,8 @@ def as_arrays(data, argument, model):
     list/tuple in ``model.inputs`` order or a dict keyed by input name; ``y`` holds one per
     output the same way. Both are returned as an array, or a tuple in model order. A dataset
     whose inputs have the model's ranks is taken as batched, one rank lower as unbatched;
-    compress() works on data held in memory. Sample weights are refused.
+    compress() streams a dataset instead (`_stream.make_stream`): only a direct call reads
+    one whole. Sample weights are refused.
     """
     inputs, outputs = model.input_names, model.output_names
     if isinstance(data, tf.data.Dataset):

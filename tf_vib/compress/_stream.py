@@ -101,7 +101,8 @@ def make_stream(data, argument, model, check, batch_size):
         raise ValueError(f"`{argument}` is an empty dataset")
     flat = [tf.nest.flatten(x) + tf.nest.flatten(y) for x, y in sample]
     dtypes = [a.dtype for a in flat[0]]
-    shapes = [[None] + [d if all(f[i].shape[1:] == a.shape[1:] for f in flat) else None for d in a.shape[1:]]
+    shapes = [[None] + [d if all(f[i].shape[axis] == d for f in flat) else None
+                        for axis, d in enumerate(a.shape) if axis]  # an axis that varies is None
               for i, a in enumerate(flat[0])]
     stream = Stream(None, argument, 0, 0, sum(num_samples(x) for x, _ in sample), sample)
 
@@ -122,8 +123,9 @@ def make_stream(data, argument, model, check, batch_size):
         out = [tf.ensure_shape(t, s) for t, s in zip(out, shapes, strict=True)]
         return _pack(out[:n_x]), _pack(out[n_x:])
 
-    stream.dataset = raw.map(checked_batch)
     stream.num_samples, stream.steps = _count(data, raw)
+    # the count stated, so that Keras and the tfmot stages know an epoch's steps without a pass
+    stream.dataset = raw.map(checked_batch).apply(tf.data.experimental.assert_cardinality(stream.steps))
     notes.append(f"checked the first {stream.checked} samples of {argument} ({len(sample)} batches) before "
                  f"training; the rest ({stream.num_samples} samples in all, {stream.steps} batches) is "
                  "checked batch by batch as it streams")
