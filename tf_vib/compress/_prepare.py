@@ -73,14 +73,16 @@ def check_targets(model, x, y, argument):
 
 @dataclasses.dataclass
 class Data:
-    """compress()'s data in model order: ``x`` an array, or a tuple per model input; ``y`` and
-    the labels likewise per output (a classifier's class labels; zeros, one stratum, for other
-    models); ``notes`` say which labels were converted for the loss."""
+    """compress()'s data in model order: ``train``, ``val`` and ``test`` each an (x, y) pair
+    (``x`` an array, or a tuple per model input; ``y`` likewise per output) or, for a dataset
+    argument, a `_stream.Stream`; ``labels_val`` the validation class labels of arrays (a
+    classifier's; zeros, one stratum, for other models; None for a stream); ``notes`` say which
+    labels were converted for the loss and what a stream's check before training read."""
 
-    train: tuple
-    val: tuple
+    train: object
+    val: object
     labels_val: object
-    test: tuple | None
+    test: object
     notes: list = dataclasses.field(default_factory=list)
 
 
@@ -126,7 +128,7 @@ def prepare_data(model, train_data, validation_data, test_data, validation_fract
     if validation_data is not None:
         val, labels_val = read(validation_data, "validation_data")
     else:
-        (x_train, y_train) = train
+        x_train, y_train = train
         fraction = check_float("validation_fraction", validation_fraction, high=1.0)
         keep, held = stratified_holdout(labels_train, fraction, seed)
         val, labels_val = (take(x_train, held), take(y_train, held)), take(labels_train, held)
@@ -136,4 +138,3 @@ def prepare_data(model, train_data, validation_data, test_data, validation_fract
         test, _ = read(test_data, "test_data")
     lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()] + lines
     return Data(train, val, labels_val, test, lines)
-
