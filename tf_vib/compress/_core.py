@@ -136,11 +136,15 @@ def compress(
         a per-step output, 0/1 for a one-unit sigmoid output; labels are converted to what
         the loss takes when that is unambiguous (one-hot rows to indices for a sparse loss,
         indices to one-hot rows for a categorical one). Otherwise: targets of the output's
-        shape. Sample weights are refused, and so are sequences of different lengths (pad
-        them with ``tf_vib.datasets.pad_sequences``).
+        shape. Sample weights are refused, and so are arrays of sequences of different
+        lengths (pad them with ``tf_vib.datasets.pad_sequences``). A dataset is streamed,
+        never read into arrays: batched (its batches as they are, e.g. ``padded_batch``) or
+        batched here by ``batch_size``; its first 8 batches are checked before training,
+        every later one as it streams (docs/scaling.md); it is not shuffled here.
       validation_data: same forms; every choice is made on it. When None,
         ``validation_fraction`` of ``train_data`` is held out (stratified by class for a
-        classifier).
+        classifier; of a dataset, its first elements or batches, which needs its
+        cardinality known).
       test_data: optional, only reported, never used for a choice.
       loss: the training loss; default: the compiled model's loss.
       vib: bool, default True. False skips the VIB masks (the other stages still run).
