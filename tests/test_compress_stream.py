@@ -147,3 +147,9 @@ def test_a_bad_label_late_in_the_stream_stops_the_run_clearly_keeping_its_checkp
     result = tf_vib.compress(shards["model"], later, checkpoint_dir=str(checkpoint), **{**arguments, "verbose": 2})
     assert "resuming VIB stage at epoch 2 of 2" in capsys.readouterr().out
     assert len(result.histories["vib"]["loss"]) == 1  # the second epoch only: the first was restored
+
+
+def test_a_hold_out_from_shards_of_unknown_size_is_refused_naming_validation_data(shards, never_materialised):
+    with pytest.raises(BadArgument, match=r"`train_data` is a tf.data.Dataset of unknown cardinality .*cannot hold "
+                       r"out `validation_fraction` of it: pass `validation_data`.*assert_cardinality"):
+        tf_vib.compress(shards["model"], _read_shards(shards["train"]), epochs=2, verbose=0, **FAST)
