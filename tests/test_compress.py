@@ -113,6 +113,9 @@ def test_compress_accepts_datasets_and_holds_out_validation(lstm_model):
                              finetune_epochs=0, verbose=0)
     assert result.report.baseline.val_accuracy == pytest.approx(
         np.mean(np.argmax(lstm_model.predict(x, verbose=0), -1) == y))
+    streamed = [layer for layer in result.vib_model.submodules if hasattr(layer, "mask_settings")]
+    # the 120 streamed training samples counted (8 batches of 16, not read into arrays)
+    assert streamed and [m.mask_settings.kl_factor for m in streamed] == pytest.approx([1 / 120] * len(streamed))
     held_out = tf_vib.compress(lstm_model, (x, y), epochs=1, finetune_epochs=0, verbose=0,
                                validation_fraction=0.25)
     assert held_out.report.stages[0].extra == {}

@@ -6,10 +6,11 @@ import pytest
 
 import tf_vib
 from tf_vib._keras import keras, tf
-from tf_vib.compress._data import num_samples, stratified_holdout, take
+from tf_vib.compress._data import as_arrays, num_samples, stratified_holdout, take
 from tf_vib.compress._prepare import check_accuracy_drop, prepare_data
 from tf_vib.compress._report import StageResult
 from tf_vib.compress._scorer import ACCURACY
+from tf_vib.compress._stream import Stream
 from tf_vib.compress._training import accuracy, resolve_loss
 
 SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -75,12 +76,17 @@ def _x(n=N, seed=0):
 
 # -- 1. several inputs (and outputs) --------------------------------------------------------------
 
+def _streamed(part):
+    """A `Stream`'s batches joined into arrays (the test reads them; compress() never does)."""
+    batches = [[tf.nest.flatten(x), tf.nest.flatten(y)] for x, y in part.dataset.as_numpy_iterator()]
+    return tuple(tuple(np.concatenate([b[k][i] for b in batches]) for i in range(len(batches[0][k])))
+                 for k in (0, 1))
+
+
 def test_two_inputs_as_list_tuple_dict_and_datasets_give_the_same_arrays():
     model = _two_inputs()
     features, tokens, y = _two_input_data()
-    forms = [([features, tokens], y), ((features, tokens), y), ({"tokens": tokens, "features": features}, y),
-             tf.data.Dataset.from_tensor_slices(({"features": features, "tokens": tokens}, y)).batch(7),
-             tf.data.Dataset.from_tensor_slices(((features, tokens), y))]
+    forms = [([features, tokens], y), ((features, tokens), y), ({"tokens": tokens, "features": features}, y)]
     for form in forms:
         data = _prepare(model, form)
         x_train, x_val = data.train[0], data.val[0]
@@ -91,6 +97,19 @@ def test_two_inputs_as_list_tuple_dict_and_datasets_give_the_same_arrays():
             np.testing.assert_array_equal(x_part[1], tokens[rows])
             assert x_part[1].dtype == np.int32
         np.testing.assert_array_equal(data.labels_val, y[x_val[0][:, 0, 0].astype(int)])
+    # a dataset is streamed in model order, its hold-out its first elements (batches of a batched one)
+    datasets = [(tf.data.Dataset.from_tensor_slices(({"features": features, "tokens": tokens}, y)).batch(7), 14),
+                (tf.data.Dataset.from_tensor_slices(((features, tokens), y)), 15)]
+    for dataset, held in datasets:
+        data = _prepare(model, dataset)
+        assert isinstance(data.train, Stream) and isinstance(data.val, Stream)
+        assert (data.train.num_samples, data.val.num_samples) == (N - held, held)
+        for part, rows in ((data.train, np.arange(held, N)), (data.val, np.arange(held))):
+            (x_features, x_tokens), (labels,) = _streamed(part)
+            np.testing.assert_array_equal(x_features[:, 0, 0].astype(int), rows)
+            np.testing.assert_array_equal(x_tokens, tokens[rows])
+            assert x_tokens.dtype == np.int32
+            np.testing.assert_array_equal(labels, y[rows])
 
 
 def test_holdout_is_stratified_and_take_indexes_every_input():
@@ -105,13 +124,17 @@ def test_holdout_is_stratified_and_take_indexes_every_input():
     assert np.bincount(labels[stratified_holdout(steps, 0.2, seed=0)[1]]).tolist() == [4, 2, 6]
 
 
-def test_a_dataset_of_batches_of_different_lengths_is_refused():
+def test_a_dataset_of_batches_of_different_lengths_is_streamed_as_it_is_padded():
     model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4), keras.layers.Dense(3)])
     ragged = tf.data.Dataset.from_generator(
         lambda: ((np.zeros((n, 3), "float32"), 1) for n in (3, 5, 4)),
         output_signature=(tf.TensorSpec((None, 3)), tf.TensorSpec((), tf.int64))).padded_batch(2)
+    stream = _prepare(model, ragged, validation_data=ragged, loss=SPARSE).train
+    assert (stream.num_samples, stream.steps, stream.checked) == (3, 2, 3)
+    assert stream.dataset.element_spec[0].shape.as_list() == [None, None, 3]
+    assert [x.shape for x, _ in stream.dataset.as_numpy_iterator()] == [(2, 5, 3), (1, 4, 3)]
     with pytest.raises(ValueError, match=r"`train_data` yields elements \(or batches\) of different shapes"):
-        _prepare(model, ragged, loss=SPARSE)
+        as_arrays(ragged, "train_data", model)  # arrays can only be joined at one length
 
 
 @pytest.mark.parametrize("make,match", [

@@ -35,6 +35,8 @@ def test_mirrored_over_two_devices_matches_one_device(tmp_path):
     for name in ("mirrored", "in_scope"):
         assert runs[name]["units"] == runs["single"]["units"], runs
         assert abs(runs[name]["val_score"] - runs["single"]["val_score"]) <= 1 / 32 + 1e-9, runs
+    streamed = runs["streamed"]
+    assert streamed["replicas"] == 2 and streamed["baseline"] == pytest.approx(streamed["expected_baseline"]), runs
 
 
 def _free_ports(n):

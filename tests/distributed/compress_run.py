@@ -2,7 +2,8 @@
 are fixed before TensorFlow starts, so each setting needs a fresh process.
 
     python compress_run.py local OUT.json    # one device, MirroredStrategy over 2 logical
-                                             # CPUs, and compress() called inside its scope
+                                             # CPUs, compress() called inside its scope, and
+                                             # a streamed tf.data.Dataset under the strategy
     python compress_run.py worker OUT.json   # one worker of a MultiWorkerMirroredStrategy
                                              # (TF_CONFIG set by the caller)
 """
@@ -48,6 +49,11 @@ def main(mode, out):
         runs["mirrored"] = _summary(tf_vib.compress(model, (x, y), strategy=mirrored, **SETTINGS), mirrored)
         with mirrored.scope():
             runs["in_scope"] = _summary(tf_vib.compress(model, (x, y), **SETTINGS), mirrored)
+        # a streamed dataset under the strategy: its evaluation (predict_on_batch) exact
+        train, val = (tf.data.Dataset.from_tensor_slices(part).batch(32) for part in ((x[:128], y[:128]), (x[128:], y[128:])))
+        streamed = tf_vib.compress(model, train, validation_data=val, strategy=mirrored, **SETTINGS)
+        runs["streamed"] = {**_summary(streamed, mirrored), "baseline": streamed.report.baseline.val_score,
+                            "expected_baseline": float((model.predict(x[128:], verbose=0).argmax(-1) == y[128:]).mean())}
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         model, x, y = _problem()

@@ -20,6 +20,7 @@ from tf_vib._checks import check_int
 from tf_vib._keras import keras
 from tf_vib.compress._finetune import Distiller
 from tf_vib.compress._scorer import ACCURACY
+from tf_vib.compress._stream import fit_data
 from tf_vib.compress._training import BestWeights, vib_layers
 from tf_vib.surgery import strip_masks
 
@@ -46,7 +47,7 @@ def fine_tune(model, train, val, *, scorer=ACCURACY, epochs, batch_size, learnin
     """
     keep = BestWeights(lambda epoch, logs: (scorer.key(scorer.logged(logs)), -logs.get("val_loss", 0.0)),
                        model_to_save=model)
-    keep.best_score = (scorer.key(scorer.score(model, *val)), -np.inf)
+    keep.best_score = (scorer.key(scorer.score_on(model, val)), -np.inf)
     keep.best_weights = [w.copy() for w in model.get_weights()]
     trained = model
     if teacher is not None:
@@ -56,13 +57,11 @@ def fine_tune(model, train, val, *, scorer=ACCURACY, epochs, batch_size, learnin
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[scorer.metric()])
     history = {}
     if epochs:
-        history = trained.fit(
-            train[0], train[1], validation_data=val, epochs=epochs, batch_size=batch_size,
-            callbacks=[*callbacks, keep], verbose=verbose,
-        ).history
+        history = trained.fit(**fit_data(train, val, batch_size), epochs=epochs,
+                              callbacks=[*callbacks, keep], verbose=verbose).history
     if teacher is not None:  # leave the model compiled for the user, with the task loss
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[scorer.metric()])
-    return history, scorer.score(model, *val)
+    return history, scorer.score_on(model, val)
 
 
 def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False, patience=2, log=None):

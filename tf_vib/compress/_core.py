@@ -15,7 +15,6 @@ from tf_vib._checks import (
 )
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras, require_tf_keras_model, tf
-from tf_vib.compress._data import num_samples
 from tf_vib.compress._defaults import (
     DEFAULT_MAX_DROP,
     DEFAULT_THRESHOLDS,
@@ -37,6 +36,7 @@ from tf_vib.compress._scorer import (
     is_classifier,
     make_scorer,
 )
+from tf_vib.compress._stream import raise_stream_problem, samples_of
 from tf_vib.compress._training import resolve_loss
 from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
@@ -136,11 +136,15 @@ def compress(
         a per-step output, 0/1 for a one-unit sigmoid output; labels are converted to what
         the loss takes when that is unambiguous (one-hot rows to indices for a sparse loss,
         indices to one-hot rows for a categorical one). Otherwise: targets of the output's
-        shape. Sample weights are refused, and so are sequences of different lengths (pad
-        them with ``tf_vib.datasets.pad_sequences``).
+        shape. Sample weights are refused, and so are arrays of sequences of different
+        lengths (pad them with ``tf_vib.datasets.pad_sequences``). A dataset is streamed,
+        never read into arrays: batched (its batches as they are, e.g. ``padded_batch``) or
+        batched here by ``batch_size``; its first 8 batches are checked before training,
+        every later one as it streams (docs/scaling.md); it is not shuffled here.
       validation_data: same forms; every choice is made on it. When None,
         ``validation_fraction`` of ``train_data`` is held out (stratified by class for a
-        classifier).
+        classifier; of a dataset, its first elements or batches, which needs its
+        cardinality known).
       test_data: optional, only reported, never used for a choice.
       loss: the training loss; default: the compiled model's loss.
       vib: bool, default True. False skips the VIB masks (the other stages still run).
@@ -247,8 +251,9 @@ def compress(
             f"accuracy only, so every output must be trained with a cross-entropy and `metric` must be "
             f"None or 'accuracy'; received metric={metric!r} with the loss {loss_fn!r}"
         )
+    batch_size = check_int("batch_size", batch_size, 1)
     data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn,
-                        classifier=classifier)
+                        classifier=classifier, batch_size=batch_size)
     undistilled = why_not_distilled(model) if distill and classifier else None
     if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
         data.notes.append(undistilled)
@@ -257,14 +262,14 @@ def compress(
         epochs=check_int("epochs", epochs, 0),
         finetune_epochs=check_int("finetune_epochs", finetune_epochs, 0),
         warmup_epochs=check_int("warmup_epochs", warmup_epochs, 0),
-        batch_size=check_int("batch_size", batch_size, 1),
+        batch_size=batch_size,
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
         finetune_learning_rate=check_float("finetune_learning_rate", finetune_learning_rate),
         max_drop=_max_drop(scorer, max_accuracy_drop, max_metric_drop),
         on_miss=check_on_miss(on_miss),
         unit_multiple=check_int("unit_multiple", unit_multiple, 1),
-        kl_factor=(default_kl_factor(num_samples(data.train[0]), masked_width(model)) if kl_factor is None
+        kl_factor=(default_kl_factor(samples_of(data.train), masked_width(model)) if kl_factor is None
                    else check_float("kl_factor", kl_factor)),
         iss=optional("iss", iss, check_float),
         low_rank=optional("low_rank", low_rank, rank_or_energy),
@@ -316,7 +321,11 @@ def compress(
             spec = dataclasses.replace(spec, checkpoints=Checkpoints(
                 checkpoint_path, run_fingerprint(spec),
                 log=lambda line: verbose and print(f"[tf-vib]   {line}", flush=True)))
-        return _run_in_scope(spec)
+        try:
+            return _run_in_scope(spec)
+        except tf.errors.OpError as error:  # a streamed dataset's checks failed on a later batch
+            raise_stream_problem(data, error)
+            raise
 
 
 def _strategy(strategy):

@@ -11,7 +11,7 @@ from tf_vib._graph import tensor_users
 from tf_vib._keras import keras, tf
 from tf_vib.compress._training import loss_kind, loss_name
 
-__all__ = ["num_samples", "take", "as_arrays", "check_data", "check_inputs", "labels_of", "stratified_holdout"]
+__all__ = ["num_samples", "take", "as_arrays", "is_batched", "in_model_order", "checked", "check_data", "check_inputs", "labels_of", "stratified_holdout"]
 
 
 def num_samples(x):
@@ -103,38 +103,16 @@ def as_arrays(data, argument, model):
     list/tuple in ``model.inputs`` order or a dict keyed by input name; ``y`` holds one per
     output the same way. Both are returned as an array, or a tuple in model order. A dataset
     whose inputs have the model's ranks is taken as batched, one rank lower as unbatched;
-    compress() works on data held in memory. Sample weights are refused.
+    compress() streams a dataset instead (`_stream.make_stream`): only a direct call reads
+    one whole. Sample weights are refused.
     """
     inputs, outputs = model.input_names, model.output_names
     if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        if isinstance(spec, tuple) and len(spec) == 3:
-            raise ValueError(_weights_refused(argument, inputs))
-        if not isinstance(spec, tuple) or len(spec) != 2:
-            raise ValueError(f"`{argument}` must yield (x, y) pairs; its elements are {spec}")
-        x_spec = _in_model_order(spec[0], argument, inputs, "input")
-        y_spec = _in_model_order(spec[1], argument, outputs, "output")
-        for part in x_spec + y_spec:
-            if not isinstance(part, tf.TensorSpec) or part.shape.rank is None:
-                raise ValueError(f"`{argument}` yields {part}: compress() takes dense tensors of a "
-                                 "known rank (pad sequences to one length, e.g. with "
-                                 "tf_vib.datasets.pad_sequences)")
-        ranks = [s.shape.rank for s in x_spec]
-        expected = [len(t.shape) for t in model.inputs]
-        if ranks not in (expected, [r - 1 for r in expected]):
-            def show(r):
-                return r[0] if len(r) == 1 else r
-
-            raise ValueError(
-                f"`{argument}` yields inputs of rank {show(ranks)}; the model takes rank "
-                f"{show(expected)} (batched) or {show([r - 1 for r in expected])} (unbatched) elements"
-            )
-        join = np.concatenate if ranks == expected else np.stack
+        join = np.concatenate if is_batched(data, argument, model) else np.stack
         elements = list(data.as_numpy_iterator())
         if not elements:
             raise ValueError(f"`{argument}` is an empty dataset")
-        parts = [(_in_model_order(e[0], argument, inputs, "input"),
-                  _in_model_order(e[1], argument, outputs, "output")) for e in elements]
+        parts = [in_model_order(e, argument, model) for e in elements]
         try:
             x = [join([p[0][i] for p in parts]) for i in range(len(inputs))]
             y = [join([p[1][i] for p in parts]) for i in range(len(outputs))]
@@ -154,10 +132,45 @@ def as_arrays(data, argument, model):
             f"`{argument}` must be an (x, y) tuple of arrays or a tf.data.Dataset of (x, y); "
             f"received {type(data).__name__}"
         )
-    return _checked(x, y, argument, inputs)
+    return checked(x, y, argument, inputs)
 
 
-def _checked(x, y, argument, names):
+def is_batched(data, argument, model):
+    """Whether ``data``, a ``tf.data.Dataset`` of (x, y), yields batches (its inputs have the
+    model's ranks) or single samples (one rank lower); anything else is refused."""
+    inputs, outputs = model.input_names, model.output_names
+    spec = data.element_spec
+    if isinstance(spec, tuple) and len(spec) == 3:
+        raise ValueError(_weights_refused(argument, inputs))
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        raise ValueError(f"`{argument}` must yield (x, y) pairs; its elements are {spec}")
+    x_spec = _in_model_order(spec[0], argument, inputs, "input")
+    y_spec = _in_model_order(spec[1], argument, outputs, "output")
+    for part in x_spec + y_spec:
+        if not isinstance(part, tf.TensorSpec) or part.shape.rank is None:
+            raise ValueError(f"`{argument}` yields {part}: compress() takes dense tensors of a "
+                             "known rank (pad sequences to one length, e.g. with "
+                             "tf_vib.datasets.pad_sequences)")
+    ranks = [s.shape.rank for s in x_spec]
+    expected = [len(t.shape) for t in model.inputs]
+    if ranks not in (expected, [r - 1 for r in expected]):
+        def show(r):
+            return r[0] if len(r) == 1 else r
+
+        raise ValueError(
+            f"`{argument}` yields inputs of rank {show(ranks)}; the model takes rank "
+            f"{show(expected)} (batched) or {show([r - 1 for r in expected])} (unbatched) elements"
+        )
+    return ranks == expected
+
+
+def in_model_order(element, argument, model):
+    """An (x, y) element as two lists of parts in model order (inputs, outputs)."""
+    return (_in_model_order(element[0], argument, model.input_names, "input"),
+            _in_model_order(element[1], argument, model.output_names, "output"))
+
+
+def checked(x, y, argument, names):
     """Lists ``x`` and ``y`` of arrays with one row per sample, numeric and finite inputs."""
     counts = [a.shape[0] if a.ndim else 1 for a in x + y]
     if len(set(counts[: len(x)])) > 1:

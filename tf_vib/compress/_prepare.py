@@ -11,10 +11,13 @@ from tf_vib.compress._data import (
     as_arrays,
     check_data,
     check_inputs,
+    checked,
+    is_batched,
     num_samples,
     stratified_holdout,
     take,
 )
+from tf_vib.compress._stream import make_stream, split_stream
 
 __all__ = ["Data", "prepare_data", "check_targets", "check_accuracy_drop", "rank_or_energy",
            "why_not_distilled"]
@@ -70,46 +73,68 @@ def check_targets(model, x, y, argument):
 
 @dataclasses.dataclass
 class Data:
-    """compress()'s data in model order: ``x`` an array, or a tuple per model input; ``y`` and
-    the labels likewise per output (a classifier's class labels; zeros, one stratum, for other
-    models); ``notes`` say which labels were converted for the loss."""
+    """compress()'s data in model order: ``train``, ``val`` and ``test`` each an (x, y) pair
+    (``x`` an array, or a tuple per model input; ``y`` likewise per output) or, for a dataset
+    argument, a `_stream.Stream`; ``labels_val`` the validation class labels of arrays (a
+    classifier's; zeros, one stratum, for other models; None for a stream); ``notes`` say which
+    labels were converted for the loss and what a stream's check before training read."""
 
-    train: tuple
-    val: tuple
+    train: object
+    val: object
     labels_val: object
-    test: tuple | None
+    test: object
     notes: list = dataclasses.field(default_factory=list)
 
 
 def prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss, *,
-                 classifier=True):
+                 classifier=True, batch_size=32):
     """Every data argument read (`as_arrays`) and checked against the model and ``loss``
     (`check_data` for a classifier, `check_targets` otherwise) before any training; without
     ``validation_data``, a ``validation_fraction`` of the training samples (stratified by class
-    for a classifier), the same rows of every input, is held out."""
-    notes = {}
+    for a classifier), the same rows of every input, is held out.
+
+    A ``tf.data.Dataset`` is streamed instead (`_stream.make_stream`): checked on its first
+    batches before training and batch by batch as it streams, never read into arrays; a
+    hold-out from it is its first ``validation_fraction`` (`_stream.split_stream`)."""
+    notes, lines = {}, []
+
+    def check(x, y, argument):
+        if classifier:
+            return check_data(model, x, y, argument, loss)
+        return x, y, check_targets(model, x, y, argument), []
 
     def read(data, argument):
-        x, y = as_arrays(data, argument, model)
-        if classifier:
-            x, y, labels, converted = check_data(model, x, y, argument, loss)
+        if isinstance(data, tf.data.Dataset):
+            stream, converted = make_stream(
+                data, argument, model, lambda x, y: check(*checked(x, y, argument, model.input_names), argument),
+                batch_size)
+            lines.append(converted.pop())
+            labels, result = None, stream
         else:
-            labels, converted = check_targets(model, x, y, argument), []
+            x, y = as_arrays(data, argument, model)
+            x, y, labels, converted = check(x, y, argument)
+            result = (x, y)
         for note in converted:
             notes.setdefault(note, []).append(argument)
-        return x, y, labels
+        return result, labels
 
-    x_train, y_train, labels_train = read(train_data, "train_data")
+    if validation_data is None and isinstance(train_data, tf.data.Dataset):
+        fraction = check_float("validation_fraction", validation_fraction, high=1.0)
+        train_data, validation_data = split_stream(train_data, fraction)
+        lines.append(f"validation data: the first {fraction:g} of train_data's "
+                     f"{'batches' if is_batched(train_data, 'train_data', model) else 'samples'} "
+                     "(a dataset is not stratified: shuffle it beforehand, once, for a fair split)")
+    train, labels_train = read(train_data, "train_data")
     if validation_data is not None:
-        x_val, y_val, labels_val = read(validation_data, "validation_data")
+        val, labels_val = read(validation_data, "validation_data")
     else:
+        x_train, y_train = train
         fraction = check_float("validation_fraction", validation_fraction, high=1.0)
         keep, held = stratified_holdout(labels_train, fraction, seed)
-        x_val, y_val, labels_val = take(x_train, held), take(y_train, held), take(labels_train, held)
-        x_train, y_train = take(x_train, keep), take(y_train, keep)
+        val, labels_val = (take(x_train, held), take(y_train, held)), take(labels_train, held)
+        train = (take(x_train, keep), take(y_train, keep))
     test = None
     if test_data is not None:
-        x_test, y_test, _ = read(test_data, "test_data")
-        test = (x_test, y_test)
-    lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()]
-    return Data((x_train, y_train), (x_val, y_val), labels_val, test, lines)
+        test, _ = read(test_data, "test_data")
+    lines = [f"{note} ({', '.join(arguments)})" for note, arguments in notes.items()] + lines
+    return Data(train, val, labels_val, test, lines)

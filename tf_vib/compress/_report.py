@@ -53,9 +53,9 @@ class StageResult:
     @classmethod
     def measure(cls, stage, model, scorer, val, test, seconds, *, classifier=True, **extra):
         """Measure ``model`` with ``scorer`` on ``val`` and ``test`` ((x, y) pairs or None)."""
-        scores = [None if data is None else scorer.score(model, *data) for data in (val, test)]
+        scores = [None if data is None else scorer.score_on(model, data) for data in (val, test)]
         accuracies = scores if scorer.is_accuracy else [
-            None if data is None or not classifier else ACCURACY.score(model, *data) for data in (val, test)]
+            None if data is None or not classifier else ACCURACY.score_on(model, data) for data in (val, test)]
         return cls(
             stage=stage,
             params=int(model.count_params()),

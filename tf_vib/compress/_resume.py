@@ -30,6 +30,7 @@ import numpy as np
 
 from tf_vib._checks import BadArgument
 from tf_vib._keras import keras, tf
+from tf_vib.compress._stream import Stream
 from tf_vib.compress._training import loss_name
 
 __all__ = ["Checkpoints", "run_fingerprint", "fingerprint", "model_digest", "data_digest"]
@@ -51,9 +52,16 @@ def model_digest(model):
 
 
 def data_digest(data):
-    """A digest of the training and validation arrays (shapes, dtypes and values)."""
-    arrays = tf.nest.flatten((data.train, data.val))
-    return _sha([f"{a.shape}{a.dtype}".encode() + np.ascontiguousarray(a).tobytes() for a in arrays])
+    """A digest of the training and validation arrays (shapes, dtypes and values); of a
+    streamed dataset (`_stream.Stream`), its samples and batches per pass, its element
+    spec and the batches checked before training, so that nothing more is read."""
+    parts = []
+    for part in (data.train, data.val):
+        if isinstance(part, Stream):
+            parts.append(f"stream {part.num_samples} {part.steps} {part.dataset.element_spec}".encode())
+            part = part.sample
+        parts += [f"{a.shape}{a.dtype}".encode() + np.ascontiguousarray(a).tobytes() for a in tf.nest.flatten(part)]
+    return _sha(parts)
 
 
 def fingerprint(**arguments):

@@ -5,12 +5,12 @@ import warnings
 
 from tf_vib._keras import keras
 from tf_vib.compress._candidates import fine_tune
-from tf_vib.compress._data import num_samples
 from tf_vib.compress._defaults import DEFAULT_MAX_DROP
 from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._pruning import cluster, magnitude_prune
 from tf_vib.compress._report import CompressionReport, CompressionResult, StageResult
 from tf_vib.compress._scorer import BoundNotMetWarning
+from tf_vib.compress._stream import Stream, samples_of
 from tf_vib.compress._vib_stage import train_and_choose
 from tf_vib.lowrank import low_rank as factorise
 from tf_vib.sizes import clustered_storage, gzip_size, nonzero_params
@@ -85,7 +85,7 @@ class Run:
         """Set the scorer's bound from the baseline's validation score."""
         drop = self.s["max_drop"]
         if self.scorer.is_accuracy:
-            n_val = num_samples(self.data.val[0])
+            n_val = samples_of(self.data.val)
             fine = drop
             drop = max(drop, 1.0 / n_val)
             if drop > fine:
@@ -99,7 +99,7 @@ class Run:
         self.log(f"bound: validation {self.scorer.condition()}")
 
     def run(self):
-        self.start("baseline", f"evaluating {self.model.name!r} on {num_samples(self.data.val[0])} validation samples")
+        self.start("baseline", f"evaluating {self.model.name!r} on {samples_of(self.data.val)} validation samples")
         self.bound(self.record("baseline", self.model, self.seconds()).val_score)
         if not self.s["distillation"] and not self.classifier and self.s["verbose"]:
             self.log("not a classifier: fine-tuning on the model's own loss, without distillation")
@@ -164,10 +164,13 @@ class Run:
     def _datasets(self):
         from tf_vib._keras import tf
 
-        batch = self.s["batch_size"]
-        train = tf.data.Dataset.from_tensor_slices(self.data.train).shuffle(
-            num_samples(self.data.train[0]), seed=0).batch(batch)
-        return train, tf.data.Dataset.from_tensor_slices(self.data.val).batch(256)
+        batch, train, val = self.s["batch_size"], self.data.train, self.data.val
+        if isinstance(train, Stream):  # streamed as it is batched (shuffled, if at all, by the user)
+            train = train.dataset
+        else:
+            train = tf.data.Dataset.from_tensor_slices(train).shuffle(samples_of(train), seed=0).batch(batch)
+        val = val.dataset if isinstance(val, Stream) else tf.data.Dataset.from_tensor_slices(val).batch(256)
+        return train, val
 
 
 def _sizes(model):

@@ -15,7 +15,8 @@ import numpy as np
 from tf_vib._checks import check_choice
 from tf_vib._keras import keras, tf
 from tf_vib.compress._data import labels_of
-from tf_vib.compress._training import accuracy, binary_threshold, loss_kind
+from tf_vib.compress._stream import Stream
+from tf_vib.compress._training import accuracy, binary_threshold, loss_kind, predicted_classes
 
 __all__ = ["ACCURACY", "BoundNotMetWarning", "ON_MISS", "Scorer", "check_on_miss", "is_classifier", "make_scorer"]
 
@@ -37,6 +38,19 @@ def class_labels(model, y):
     labels = [labels_of(target, tuple(tensor.shape), "labels")[1]
               for target, tensor in zip(tf.nest.flatten(y), model.outputs, strict=True)]
     return labels[0] if len(labels) == 1 else tuple(labels)
+
+
+def streamed_accuracy(model, dataset):
+    """`_training.accuracy` over a dataset of (x, y) batches: the correct predictions of
+    each output summed batch by batch, then the mean over outputs."""
+    correct = total = 0
+    for x, y in dataset.as_numpy_iterator():
+        predictions = tf.nest.flatten(model.predict_on_batch(x))
+        labels = tf.nest.flatten(class_labels(model, y))
+        guesses = predicted_classes(model, predictions)
+        correct = correct + np.array([np.sum(g == t) for g, t in zip(guesses, labels, strict=True)])
+        total = total + np.array([t.size for t in labels])
+    return float(np.mean(correct / total))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +100,19 @@ class Scorer:
             return accuracy(model, x, class_labels(model, y))
         metric = self.make_metric()
         metric.update_state(y, model.predict(x, batch_size=256, verbose=0))
+        return float(metric.result())
+
+    def score_on(self, model, data):
+        """The metric of ``model`` on ``data``: (x, y) arrays (`score`), or a `_stream.Stream`
+        read batch by batch (``predict_on_batch``; correct predictions, or the metric's
+        state, summed over the batches), never held whole."""
+        if not isinstance(data, Stream):
+            return self.score(model, *data)
+        if self.is_accuracy:
+            return streamed_accuracy(model, data.dataset)
+        metric = self.make_metric()
+        for x, y in data.dataset.as_numpy_iterator():
+            metric.update_state(y, model.predict_on_batch(x))
         return float(metric.result())
 
     def key(self, value):

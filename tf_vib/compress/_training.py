@@ -10,6 +10,7 @@ from tf_vib.compress._schedules import vib_layers
 
 __all__ = [
     "accuracy",
+    "predicted_classes",
     "binary_threshold",
     "resolve_loss",
     "loss_kind",
@@ -32,11 +33,16 @@ def accuracy(model, x, labels, batch_size=256):
     """The share of correct class predictions; per step for per-step outputs, the mean over
     outputs for a model with several. A one-unit output predicts 1 above its threshold."""
     predictions = tf.nest.flatten(model.predict(x, batch_size=batch_size, verbose=0))
-    scores = []
-    for index, (p, target) in enumerate(zip(predictions, tf.nest.flatten(labels), strict=True)):
-        guess = (p[..., 0] > binary_threshold(model, index)) if p.shape[-1] == 1 else np.argmax(p, axis=-1)
-        scores.append(np.mean(guess == target))
+    scores = [np.mean(guess == target) for guess, target in
+              zip(predicted_classes(model, predictions), tf.nest.flatten(labels), strict=True)]
     return float(np.mean(scores))
+
+
+def predicted_classes(model, predictions):
+    """The class each output of ``model`` predicts (``predictions``: one array per output,
+    flattened): its argmax, or for a one-unit output whether it is above its threshold."""
+    return [(p[..., 0] > binary_threshold(model, index)) if p.shape[-1] == 1 else np.argmax(p, axis=-1)
+            for index, p in enumerate(predictions)]
 
 
 def resolve_loss(model, loss):

@@ -7,9 +7,9 @@ import numpy as np
 
 from tf_vib._keras import keras
 from tf_vib.compress._candidates import Candidate, Snapshots, StopAtScore, choose_smallest
-from tf_vib.compress._data import num_samples
 from tf_vib.compress._iss import ISSPenalty, zero_small_groups
 from tf_vib.compress._schedules import VIBSchedule, VIBScheduleCallback
+from tf_vib.compress._stream import batches_of, fit_data
 from tf_vib.compress._training import TwoRateTrainer
 from tf_vib.layers.vib_lstm import VIBLSTMCell
 from tf_vib.surgery import alive_units, strip_masks, unit_gates
@@ -24,7 +24,7 @@ def train_and_choose(run, original):
     the fine-tuned candidate, or ``original`` (a copy of the user's) when no candidate
     meets the bound and ``on_miss`` is "original".
     """
-    s, vib_model, (x_train, y_train) = run.s, run.vib_model, run.data.train
+    s, vib_model = run.s, run.vib_model
     name = "vib" if run.vib else "iss"
     parts = (["VIB masks"] if run.vib else []) + ([f"ISS group lasso {s['iss']:g}"] if s["iss"] else [])
     what = " and ".join(parts)
@@ -34,7 +34,7 @@ def train_and_choose(run, original):
         trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
     trainer.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), loss=run.loss,
                     metrics=[run.scorer.metric()])
-    steps = int(np.ceil(num_samples(x_train) / s["batch_size"]))
+    steps = batches_of(run.data.train, s["batch_size"])
     schedule = VIBSchedule(s["kl_factor"] if run.vib else 0.0, warmup_steps=s["warmup_epochs"] * steps)
     base_threshold = min(float(t) for t in run.thresholds)
     snapshots = Snapshots(vib_model, s["epochs"], base_threshold, scorer=run.scorer)
@@ -52,8 +52,8 @@ def train_and_choose(run, original):
             backup, _ = checkpoints.vib_callback(name, snapshots, s["epochs"], steps, scheduler)
             callbacks = [backup, scheduler]
         run.histories[name] = trainer.fit(
-            x_train, y_train, validation_data=run.data.val, epochs=s["epochs"],
-            batch_size=s["batch_size"], callbacks=callbacks, verbose=s["verbose"],
+            **fit_data(run.data.train, run.data.val, s["batch_size"]), epochs=s["epochs"],
+            callbacks=callbacks, verbose=s["verbose"],
         ).history
         if checkpoints is not None:
             checkpoints.vib_done(name, vib_model, run.histories[name])
@@ -64,7 +64,7 @@ def train_and_choose(run, original):
                  f"({', '.join(f'{k}: {int(v.sum())}' for k, v in zeroed.items())})")
         snapshots.candidates = []  # only the zeroed structure counts from here on
     if not snapshots.candidates:
-        snapshots.take(max(s["epochs"] - 1, 0), run.scorer.score(vib_model, *run.data.val))
+        snapshots.take(max(s["epochs"] - 1, 0), run.scorer.score_on(vib_model, run.data.val))
     seconds = run.seconds()
 
     run.start("select", f"the smallest candidate that fine-tunes to validation {run.scorer.condition()}")
@@ -75,13 +75,13 @@ def train_and_choose(run, original):
         for threshold in sorted(set(float(t) for t in run.thresholds) - {base_threshold}):
             plain = strip_masks(vib_model, threshold=threshold, min_units=1, input_frames="all")
             candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
-                                        run.scorer.score(plain, *run.data.val), smallest.weights))
+                                        run.scorer.score_on(plain, run.data.val), smallest.weights))
     epochs_run = {}
 
     def trial(plain, target):
         """Fine-tune until the candidate reaches ``target``, at most ``finetune_epochs``."""
         epochs_run[id(plain)] = 0
-        start = run.scorer.score(plain, *run.data.val)
+        start = run.scorer.score_on(plain, run.data.val)
         if run.scorer.meets(start, target):
             return start
         def tune(extra=()):
@@ -140,7 +140,7 @@ def trim(run, chosen, trial, target):
     mark_dead(run.vib_model, dead)
     weights = [w.copy() for w in run.vib_model.get_weights()]
     plain = strip_masks(run.vib_model, threshold=chosen.threshold, min_units=1, input_frames="all")
-    masked = run.scorer.score(plain, *run.data.val)
+    masked = run.scorer.score_on(plain, run.data.val)
     tuned = trial(plain, target)
     accepted = run.scorer.meets(tuned, target)
     what = ", ".join(f"{name} {a} -> {b} units" for name, (a, b) in sizes.items())
