@@ -20,9 +20,11 @@ no layer normalization) relies on three facts that its quantizer does not enforc
    a concatenation that holds it).
 3. **REVERSE_V2 (``go_backwards``) copies bytes**: its int8 kernel does not requantize, but
    the quantizer calibrates its output apart from its input (they differ when a feature
-   selection or a slice precedes it). The output takes the input's parameters, and the int32
-   biases of the layers that read it, stored in units of input scale x weight scale, are
-   requantized to the new input scale.
+   selection or a slice precedes it). When the layers reading it take it as their input, the
+   output takes the input's parameters and their int32 biases, stored in units of input scale
+   x weight scale, are requantized; when it feeds an op that fixes its scale (the
+   CONCATENATION or ADD of a Bidirectional's backward sequence) and reverses an LSTM's output,
+   that output takes the reverse's parameters (and, by 2, the LSTM's state and hidden state).
 
 Each repair leaves the file's arithmetic what the quantizer meant it to be; measured on the
 stripped Bidirectional model of the test zoo, same class as Keras went from 17.6% to 100%.
@@ -54,10 +56,12 @@ def repair_int8_lstm(flat):
     for graph in model.subgraphs:
         kinds = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
                                 model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)) for op in graph.operators]
+        # the reverses first: one may set the output parameters of the LSTM before it
         for op, kind in zip(graph.operators, kinds, strict=True):
             if kind == "REVERSE_V2":
                 repairs += _tie_reverse(model, graph, op, kinds, schema)
-            elif kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        for op, kind in zip(graph.operators, kinds, strict=True):
+            if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
                 repairs += _repair_lstm(graph, op, schema)
     return (_packed(model), repairs) if repairs else (flat, [])
 
@@ -104,6 +108,10 @@ def _repair_lstm(graph, op, schema):
 
 
 def _tie_reverse(model, graph, op, kinds, schema):
+    """REVERSE_V2's input and output in one scale: the output takes the input's when every
+    reader takes it as its input (and its bias is requantized); else, when the input is an int8
+    LSTM's output read by this op alone (a Bidirectional's backward sequence before a
+    CONCATENATION or ADD, which fix the output's scale), that LSTM's output takes the reverse's."""
     source, target = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     have, wanted = _params(target), _params(source)
     if target.type != schema.TensorType.INT8 or have is None or wanted is None \
@@ -113,34 +121,51 @@ def _tie_reverse(model, graph, op, kinds, schema):
                if op.outputs[0] in other.inputs.tolist()]
     biases = []
     for reader, kind in readers:
-        if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM" and reader.inputs[0] == op.outputs[0]:
+        if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM" and reader.inputs[0] == op.outputs[0] \
+                and op.outputs[0] not in reader.inputs.tolist()[1:]:
             biases += [(reader, b, w) for w, b in zip(_LSTM_WEIGHTS, _LSTM_BIASES, strict=True)]
-        elif kind in _BIAS_OF and reader.inputs[0] == op.outputs[0]:
+        elif kind in _BIAS_OF and reader.inputs[0] == op.outputs[0] and op.outputs[0] not in reader.inputs.tolist()[1:]:
             biases.append((reader, _BIAS_OF[kind], 1))
-        elif kind in _BIAS_OF or kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
-            return []  # read as a weight or a state: not a case the repair knows
+        else:
+            return _retie_producer(graph, op, kinds, source, target, have, wanted)
     ratio = have[0][0] / wanted[0][0]
     for reader, bias_at, weight_at in biases:
-        if reader.inputs[bias_at] < 0:
-            continue
-        bias = graph.tensors[reader.inputs[bias_at]]
-        weight_scale = _params(graph.tensors[reader.inputs[weight_at]])[0]
-        data = model.buffers[bias.buffer].data
-        values = np.zeros(int(np.prod(bias.shape)), np.int32) if data is None else np.frombuffer(bytes(data), np.int32)
-        rescaled = np.clip(np.round(values * ratio), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
-        # a tensor and a buffer of its own: the converter shares equal constants between ops
-        copy = schema.TensorT()
-        copy.shape, copy.type, copy.name = bias.shape, bias.type, bias.name
-        copy.quantization = schema.QuantizationParametersT()
-        _set(copy, weight_scale * wanted[0][0], np.zeros(len(weight_scale), np.int64))
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(rescaled.tobytes(), np.uint8)
-        model.buffers.append(buffer)
-        copy.buffer = len(model.buffers) - 1
-        graph.tensors.append(copy)
-        inputs = np.array(reader.inputs, np.int32)
-        inputs[bias_at] = len(graph.tensors) - 1
-        reader.inputs = inputs
+        if reader.inputs[bias_at] >= 0:
+            _requantize_bias(model, graph, reader, bias_at, weight_at, ratio, wanted[0][0], schema)
     _set(target, wanted[0], wanted[1])
     return [f"REVERSE_V2 {_name(target)}: output scale {have[0][0]:.3g}/zp {have[1][0]} -> its input's "
             f"{wanted[0][0]:.3g}/zp {wanted[1][0]} ({len(biases)} bias(es) of its readers requantized)"]
+
+
+def _retie_producer(graph, op, kinds, source, target, have, wanted):
+    producers = [(other, kind) for other, kind in zip(graph.operators, kinds, strict=True)
+                 if op.inputs[0] in other.outputs.tolist()]
+    readers = [other for other in graph.operators if op.inputs[0] in other.inputs.tolist()]
+    if len(producers) != 1 or producers[0][1] != "UNIDIRECTIONAL_SEQUENCE_LSTM" or len(readers) != 1 \
+            or op.inputs[0] in graph.outputs.tolist():
+        return []  # not a case the repair knows: left as the converter made it
+    _set(source, have[0], have[1])  # the LSTM's repair then gives its state and hidden state these
+    return [f"REVERSE_V2 {_name(target)}: the LSTM output it reverses, scale {wanted[0][0]:.3g}/zp "
+            f"{wanted[1][0]} -> the reverse's {have[0][0]:.3g}/zp {have[1][0]}"]
+
+
+def _requantize_bias(model, graph, reader, bias_at, weight_at, ratio, input_scale, schema):
+    """``reader``'s int32 bias for an input scale ``ratio`` times smaller, in a tensor and buffer
+    of its own (the converter shares equal constants between ops)."""
+    bias = graph.tensors[reader.inputs[bias_at]]
+    weight_scale = _params(graph.tensors[reader.inputs[weight_at]])[0]
+    data = model.buffers[bias.buffer].data
+    values = np.zeros(int(np.prod(bias.shape)), np.int32) if data is None else np.frombuffer(bytes(data), np.int32)
+    copy = schema.TensorT()
+    copy.shape, copy.type, copy.name = bias.shape, bias.type, bias.name
+    copy.quantization = schema.QuantizationParametersT()
+    _set(copy, weight_scale * input_scale, np.zeros(len(weight_scale), np.int64))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.clip(np.round(values * ratio), -2 ** 31, 2 ** 31 - 1).astype(np.int32).tobytes(),
+                                np.uint8)
+    model.buffers.append(buffer)
+    copy.buffer = len(model.buffers) - 1
+    graph.tensors.append(copy)
+    inputs = np.array(reader.inputs, np.int32)
+    inputs[bias_at] = len(graph.tensors) - 1
+    reader.inputs = inputs

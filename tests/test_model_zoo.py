@@ -54,18 +54,7 @@ XFAIL = {
     # class): TFLite's int8 kernels; embedding_lstm passes once trained (99.2%).
     # A fused int8 LSTM concatenated with a wider-ranged tensor gets the CONCATENATION's scale
     # (docs/deployment.md, "Layers around the RNN").
-    "two_inputs_list": {"tflite_int8": _int8("max |keras - tflite| 2.44, same class on 19.32% of 88 samples")},
-    "two_inputs_dict": {"tflite_int8": _int8("max |keras - tflite| 2.44, same class on 19.32% of 88 samples")},
-    "bilstm_concat": {"tflite_int8": _int8("max |keras - tflite| 0.668, same class on 17.57% of 74 samples")},
-    "bilstm_sum": {"tflite_int8": _int8("max |keras - tflite| 0.424, same class on 70.59% of 85 samples")},
-    "bilstm_ave": {"tflite_int8": _int8("max |keras - tflite| 0.212, same class on 70.59% of 85 samples")},
-    "bilstm_mul": {"tflite_int8": _int8("max |keras - tflite| 0.0369, same class on 35.85% of 53 samples")},
     "stacked_bilstm": {"tflite_int8": _int8("max |keras - tflite| 0.312, same class on 60.81% of 74 samples")},
-    "embedding_lstm": {"tflite_int8": _int8("max |keras - tflite| 0.0238, same class on 12.94% of 85 samples")},
-    "time_distributed_cnn_lstm": {
-        "tflite_int8": _int8("max |keras - tflite| 0.225, same class on 0.00% of 96 samples")},
-    "batchnormalization_between": {
-        "tflite_int8": _int8("max |keras - tflite| 0.156, same class on 25.61% of 82 samples")},
 }
 
 
