@@ -56,7 +56,10 @@ class TFLiteInfo:
         run in int8 (``int8``) and which in float (``float32``).
       tf_vib: what tf-vib's converter noted in the file's ``tf_vib`` metadata, or None:
         ``quantization_plan`` (``quantization="auto"``: one ``{"layer", "kind", "mode",
-        "why"}`` per planned layer) and ``input_standardization`` (``{"mean", "std"}``: the
+        "why"}`` per planned layer), ``quantization_fallback`` (``"auto"``'s steps: ``used``,
+        the plan the file has, and ``attempts``, each with its ``plan``, ``int8`` and
+        ``float32`` layers, ``file`` mode, ``outcome`` and ``verification``; see
+        `converters._fallback`) and ``input_standardization`` (``{"mean", "std"}``: the
         file standardises its raw input itself).
     """
 
@@ -115,6 +118,12 @@ class TFLiteInfo:
         if "quantization_plan" in notes:
             lines.append("quantization plan (auto): " + "; ".join(
                 f"{p['layer']} ({p['kind']}) -> {p['why']}" for p in notes["quantization_plan"]))
+        if "quantization_fallback" in notes:
+            record = notes["quantization_fallback"]
+            lines.append(f"quantization fallback (auto): the file has the {record['used']!r} plan")
+            lines += [f"  {i}. {a['plan']!r} (int8: {', '.join(a['int8']) or 'none'}): {a['outcome']}"
+                      + (f" [{a['verification']}]" if "verification" in a else "")
+                      for i, a in enumerate(record["attempts"], 1)]
         if "input_standardization" in notes:
             s = notes["input_standardization"]
             lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")

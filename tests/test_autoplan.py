@@ -1,11 +1,14 @@
 """quantization="auto" (int8 or float32 per layer, by a cost table) and the input standardisation in the file."""
 
+import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
 
 import converters
+from converters import _fallback as fallback_module
 from converters import plan as planning
 from converters import tflite as tflite_module
 from converters.plan.quantization import DEFAULT_COST_TABLE, load_cost_table
@@ -197,3 +200,112 @@ def test_the_convolutions_of_a_cnn_model_inside_time_distributed_are_planned():
     assert modes["frames/small"].startswith("float32 (cost table: int8/float32 1.10 at 221,184 MACs")
     assert [layer.name for layer in floats] == ["small", "lstm", "head"]
     assert [p.kind for p in plans] == ["Conv2D", "Conv2D", "LSTM", "Dense"]
+
+
+# --- the fallback: verify the file, and step back to a safer plan when it misses ---------------------
+
+#: The reverse of the shipped table for the LSTM: int8 for every kind (the head, the LSTM and the conv).
+ALL_INT8 = {"costs": {"ai-edge-litert": {kind: [{"macs": 1000, "float32": 3, "int8": 1}]
+                                         for kind in ("lstm", "conv", "dense")}}}
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """The conversions `to_tflite` starts, one list of job plans per child run."""
+    started, convert = [], tflite_module._convert
+
+    def counted(jobs, *args):
+        started.append([job.convert_as for job in jobs])
+        return convert(jobs, *args)
+
+    monkeypatch.setattr(tflite_module, "_convert", counted)
+    return started
+
+
+def _fallback(info):
+    return info.tf_vib["quantization_fallback"]
+
+
+def test_a_plan_that_misses_verification_falls_back_to_a_float_lstm(cnn_lstm, data, monkeypatch, conversions):
+    """A verification that also fails an int8 LSTM (the file's own op dtype decides): the
+    second step makes the LSTM float32, keeps the convolution and the head int8, and passes."""
+    x, y = data
+    real = fallback_module.verify
+    checked = []
+
+    def strict(model, flat, x, y=None):
+        result = real(model, flat, x, y)
+        lstm_int8 = _op_dtype(converters.describe_tflite(flat), "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["int8"]
+        checked.append(lstm_int8)
+        return dataclasses.replace(result, passed=result.passed and not lstm_int8)
+
+    monkeypatch.setattr(fallback_module, "verify", strict)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=ALL_INT8,
+                                verify_data=(x, y), isolate=False)
+    assert checked == [True, False] and len(conversions) == 2  # two files, no third step
+    info = converters.describe_tflite(flat)
+    assert _op_dtype(info, "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["float32"]
+    assert _op_dtype(info, "CONV_2D") == ["int8"] and _op_dtype(info, "FULLY_CONNECTED") == ["int8"]
+    assert _modes(info) == {"conv": "int8", "lstm": "float32", "head": "int8"}
+    record = _fallback(info)
+    assert record["used"] == "recurrent layers float32"
+    first, second = record["attempts"][:2]
+    assert first["plan"] == "cost table" and first["int8"] == ["conv", "head", "lstm"]
+    assert first["outcome"] == "abandoned: missed its verification target" and "256 samples" in first["verification"]
+    assert second["float32"] == ["lstm"] and second["outcome"] == "used: verified"
+    assert len(record["attempts"]) == 2
+    text = str(info)
+    assert "the file has the 'recurrent layers float32' plan" in text
+    assert "lstm (LSTM) -> float32 (cost table: int8/float32 0.33" in text and "fallback 'recurrent'" in text
+    assert real(cnn_lstm, flat, x, y).passed
+
+
+def test_a_plan_that_passes_is_kept_without_a_retry(cnn_lstm, data, conversions):
+    x, y = data
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], verify_data=(x, y),
+                                isolate=False)
+    assert conversions == [["auto"]]
+    record = _fallback(converters.describe_tflite(flat))
+    assert record["used"] == "cost table" and len(record["attempts"]) == 1
+    assert record["attempts"][0]["outcome"] == "used: verified"
+    assert "accuracy within 1 point of Keras: passed" in record["attempts"][0]["verification"]
+
+
+def test_when_every_int8_plan_misses_the_file_is_float32(cnn_lstm, data, monkeypatch, conversions):
+    """An int8 target no file can meet (the accuracy must rise by a point): both int8 steps are
+    abandoned on the real verification, the float32 file passes its own 1e-4 target."""
+    x, y = data
+    monkeypatch.setattr(sys.modules["converters.verify"], "INT8_ACCURACY_DROP", -0.01)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=ALL_INT8,
+                                verify_data=(x, y), isolate=False)
+    assert conversions == [["int8"], ["auto"], ["float32"]]  # no float layer in the first plan: plain int8
+    info = converters.describe_tflite(flat)
+    assert info.quantization == "float32" and set(_modes(info).values()) == {"float32"}
+    record = _fallback(info)
+    assert record["used"] == "float32"
+    assert [a["outcome"].split(":")[0] for a in record["attempts"]] == ["abandoned", "abandoned", "used"]
+    assert "max |diff| <= 0.0001: passed" in record["attempts"][2]["verification"]
+
+
+def test_too_few_samples_decide_nothing_and_a_crash_is_a_failed_step(cnn_lstm, data, monkeypatch, conversions):
+    """64 calibration samples (the default check): no verification decides. The first child
+    crashes (SIGSEGV): this process lives on and the next step that differs is converted."""
+    x, _ = data
+    convert = tflite_module._convert
+
+    def crash_once(jobs, *args):
+        monkeypatch.setenv("TF_VIB_CONVERTER_FAULT", "convert")
+        try:
+            return convert(jobs, *args)
+        finally:
+            monkeypatch.setattr(tflite_module, "_convert", convert)
+            monkeypatch.delenv("TF_VIB_CONVERTER_FAULT")
+
+    monkeypatch.setattr(tflite_module, "_convert", crash_once)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64])
+    record = _fallback(converters.describe_tflite(flat))
+    first, second, third = record["attempts"]
+    assert first["outcome"].startswith("abandoned: ConversionCrash: TFLite crashed (SIGSEGV)")
+    assert second["outcome"] == "skipped: the same plan as an earlier step"  # the shipped plan's LSTM is float
+    assert third["outcome"].startswith("used, not verified: 64 calibration samples, fewer than the 200")
+    assert record["used"] == "float32" and converters.describe_tflite(flat).quantization == "float32"

@@ -28,7 +28,7 @@ from converters.plan._common import LayerPlan
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras
 
-__all__ = ["DEFAULT_COST_TABLE", "load_cost_table", "layer_kind", "layer_macs", "auto_plan", "float_layer_ops"]
+__all__ = ["DEFAULT_COST_TABLE", "FALLBACK_FLOAT_KINDS", "load_cost_table", "layer_kind", "layer_macs", "auto_plan", "float_layer_ops"]
 
 #: The table shipped with the package: an emulated Cortex-A72 (Raspberry Pi 4).
 DEFAULT_COST_TABLE = pathlib.Path(__file__).resolve().parent.parent / "cost_tables" / "cortex_a72.json"
@@ -131,22 +131,33 @@ def _weight_shape(layer):
     return [kernel[3], kernel[0], kernel[1], kernel[2]]
 
 
-def auto_plan(model, cost_table, runtime):
+#: The fallback steps of `auto_plan` (``quantization="auto"`` after a missed verification,
+#: `converters.tflite`): the kinds each one makes float32 whatever the table says.
+FALLBACK_FLOAT_KINDS = {"recurrent": ("lstm",), "float32": tuple(_OPS)}
+
+
+def auto_plan(model, cost_table, runtime, fallback=None):
     """``([LayerPlan], [float layer])`` for a prepared model: one plan per layer of a known kind.
 
     Args:
       model: the prepared (plain, traced-ready) model.
       cost_table: a dict from `load_cost_table`.
       runtime: the runtime the file is for; the table must hold its costs.
+      fallback: None (the table's plan), or a key of `FALLBACK_FLOAT_KINDS`: ``"recurrent"``
+        (the fused LSTMs float32, the other layers as the table says) or ``"float32"``
+        (every planned layer float32); such a layer's reason says so and keeps the table's.
     """
     costs = cost_table["costs"].get(runtime)
     if costs is None:
         raise ValueError(f"`cost_table` has no costs for runtime={runtime!r}; it has {sorted(cost_table['costs'])}")
+    forced = FALLBACK_FLOAT_KINDS[fallback] if fallback is not None else ()
     planned = []
     for name, layer, macs in _known_layers(model, costs):
         ratio = _ratio(costs[layer_kind(layer)], macs)
-        planned.append((name, layer, "int8" if ratio < 1 else "float32",
-                        f"int8/float32 {ratio:.2f} at {macs:,} MACs"))
+        mode, why = "int8" if ratio < 1 else "float32", f"int8/float32 {ratio:.2f} at {macs:,} MACs"
+        if mode == "int8" and layer_kind(layer) in forced:
+            mode, why = "float32", f"{why}, but fallback {fallback!r}: an earlier plan was abandoned"
+        planned.append((name, layer, mode, why))
     # The worker finds a float layer's ops by op type and weight shape; a layer that shares
     # them with a float one would be kept float too, so it is planned float, and says why.
     float_keys = {_match_key(layer) for _, layer, mode, _ in planned if mode == "float32"}
