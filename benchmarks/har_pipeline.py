@@ -154,6 +154,7 @@ def write_files(name, model, modes, x_repr, x_test, y_test, work):
             row[part] = {"file": path.name, **_file_sizes(flat), "quantization": info.quantization}
             if mode == "auto":
                 row[part]["plan"] = (info.tf_vib or {}).get("quantization_plan")
+                row[part]["fallback"] = (info.tf_vib or {}).get("quantization_fallback")  # steps tried
         started = time.perf_counter()
         row["whole"]["verification"] = _verify(model, flats["whole"][mode], x_test, y_test)
         row["whole"]["verify_seconds"] = round(time.perf_counter() - started, 1)

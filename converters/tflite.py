@@ -137,6 +137,7 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
         if len(representative[0]) < batch_size:
             raise ValueError(f"`representative_data` holds {len(representative[0])} samples, fewer "
                              f"than one batch of batch_size={batch_size}")
+    _check_verify_data(verify_data, None if streaming else specs, inputs.token_limits(jobs[0].model))
     for job in jobs:
         function = planning.export_function(job.model, job.specs, standardize, job.output_names)
         bad = planning.unsupported_ops(function, job.model)
@@ -147,6 +148,20 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
         job.function, job.standardize = function, standardize
         job.refresh_metadata()
     return jobs, representative
+
+
+def _check_verify_data(verify_data, specs, limits):
+    """``verify_data`` (inputs, or ``(x, y)``) checked before any conversion; ``specs`` None
+    (a streaming file's clips): only its form."""
+    if verify_data is None:
+        return
+    if isinstance(verify_data, tuple) and len(verify_data) != 2:
+        raise BadArgument(f"`verify_data` must be inputs x or a pair (x, y); received a tuple of {len(verify_data)}")
+    x, y = verify_data if isinstance(verify_data, tuple) else (verify_data, None)
+    if specs is not None:
+        n = len(inputs.as_samples(x, specs, limits, "verify_data")[0])
+        if y is not None and not isinstance(y, list) and len(y) != n:
+            raise BadArgument(f"`verify_data` holds {n} samples but {len(y)} labels; pass (x, y) of the same length")
 
 
 def _export(job, directory):

@@ -291,14 +291,16 @@ def test_too_few_samples_decide_nothing_and_a_crash_is_a_failed_step(cnn_lstm, d
     """64 calibration samples (the default check): no verification decides. The first child
     crashes (SIGSEGV): this process lives on and the next step that differs is converted."""
     x, _ = data
-    convert = tflite_module._convert
+    convert, crashed = tflite_module._convert, []
 
-    def crash_once(jobs, *args):
+    def crash_once(jobs, representative, isolate, timeout):
+        if crashed:  # later steps in this process: one child start less
+            return convert(jobs, representative, False, timeout)
+        crashed.append(True)
         monkeypatch.setenv("TF_VIB_CONVERTER_FAULT", "convert")
         try:
-            return convert(jobs, *args)
+            return convert(jobs, representative, isolate, timeout)
         finally:
-            monkeypatch.setattr(tflite_module, "_convert", convert)
             monkeypatch.delenv("TF_VIB_CONVERTER_FAULT")
 
     monkeypatch.setattr(tflite_module, "_convert", crash_once)
@@ -309,3 +311,20 @@ def test_too_few_samples_decide_nothing_and_a_crash_is_a_failed_step(cnn_lstm, d
     assert second["outcome"] == "skipped: the same plan as an earlier step"  # the shipped plan's LSTM is float
     assert third["outcome"].startswith("used, not verified: 64 calibration samples, fewer than the 200")
     assert record["used"] == "float32" and converters.describe_tflite(flat).quantization == "float32"
+
+
+@pytest.mark.parametrize("verify_data, match", [
+    ((np.zeros((300, *IMAGE)), np.zeros(300), None), r"`verify_data` must be inputs x or a pair \(x, y\)"),
+    ((np.zeros((300, 4, 4)), np.zeros(300)), "`verify_data`"),
+    ((np.zeros((300, *IMAGE), np.float32), np.zeros(299)), "`verify_data` holds 300 samples but 299 labels"),
+])
+def test_bad_verify_data_is_refused_before_converting(cnn_lstm, no_conversion, verify_data, match):
+    with pytest.raises(ValueError, match=match):
+        converters.to_tflite(cnn_lstm, quantization="auto", representative_data=np.zeros((8, *IMAGE), np.float32),
+                             verify_data=verify_data)
+
+
+def test_verify_data_without_auto_is_refused(cnn_lstm, no_conversion):
+    with pytest.raises(ValueError, match="`verify_data` is for quantization='auto'"):
+        converters.to_tflite(cnn_lstm, quantization="int8", representative_data=np.zeros((8, *IMAGE), np.float32),
+                             verify_data=np.zeros((8, *IMAGE), np.float32))
