@@ -328,3 +328,21 @@ def test_verify_data_without_auto_is_refused(cnn_lstm, no_conversion):
     with pytest.raises(ValueError, match="`verify_data` is for quantization='auto'"):
         converters.to_tflite(cnn_lstm, quantization="int8", representative_data=np.zeros((8, *IMAGE), np.float32),
                              verify_data=np.zeros((8, *IMAGE), np.float32))
+
+
+def test_a_kind_without_cost_table_rows_is_planned_float32_and_stays_float(data):
+    """A DepthwiseConv2D with a table that has no depthwise rows: planned float32 (the table
+    cannot say int8 pays), matched in the file by its op and weight shape, and kept float."""
+    x, _ = data
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(IMAGE)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(h)))
+    table = {"costs": {"ai-edge-litert": {kind: [{"macs": 1000, "float32": 3, "int8": 1}] for kind in ("conv", "dense")}}}
+    flat = converters.to_tflite(model, quantization="auto", representative_data=x[:64], cost_table=table,
+                                isolate=False)
+    info = converters.describe_tflite(flat)
+    assert _modes(info) == {"depthwise": "float32", "conv": "int8", "head": "int8"}
+    assert "depthwise (DepthwiseConv2D) -> float32 (cost table: no rows for kind 'depthwise')" in str(info)
+    assert _op_dtype(info, "DEPTHWISE_CONV_2D") == ["float32"] and _op_dtype(info, "CONV_2D") == ["int8"]
