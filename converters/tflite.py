@@ -77,7 +77,9 @@ class _Job:
         self.float_layers = planning.float_layer_ops(floats)
 
     def refresh_metadata(self):
-        self.metadata = planning.file_metadata(self.quantization_plans, self.standardize)
+        unplanned = planning.unplanned_layers(self.model) if self.quantization_plans is not None else ()
+        self.metadata = planning.file_metadata(self.quantization_plans, self.standardize, unplanned,
+                                               self.convert_as != "float32")
 
     def mode_text(self):
         return self.quantization + (" with int8 input/output" if self.int8_io else "")

@@ -338,6 +338,7 @@ def test_a_kind_without_cost_table_rows_is_planned_float32_and_stays_float(data)
     inputs = keras.Input(IMAGE)
     h = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(inputs)
     h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)  # a kind no table has: listed as not planned
     model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(h)))
     table = {"costs": {"ai-edge-litert": {kind: [{"macs": 1000, "float32": 3, "int8": 1}] for kind in ("conv", "dense")}}}
     flat = converters.to_tflite(model, quantization="auto", representative_data=x[:64], cost_table=table,
@@ -346,3 +347,6 @@ def test_a_kind_without_cost_table_rows_is_planned_float32_and_stays_float(data)
     assert _modes(info) == {"depthwise": "float32", "conv": "int8", "head": "int8"}
     assert "depthwise (DepthwiseConv2D) -> float32 (cost table: no rows for kind 'depthwise')" in str(info)
     assert _op_dtype(info, "DEPTHWISE_CONV_2D") == ["float32"] and _op_dtype(info, "CONV_2D") == ["int8"]
+    assert info.tf_vib["unplanned_layers"] == [{"layer": "bn", "kind": "BatchNormalization",
+                                                "mode": "int8 where the quantizer can"}]
+    assert "not in the plan (no cost-table kind): bn (BatchNormalization) -> int8 where the quantizer can" in str(info)

@@ -29,7 +29,8 @@ from converters.plan._common import LayerPlan
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras
 
-__all__ = ["DEFAULT_COST_TABLE", "FALLBACK_FLOAT_KINDS", "load_cost_table", "layer_kind", "layer_macs", "auto_plan", "float_layer_ops"]
+__all__ = ["DEFAULT_COST_TABLE", "FALLBACK_FLOAT_KINDS", "load_cost_table", "layer_kind", "layer_macs", "auto_plan",
+           "float_layer_ops", "unplanned_layers"]
 
 #: The table shipped with the package: an emulated Cortex-A72 (Raspberry Pi 4).
 DEFAULT_COST_TABLE = pathlib.Path(__file__).resolve().parent.parent / "cost_tables" / "cortex_a72.json"
@@ -199,6 +200,21 @@ def _known_layers(model, repeats=1, prefix=""):
         if kind is None:
             continue
         yield name, layer, repeats * layer_macs(layer, node.keras_inputs[0].shape, node.outputs.shape)
+
+
+def unplanned_layers(model, prefix=""):
+    """``[(name, layer type)]``: the layers with weights whose kind no cost table has (a GRU,
+    BatchNormalization, Embedding, ...), nested models included. The plan does not choose their
+    mode: selective quantization makes them int8 where it can in a file with int8 layers."""
+    found = []
+    for node in graph_nodes(model):
+        layer, name = node.layer, prefix + node.layer.name
+        inner = _inner(layer)
+        if isinstance(inner, keras.Model):
+            found += unplanned_layers(inner, name + "/")
+        elif layer_kind(layer) is None and inner.weights:
+            found.append((name, type(inner).__name__))
+    return found
 
 
 def _match_key(layer):
