@@ -287,6 +287,20 @@ def test_when_every_int8_plan_misses_the_file_is_float32(cnn_lstm, data, monkeyp
     assert "max |diff| <= 0.0001: passed" in record["attempts"][2]["verification"]
 
 
+def test_when_every_plan_misses_the_last_file_is_returned_with_a_warning(cnn_lstm, data, monkeypatch, conversions):
+    x, y = data
+    verify_module = sys.modules["converters.verify"]
+    monkeypatch.setattr(verify_module, "INT8_ACCURACY_DROP", -0.01)
+    monkeypatch.setitem(verify_module.TOLERANCES, "float32", (-1.0, False))  # no file meets these
+    with pytest.warns(converters.FallbackWarning, match="every plan missed its verification target"):
+        flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64],
+                                    cost_table=ALL_INT8, verify_data=(x, y), isolate=False)
+    assert len(conversions) == 3  # and no more: the steps end
+    record = _fallback(converters.describe_tflite(flat))
+    assert record["used"] == "float32" and converters.describe_tflite(flat).quantization == "float32"
+    assert record["attempts"][2]["outcome"].startswith("used although it missed its verification target")
+
+
 def test_too_few_samples_decide_nothing_and_a_crash_is_a_failed_step(cnn_lstm, data, monkeypatch, conversions):
     """64 calibration samples (the default check): no verification decides. The first child
     crashes (SIGSEGV): this process lives on and the next step that differs is converted."""
