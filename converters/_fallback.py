@@ -76,7 +76,7 @@ def _rewrite(flat, job, record):
     from converters._worker import with_metadata
 
     metadata = dict(job.metadata or {})
-    metadata["quantization_fallback"] = record
+    metadata["quantization_fallback"] = {**record, "min_samples": FALLBACK_MIN_SAMPLES}  # the decision rule
     return with_metadata(flat, "tf_vib", json.dumps(metadata).encode())
 
 
@@ -120,8 +120,8 @@ def convert_auto(job, convert, check, not_checked):
     if kept is None:
         raise error
     flat, job.metadata, name = kept
-    next(a for a in reversed(attempts) if a["plan"] == name)["outcome"] = \
-        "used although it missed its verification target: no safer plan is left"
+    attempt = next(a for a in attempts if a["plan"] == name)
+    attempt["outcome"] = "used although it missed its verification target: no safer plan is left"
     warnings.warn(f"quantization='auto': every plan missed its verification target; the file has the "
-                  f"{name!r} plan ({attempts[-1].get('verification', '')})", FallbackWarning, stacklevel=4)
+                  f"{name!r} plan ({attempt['verification']})", FallbackWarning, stacklevel=4)
     return _rewrite(flat, job, {"used": name, "attempts": attempts})
