@@ -59,7 +59,7 @@ class TFLiteInfo:
         "why"}`` per planned layer), ``unplanned_layers`` (the layers with weights of kinds
         no cost table has, ``{"layer", "kind", "mode"}``), ``quantization_fallback`` (``"auto"``'s steps: ``used``,
         the plan the file has, and ``attempts``, each with its ``plan``, ``int8`` and
-        ``float32`` layers, ``file`` mode, ``outcome`` and ``verification``; see
+        ``float32`` layers, ``file`` mode, ``outcome`` and ``verification``, and ``min_samples``; see
         `converters._fallback`) and ``input_standardization`` (``{"mean", "std"}``: the
         file standardises its raw input itself).
     """
