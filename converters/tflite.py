@@ -311,10 +311,11 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
       standardize: None, or ``(mean, std)`` (or a dict with them, such as a loader's
         ``data.info``): the file standardises its raw input itself
         (`converters.plan.standardize`); ``representative_data`` is then raw as well.
-      verify_data: for ``"auto"``: None (the calibration samples, without labels), inputs, or
-        ``(x, y)`` with labels (held-out samples judge best): the samples the fallback
-        verifies each file on (`converters.verify`; `verify_streaming` for a streaming file).
-        It decides only on at least ``FALLBACK_MIN_SAMPLES`` (200) samples.
+      verify_data: for ``"auto"``: None (the calibration samples, without labels; a streaming
+        file is then not verified), inputs, or ``(x, y)`` with labels (held-out samples judge
+        best; a tuple is always ``(x, y)``): the samples the fallback verifies each file on
+        (`converters.verify`; `verify_streaming`, on clips, for a streaming file). It decides
+        only on at least ``FALLBACK_MIN_SAMPLES`` (200) samples.
       fallback: bool, default True. For ``"auto"``: when the cost table's file misses its
         verification target (or TFLite fails on it), convert again with the LSTMs float32,
         then all float32, and keep the first that passes (`converters._fallback`); the
