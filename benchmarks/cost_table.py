@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from emulated_pi import find_pi_run, git_commit, pi_counts  # noqa: E402
 
 #: (name, input shape, layer factory): the sizes span the demo's LSTM(12) to a paper-sized
-#: LSTM, a classifier head to a wide Dense, and small to MobileNet-sized convolutions.
+#: LSTM, a classifier head to a wide Dense, small to MobileNet-sized convolutions, and the
+#: 3x3 depthwise convolutions of MobileNet-style blocks.
 CASES = [
     *[(f"lstm{u}", (26, 12), lambda u=u: keras.layers.LSTM(u)) for u in (4, 8, 12, 16, 32, 64, 128)],
     *[(f"dense{i}x{o}", (i,), lambda o=o: keras.layers.Dense(o)) for i, o in
@@ -44,6 +45,8 @@ CASES = [
     ("conv2d_16x16x8_k3x16", (16, 16, 8), lambda: keras.layers.Conv2D(16, 3, padding="same")),
     ("conv2d_32x32x16_k3x32", (32, 32, 16), lambda: keras.layers.Conv2D(32, 3, padding="same")),
     ("conv2d_56x56x24_k1x48", (56, 56, 24), lambda: keras.layers.Conv2D(48, 1)),
+    *[(f"depthwise_{h}x{h}x{c}_k3", (h, h, c), lambda: keras.layers.DepthwiseConv2D(3, padding="same"))
+      for h, c in ((8, 16), (16, 32), (32, 64), (56, 96))],
 ]
 
 

@@ -134,13 +134,21 @@ def _verify(model, flat, x, y):
             "passed": check.passed, "criterion": check.criterion, "runtime": check.runtime}
 
 
-def write_files(name, model, modes, x_repr, x_test, y_test, work):
-    """The whole-clip file of each mode (verified on the test clips), its CNN and head files."""
+def write_files(name, model, modes, x_repr, x_test, y_test, work, y_repr=None):
+    """The whole-clip file of each mode (verified on the test clips), its CNN and head files.
+
+    An ``auto`` whole-clip file takes ``quantization="auto"``'s fallback, judged on the
+    calibration clips and their labels ``y_repr``; its CNN and head files keep the cost
+    table's plan (``fallback=False``: they show where that plan's instructions go, and a
+    feature extractor has no classes to verify by).
+    """
     cnn, head = parts(model)
     frames_repr = x_repr.reshape(-1, *x_repr.shape[2:])[:: max(1, x_repr.shape[1] // 2)]
     features_repr = cnn.predict(x_repr.reshape(-1, *x_repr.shape[2:]), batch_size=256, verbose=0).reshape(
         len(x_repr), x_repr.shape[1], -1)
-    flats = {part: converters.to_tflite_many(part_model, modes, representative_data=representative)
+    check = {"verify_data": (x_repr, y_repr)} if "auto" in modes and y_repr is not None else {}
+    flats = {part: converters.to_tflite_many(part_model, modes, representative_data=representative,
+                                             fallback=part == "whole", **(check if part == "whole" else {}))
              for part, part_model, representative in (("whole", model, x_repr), ("cnn", cnn, frames_repr),
                                                       ("head", head, features_repr))}
     rows = {}
@@ -154,6 +162,7 @@ def write_files(name, model, modes, x_repr, x_test, y_test, work):
             row[part] = {"file": path.name, **_file_sizes(flat), "quantization": info.quantization}
             if mode == "auto":
                 row[part]["plan"] = (info.tf_vib or {}).get("quantization_plan")
+                row[part]["fallback"] = (info.tf_vib or {}).get("quantization_fallback")  # steps tried
         started = time.perf_counter()
         row["whole"]["verification"] = _verify(model, flats["whole"][mode], x_test, y_test)
         row["whole"]["verify_seconds"] = round(time.perf_counter() - started, 1)
@@ -332,7 +341,7 @@ def main(argv=None):
     files = {}
     base_files = write_files("baseline", baseline, ["float32"], x_repr, *test, work)
     comp_files = write_files("compressed", compressed, ["float32", "auto"], select_frames(x_repr, frames),
-                             x_test_kept, test[1], work)
+                             x_test_kept, test[1], work, y_repr=train[1][repr_idx])
     files["baseline float32"] = base_files["float32"]
     files["compressed float32"] = comp_files["float32"]
     files["compressed auto"] = comp_files["auto"]

@@ -1,7 +1,8 @@
 """converters: the deployment side of tf-vib. Keras model -> verified, quantized TFLite.
 
 - `to_tflite` / `save_tflite` / `to_tflite_many`: strip VIB masks, convert (float32,
-  dynamic-range, float16, full int8) in a child process, run the first invoke there.
+  dynamic-range, float16, full int8, or ``auto``: int8 or float32 per layer, with a
+  verify-aware fallback) in a child process, run the first invoke there.
 - `describe_tflite`: ops and their versions, tensors, quantization, which runtimes load it.
 - `verify` / `evaluate_tflite`: Keras against TFLite, and accuracy on data.
 - `load_interpreter` / `measure_latency` (`converters.runtime`, NumPy-only: the file the
@@ -12,6 +13,7 @@
   and outputs (`converters.streaming`); `verify_streaming` checks it over whole clips.
 """
 
+from converters._fallback import FALLBACK_MIN_SAMPLES, FallbackWarning
 from converters.c_array import to_c_array
 from converters.describe import RUNTIME_TARGETS, TFLiteInfo, describe_tflite
 from converters.latency import compare_latency
@@ -40,6 +42,8 @@ __all__ = [
     "RUNTIME_TARGETS",
     "TOLERANCES",
     "INT8_ACCURACY_DROP",
+    "FALLBACK_MIN_SAMPLES",
+    "FallbackWarning",
     "ConversionError",
     "ConversionCrash",
     "LayerPlan",

@@ -102,12 +102,18 @@ def _selective(converter, job):
 
 
 def with_metadata(flat, name, data):
-    """The same file with a metadata entry ``name`` holding ``data`` (bytes)."""
+    """The same file with a metadata entry ``name`` holding ``data`` (bytes); an entry of
+    that name already there gets the new data (the parent rewrites ``tf_vib`` after verifying)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    values = np.frombuffer(data, np.uint8)
+    for entry in model.metadata or []:
+        if (entry.name.decode() if isinstance(entry.name, bytes) else entry.name) == name:
+            model.buffers[entry.buffer].data = values
+            return _packed(model)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(data, np.uint8)
+    buffer.data = values
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = name, len(model.buffers) - 1

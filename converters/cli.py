@@ -30,6 +30,10 @@ def add_convert_command(commands):
                         "'x' (and 'y') arrays in a .npz, or one 'x_<input name>' per input")
     parser.add_argument("--verify", help=".npz/.npy of inputs (and 'y' labels) to verify on "
                         "(default: the calibration data)")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="with --quantization auto: keep the cost table's file even when it misses "
+                        "verification (default: retry with the LSTMs float32, then all float32, judged on "
+                        "the --verify data, else the calibration data, when it holds >= 200 samples)")
     parser.add_argument("--int8-io", action="store_true", help="int8 input and output tensors (int8 only)")
     parser.add_argument("--batch-size", type=int, default=1, help="the file's batch size (default 1)")
     parser.add_argument("--runtime", choices=RUNTIME_TARGETS, default="ai-edge-litert",
@@ -70,13 +74,16 @@ def run_convert(args):
     calibration = read_arrays(args.calibration, "--calibration", labels=False) if args.calibration else (None, None)
     check = read_arrays(args.verify, "--verify", labels=False) if args.verify else calibration
     model = load_model(args.model, unsafe=args.unsafe)
+    labels = labels_in_output_order(check[1], model) if check[0] is not None else None
+    auto = args.quantization == "auto"
     print(f"[tf-vib convert] {args.model}: {model.count_params():,} parameters -> "
           f"{args.quantization}{' with int8 I/O' if args.int8_io else ''}", flush=True)
     flat = converters.to_tflite(
         model, quantization=args.quantization, representative_data=calibration[0],
         batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
         feature_selection=args.feature_selection, unit_multiple=args.unit_multiple,
-        cost_table=args.cost_table, streaming=args.streaming,
+        cost_table=args.cost_table, streaming=args.streaming, fallback=not args.no_fallback,
+        verify_data=(check[0], labels) if auto and check[0] is not None else None,
     )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +97,6 @@ def run_convert(args):
     if check[0] is None:
         print("verification: skipped (pass --verify or --calibration data)")
         return 0
-    labels = labels_in_output_order(check[1], model)
     verify = converters.verify_streaming if args.streaming else converters.verify
     result = verify(model, flat, check[0], labels)
     print(f"verification: {result}")

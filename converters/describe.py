@@ -56,10 +56,14 @@ class TFLiteInfo:
         run in int8 (``int8``) and which in float (``float32``).
       tf_vib: what tf-vib's converter noted in the file's ``tf_vib`` metadata, or None:
         ``quantization_plan`` (``quantization="auto"``: one ``{"layer", "kind", "mode",
-        "why"}`` per planned layer), ``input_standardization`` (``{"mean", "std"}``: the
-        file standardises its raw input itself) and ``int8_repairs`` (a line per
-        quantization parameter of a fused int8 LSTM that tf-vib corrected after the
-        converter, see ``converters/_int8_repair.py``).
+        "why"}`` per planned layer), ``unplanned_layers`` (the layers with weights of kinds
+        no cost table has, ``{"layer", "kind", "mode"}``), ``quantization_fallback`` (``"auto"``'s
+        steps: ``used``, the plan the file has, and ``attempts``, each with its ``plan``,
+        ``int8`` and ``float32`` layers, ``file`` mode, ``outcome`` and ``verification``, and
+        ``min_samples``; see `converters._fallback`), ``input_standardization``
+        (``{"mean", "std"}``: the file standardises its raw input itself) and ``int8_repairs``
+        (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
+        the converter, see ``converters/_int8_repair.py``).
     """
 
     size_bytes: int
@@ -117,6 +121,16 @@ class TFLiteInfo:
         if "quantization_plan" in notes:
             lines.append("quantization plan (auto): " + "; ".join(
                 f"{p['layer']} ({p['kind']}) -> {p['why']}" for p in notes["quantization_plan"]))
+        if "unplanned_layers" in notes:
+            entries = notes["unplanned_layers"]
+            lines.append("not in the plan (no cost-table kind): " + ", ".join(
+                f"{e['layer']} ({e['kind']})" for e in entries) + f" -> {entries[0]['mode']}")
+        if "quantization_fallback" in notes:
+            record = notes["quantization_fallback"]
+            lines.append(f"quantization fallback (auto): the file has the {record['used']!r} plan")
+            lines += [f"  {i}. {a['plan']!r} (int8: {', '.join(a['int8']) or 'none'}): {a['outcome']}"
+                      + (f" [{a['verification']}]" if "verification" in a else "")
+                      for i, a in enumerate(record["attempts"], 1)]
         if "input_standardization" in notes:
             s = notes["input_standardization"]
             lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")

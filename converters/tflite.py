@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+from converters import _fallback as fallbacks
 from converters import inputs
 from converters import plan as planning
 from converters import streaming as streams
@@ -59,18 +60,26 @@ class _Job:
         self.model, self.specs, self.plans = model, specs, plans
         self.output_names = output_names or inputs.output_names(model)
         self.convert_as, self.quantization_plans, self.float_layers = quantization, None, []
+        self.cost_table = self.standardize = None
 
     def describe_layers(self):
         kinds = sorted({type(layer).__name__ for layer in self.model.layers
                         if not isinstance(layer, keras.layers.InputLayer)})
         return f"{', '.join(kinds)} layers"
 
-    def plan_quantization(self, cost_table):
-        """Plan ``auto``: the layers' modes, and the mode the worker converts with."""
-        self.quantization_plans, floats = planning.auto_plan(self.model, cost_table, self.runtime)
+    def plan_quantization(self, cost_table, fallback=None):
+        """Plan ``auto``: the layers' modes, and the mode the worker converts with (``fallback``:
+        see `converters.plan.auto_plan`)."""
+        self.cost_table = cost_table
+        self.quantization_plans, floats = planning.auto_plan(self.model, cost_table, self.runtime, fallback)
         int8 = len(floats) < len(self.quantization_plans) or not self.quantization_plans
         self.convert_as = ("auto" if floats else "int8") if int8 else "float32"
         self.float_layers = planning.float_layer_ops(floats)
+
+    def refresh_metadata(self):
+        unplanned = planning.unplanned_layers(self.model) if self.quantization_plans is not None else ()
+        self.metadata = planning.file_metadata(self.quantization_plans, self.standardize, unplanned,
+                                               self.convert_as != "float32")
 
     def mode_text(self):
         return self.quantization + (" with int8 input/output" if self.int8_io else "")
@@ -78,7 +87,7 @@ class _Job:
 
 def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, recurrent_plan,
           representative_data, calibration_samples, feature_selection, unit_multiple, streaming=False,
-          cost_table=None, standardize=None):
+          cost_table=None, standardize=None, verify_data=None, fallback=True):
     model, _ = bridge.to_internal(model, "model")  # a Keras 3 model converts as its tf_keras twin
     require_tf_keras_model(model, "model")
     check_bool("streaming", streaming)
@@ -89,6 +98,9 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
     if not quantizations:
         raise ValueError("`quantizations` must name at least one mode")
     check_bool("int8_io", int8_io)
+    check_bool("fallback", fallback)
+    if verify_data is not None and "auto" not in quantizations:
+        raise BadArgument(f"`verify_data` is for quantization='auto' (its fallback); received modes {quantizations}")
     for mode in quantizations:
         _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
     table = planning.load_cost_table(cost_table) if "auto" in quantizations else None
@@ -127,6 +139,7 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
         if len(representative[0]) < batch_size:
             raise ValueError(f"`representative_data` holds {len(representative[0])} samples, fewer "
                              f"than one batch of batch_size={batch_size}")
+    _check_verify_data(verify_data, None if streaming else specs, inputs.token_limits(jobs[0].model))
     for job in jobs:
         function = planning.export_function(job.model, job.specs, standardize, job.output_names)
         bad = planning.unsupported_ops(function, job.model)
@@ -134,9 +147,23 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
             listed = ", ".join(f"{op} in layer {layer!r}" for op, layer in bad)
             raise ValueError(f"`model` {model.name!r} has ops that TFLite cannot run: {listed} "
                              "(Python callbacks); rewrite those layers with TensorFlow ops")
-        job.function = function
-        job.metadata = planning.file_metadata(job.quantization_plans, standardize)
+        job.function, job.standardize = function, standardize
+        job.refresh_metadata()
     return jobs, representative
+
+
+def _check_verify_data(verify_data, specs, limits):
+    """``verify_data`` (inputs, or ``(x, y)``) checked before any conversion; ``specs`` None
+    (a streaming file's clips): only its form."""
+    if verify_data is None:
+        return
+    if isinstance(verify_data, tuple) and len(verify_data) != 2:
+        raise BadArgument(f"`verify_data` must be inputs x or a pair (x, y); received a tuple of {len(verify_data)}")
+    x, y = verify_data if isinstance(verify_data, tuple) else (verify_data, None)
+    if specs is not None:
+        n = len(inputs.as_samples(x, specs, limits, "verify_data")[0])
+        if y is not None and not isinstance(y, list) and len(y) != n:
+            raise BadArgument(f"`verify_data` holds {n} samples but {len(y)} labels; pass (x, y) of the same length")
 
 
 def _export(job, directory):
@@ -197,22 +224,35 @@ def _convert(jobs, representative, isolate, timeout):
 def to_tflite_many(model, quantizations=QUANTIZATIONS, *, representative_data=None, batch_size=1,
                    int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
                    feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-                   timeout=3600, streaming=False, cost_table=None, standardize=None):
-    """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``."""
+                   timeout=3600, streaming=False, cost_table=None, standardize=None, verify_data=None,
+                   fallback=True):
+    """`to_tflite` for several modes at once, in one child process: ``{mode: bytes}``.
+
+    With ``"auto"`` and ``fallback=True`` the ``auto`` file is converted in a child of its
+    own (once per fallback step tried, `converters._fallback`), the other modes in another.
+    """
     jobs, representative = _jobs(
         model, list(quantizations), int8_io=int8_io, runtime=runtime, batch_size=batch_size,
         time_steps=time_steps, recurrent_plan=recurrent_plan,
         representative_data=representative_data, calibration_samples=calibration_samples,
         feature_selection=feature_selection, unit_multiple=unit_multiple, streaming=streaming,
-        cost_table=cost_table, standardize=standardize,
+        cost_table=cost_table, standardize=standardize, verify_data=verify_data, fallback=fallback,
     )
-    return _convert(jobs, representative, isolate, timeout)
+    auto = [job for job in jobs if job.name == "auto"] if fallback else []
+    others = [job for job in jobs if job not in auto]
+    results = _convert(others, representative, isolate, timeout) if others else {}
+    if auto:
+        check, not_checked = fallbacks.verification_check(model, streaming, verify_data, representative)
+        results["auto"] = fallbacks.convert_auto(
+            auto[0], lambda batch: _convert(batch, representative, isolate, timeout), check, not_checked)
+    return {job.name: results[job.name] for job in jobs}
 
 
 def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_size=1,
               int8_io=False, runtime="ai-edge-litert", time_steps=None, recurrent_plan="auto",
               feature_selection="auto", unit_multiple="auto", calibration_samples=500, isolate=True,
-              timeout=3600, streaming=False, cost_table=None, standardize=None):
+              timeout=3600, streaming=False, cost_table=None, standardize=None, verify_data=None,
+              fallback=True):
     """Convert a tf_keras model (plain, or with VIB layers) to TFLite bytes.
 
     A model with VIB layers is stripped first (``tf_vib.strip_masks``). Each ``LSTM``
@@ -271,6 +311,16 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
       standardize: None, or ``(mean, std)`` (or a dict with them, such as a loader's
         ``data.info``): the file standardises its raw input itself
         (`converters.plan.standardize`); ``representative_data`` is then raw as well.
+      verify_data: for ``"auto"``: None (the calibration samples, without labels; a streaming
+        file is then not verified), inputs, or ``(x, y)`` with labels (held-out samples judge
+        best; a tuple is always ``(x, y)``): the samples the fallback verifies each file on
+        (`converters.verify`; `verify_streaming`, on clips, for a streaming file). It decides
+        only on at least ``FALLBACK_MIN_SAMPLES`` (200) samples.
+      fallback: bool, default True. For ``"auto"``: when the cost table's file misses its
+        verification target (or TFLite fails on it), convert again with the LSTMs float32,
+        then all float32, and keep the first that passes (`converters._fallback`); the
+        file's description (``describe_tflite(flat).tf_vib["quantization_fallback"]``) says
+        which plan it has and why each earlier one was abandoned. False: one conversion.
 
     Returns:
       The ``.tflite`` file's bytes.
@@ -293,7 +343,7 @@ def to_tflite(model, *, quantization="dynamic", representative_data=None, batch_
         int8_io=int8_io, runtime=runtime, time_steps=time_steps, recurrent_plan=recurrent_plan,
         feature_selection=feature_selection, unit_multiple=unit_multiple,
         calibration_samples=calibration_samples, isolate=isolate, timeout=timeout, streaming=streaming,
-        cost_table=cost_table, standardize=standardize,
+        cost_table=cost_table, standardize=standardize, verify_data=verify_data, fallback=fallback,
     )[quantization]
 
 

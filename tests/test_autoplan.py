@@ -1,11 +1,14 @@
 """quantization="auto" (int8 or float32 per layer, by a cost table) and the input standardisation in the file."""
 
+import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
 
 import converters
+from converters import _fallback as fallback_module
 from converters import plan as planning
 from converters import tflite as tflite_module
 from converters.plan.quantization import DEFAULT_COST_TABLE, load_cost_table
@@ -104,7 +107,7 @@ def test_the_shipped_table_is_measured_data_for_every_kind():
     table = load_cost_table()
     assert set(table["costs"]) == {"ai-edge-litert", "tflite-runtime-2.14"}
     for kinds in table["costs"].values():
-        assert set(kinds) == {"lstm", "dense", "conv", "conv1x1"}
+        assert set(kinds) == {"lstm", "dense", "conv", "conv1x1", "depthwise"}
     assert json.loads(DEFAULT_COST_TABLE.read_text())["made_by"].startswith("python benchmarks/cost_table.py")
 
 
@@ -197,3 +200,170 @@ def test_the_convolutions_of_a_cnn_model_inside_time_distributed_are_planned():
     assert modes["frames/small"].startswith("float32 (cost table: int8/float32 1.10 at 221,184 MACs")
     assert [layer.name for layer in floats] == ["small", "lstm", "head"]
     assert [p.kind for p in plans] == ["Conv2D", "Conv2D", "LSTM", "Dense"]
+
+
+# --- the fallback: verify the file, and step back to a safer plan when it misses ---------------------
+
+#: The reverse of the shipped table for the LSTM: int8 for every kind (the head, the LSTM and the conv).
+ALL_INT8 = {"costs": {"ai-edge-litert": {kind: [{"macs": 1000, "float32": 3, "int8": 1}]
+                                         for kind in ("lstm", "conv", "dense")}}}
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """The conversions `to_tflite` starts, one list of job plans per child run."""
+    started, convert = [], tflite_module._convert
+
+    def counted(jobs, *args):
+        started.append([job.convert_as for job in jobs])
+        return convert(jobs, *args)
+
+    monkeypatch.setattr(tflite_module, "_convert", counted)
+    return started
+
+
+def _fallback(info):
+    return info.tf_vib["quantization_fallback"]
+
+
+def test_a_plan_that_misses_verification_falls_back_to_a_float_lstm(cnn_lstm, data, monkeypatch, conversions):
+    """A verification that also fails an int8 LSTM (the file's own op dtype decides): the
+    second step makes the LSTM float32, keeps the convolution and the head int8, and passes."""
+    x, y = data
+    real = fallback_module.verify
+    checked = []
+
+    def strict(model, flat, x, y=None):
+        result = real(model, flat, x, y)
+        lstm_int8 = _op_dtype(converters.describe_tflite(flat), "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["int8"]
+        checked.append(lstm_int8)
+        return dataclasses.replace(result, passed=result.passed and not lstm_int8)
+
+    monkeypatch.setattr(fallback_module, "verify", strict)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=ALL_INT8,
+                                verify_data=(x, y), isolate=False)
+    assert checked == [True, False] and len(conversions) == 2  # two files, no third step
+    info = converters.describe_tflite(flat)
+    assert _op_dtype(info, "UNIDIRECTIONAL_SEQUENCE_LSTM") == ["float32"]
+    assert _op_dtype(info, "CONV_2D") == ["int8"] and _op_dtype(info, "FULLY_CONNECTED") == ["int8"]
+    assert _modes(info) == {"conv": "int8", "lstm": "float32", "head": "int8"}
+    record = _fallback(info)
+    assert record["used"] == "recurrent layers float32"
+    first, second = record["attempts"][:2]
+    assert first["plan"] == "cost table" and first["int8"] == ["conv", "head", "lstm"]
+    assert first["outcome"] == "abandoned: missed its verification target" and "256 samples" in first["verification"]
+    assert second["float32"] == ["lstm"] and second["outcome"] == "used: verified"
+    assert len(record["attempts"]) == 2
+    text = str(info)
+    assert "the file has the 'recurrent layers float32' plan" in text
+    assert "lstm (LSTM) -> float32 (cost table: int8/float32 0.33" in text and "fallback 'recurrent'" in text
+    assert real(cnn_lstm, flat, x, y).passed
+
+
+def test_a_plan_that_passes_is_kept_without_a_retry(cnn_lstm, data, conversions):
+    x, y = data
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], verify_data=(x, y),
+                                isolate=False)
+    assert conversions == [["auto"]]
+    record = _fallback(converters.describe_tflite(flat))
+    assert record["used"] == "cost table" and len(record["attempts"]) == 1
+    assert record["attempts"][0]["outcome"] == "used: verified"
+    assert "accuracy within 1 point of Keras: passed" in record["attempts"][0]["verification"]
+
+
+def test_when_every_int8_plan_misses_the_file_is_float32(cnn_lstm, data, monkeypatch, conversions):
+    """An int8 target no file can meet (the accuracy must rise by a point): both int8 steps are
+    abandoned on the real verification, the float32 file passes its own 1e-4 target."""
+    x, y = data
+    monkeypatch.setattr(sys.modules["converters.verify"], "INT8_ACCURACY_DROP", -0.01)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64], cost_table=ALL_INT8,
+                                verify_data=(x, y), isolate=False)
+    assert conversions == [["int8"], ["auto"], ["float32"]]  # no float layer in the first plan: plain int8
+    info = converters.describe_tflite(flat)
+    assert info.quantization == "float32" and set(_modes(info).values()) == {"float32"}
+    record = _fallback(info)
+    assert record["used"] == "float32"
+    assert [a["outcome"].split(":")[0] for a in record["attempts"]] == ["abandoned", "abandoned", "used"]
+    assert "max |diff| <= 0.0001: passed" in record["attempts"][2]["verification"]
+
+
+def test_when_every_plan_misses_the_last_file_is_returned_with_a_warning(cnn_lstm, data, monkeypatch, conversions):
+    x, y = data
+    verify_module = sys.modules["converters.verify"]
+    monkeypatch.setattr(verify_module, "INT8_ACCURACY_DROP", -0.01)
+    monkeypatch.setitem(verify_module.TOLERANCES, "float32", (-1.0, False))  # no file meets these
+    with pytest.warns(converters.FallbackWarning, match="every plan missed its verification target"):
+        flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64],
+                                    cost_table=ALL_INT8, verify_data=(x, y), isolate=False)
+    assert len(conversions) == 3  # and no more: the steps end
+    record = _fallback(converters.describe_tflite(flat))
+    assert record["used"] == "float32" and converters.describe_tflite(flat).quantization == "float32"
+    assert record["attempts"][2]["outcome"].startswith("used although it missed its verification target")
+
+
+def test_too_few_samples_decide_nothing_and_a_crash_is_a_failed_step(cnn_lstm, data, monkeypatch, conversions):
+    """64 calibration samples (the default check): no verification decides. The first child
+    crashes (SIGSEGV): this process lives on and the next step that differs is converted."""
+    x, _ = data
+    convert, crashed = tflite_module._convert, []
+
+    def crash_once(jobs, representative, isolate, timeout):
+        if crashed:  # later steps in this process: one child start less
+            return convert(jobs, representative, False, timeout)
+        crashed.append(True)
+        monkeypatch.setenv("TF_VIB_CONVERTER_FAULT", "convert")
+        try:
+            return convert(jobs, representative, isolate, timeout)
+        finally:
+            monkeypatch.delenv("TF_VIB_CONVERTER_FAULT")
+
+    monkeypatch.setattr(tflite_module, "_convert", crash_once)
+    flat = converters.to_tflite(cnn_lstm, quantization="auto", representative_data=x[:64])
+    record = _fallback(converters.describe_tflite(flat))
+    first, second, third = record["attempts"]
+    assert first["outcome"].startswith("abandoned: ConversionCrash: TFLite crashed (SIGSEGV)")
+    assert second["outcome"] == "skipped: the same plan as an earlier step"  # the shipped plan's LSTM is float
+    assert third["outcome"].startswith("used, not verified: 64 calibration samples, fewer than the 200")
+    assert record["used"] == "float32" and converters.describe_tflite(flat).quantization == "float32"
+
+
+@pytest.mark.parametrize("verify_data, match", [
+    ((np.zeros((300, *IMAGE)), np.zeros(300), None), r"`verify_data` must be inputs x or a pair \(x, y\)"),
+    ((np.zeros((300, 4, 4)), np.zeros(300)), "`verify_data`"),
+    ((np.zeros((300, *IMAGE), np.float32), np.zeros(299)), "`verify_data` holds 300 samples but 299 labels"),
+])
+def test_bad_verify_data_is_refused_before_converting(cnn_lstm, no_conversion, verify_data, match):
+    with pytest.raises(ValueError, match=match):
+        converters.to_tflite(cnn_lstm, quantization="auto", representative_data=np.zeros((8, *IMAGE), np.float32),
+                             verify_data=verify_data)
+
+
+def test_verify_data_without_auto_is_refused(cnn_lstm, no_conversion):
+    with pytest.raises(ValueError, match="`verify_data` is for quantization='auto'"):
+        converters.to_tflite(cnn_lstm, quantization="int8", representative_data=np.zeros((8, *IMAGE), np.float32),
+                             verify_data=np.zeros((8, *IMAGE), np.float32))
+
+
+def test_a_kind_without_cost_table_rows_is_planned_float32_and_stays_float(data):
+    """A DepthwiseConv2D with a table that has no depthwise rows: planned float32 (the table
+    cannot say int8 pays), matched in the file by its op and weight shape, and kept float."""
+    x, _ = data
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(IMAGE)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)  # a kind no table has: listed as not planned
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(h)))
+    table = {"costs": {"ai-edge-litert": {kind: [{"macs": 1000, "float32": 3, "int8": 1}] for kind in ("conv", "dense")}}}
+    flat = converters.to_tflite(model, quantization="auto", representative_data=x[:64], cost_table=table,
+                                isolate=False)
+    info = converters.describe_tflite(flat)
+    assert _modes(info) == {"depthwise": "float32", "conv": "int8", "head": "int8"}
+    assert "depthwise (DepthwiseConv2D) -> float32 (cost table: no rows for kind 'depthwise')" in str(info)
+    assert _op_dtype(info, "DEPTHWISE_CONV_2D") == ["float32"] and _op_dtype(info, "CONV_2D") == ["int8"]
+    assert info.tf_vib["unplanned_layers"] == [{"layer": "bn", "kind": "BatchNormalization",
+                                                "mode": "int8 where the quantizer can"}]
+    assert "not in the plan (no cost-table kind): bn (BatchNormalization) -> int8 where the quantizer can" in str(info)
+    # the shipped table has depthwise rows: slower in int8 on ai-edge-litert at every measured size
+    plans, _ = planning.auto_plan(model, load_cost_table(), "ai-edge-litert")
+    assert plans[0].becomes.startswith("float32 (cost table: int8/float32 1.1")

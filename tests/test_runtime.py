@@ -262,6 +262,8 @@ def test_tf_vib_convert_auto_plan_and_streaming(tmp_path, capsys):
     printed = capsys.readouterr().out
     # the shipped table: a small fused LSTM and its head are faster in float32 on the Pi
     assert code == 0 and "quantization plan (auto): lstm (LSTM) -> " in printed
+    # its verification data (120 samples) is too few for the fallback to decide on: said so
+    assert "the file has the 'cost table' plan" in printed and "120 verify_data, fewer than the 200" in printed
     assert "verification: " in printed and "passed" in printed.split("verification: ")[1]
     code = main(["convert", str(tmp_path / "model.keras"), "-o", str(tmp_path / "stream.tflite"),
                  "--quantization", "float32", "--streaming", "--verify", str(tmp_path / "data.npz")])

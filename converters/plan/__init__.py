@@ -18,7 +18,12 @@ from converters.plan.padding import (
     padded_units,
     resolve_unit_multiple,
 )
-from converters.plan.quantization import auto_plan, float_layer_ops, load_cost_table
+from converters.plan.quantization import (
+    auto_plan,
+    float_layer_ops,
+    load_cost_table,
+    unplanned_layers,
+)
 from converters.plan.recurrent import (
     UnrolledBidirectional,
     UnrolledGRU,
@@ -48,6 +53,7 @@ __all__ = [
     "without_masks",
     "auto_plan",
     "float_layer_ops",
+    "unplanned_layers",
     "load_cost_table",
     "check_standardize",
     "file_metadata",
@@ -111,18 +117,23 @@ def _with_fixed_steps(model, specs):
     return rebuild(model, new_input=new_input)
 
 
-def file_metadata(quantization_plans, standardize):
+def file_metadata(quantization_plans, standardize, unplanned=(), int8_file=True):
     """The file's ``tf_vib`` metadata entry (read back by `converters.describe_tflite`), or None.
 
     Args:
       quantization_plans: the ``auto`` plan's `LayerPlan` list, or None for the other modes.
       standardize: ``(mean, std)`` from `check_standardize`, or None.
+      unplanned: ``auto``: `unplanned_layers` of the model; int8_file: whether the file has
+        int8 layers (then those are int8 where the quantizer can, else float32).
     """
     metadata = {}
     if quantization_plans is not None:
         metadata["quantization_plan"] = [
             {"layer": p.name, "kind": p.kind, "mode": p.becomes.split()[0], "why": p.becomes}
             for p in quantization_plans]
+        if unplanned:
+            mode = "int8 where the quantizer can" if int8_file else "float32"
+            metadata["unplanned_layers"] = [{"layer": name, "kind": kind, "mode": mode} for name, kind in unplanned]
     if standardize is not None:
         metadata["input_standardization"] = {"mean": standardize[0].tolist(), "std": standardize[1].tolist()}
     return metadata or None

@@ -2,13 +2,14 @@
 
 The choice follows a cost table: for each layer kind (``lstm``: the fused LSTM, ``dense``,
 ``conv``: Conv1D and Conv2D, ``conv1x1``: their pointwise form, which was measured to
-scale otherwise; also inside ``TimeDistributed`` and inside nested models, such as a
+scale otherwise, ``depthwise``: DepthwiseConv2D; also inside ``TimeDistributed`` and inside nested models, such as a
 ``keras.applications`` CNN wrapped in ``TimeDistributed``), rows of measured
 instructions per invoke of a one-layer file in float32 and in int8 (float input and
 output, so the int8 row pays the QUANTIZE and DEQUANTIZE an int8 layer between float ones
 pays), keyed by the layer's multiply-accumulates per invoke (`layer_macs`). A layer is int8
 when the table's int8/float32 ratio at its size, interpolated between the rows on a log
-scale and held at the ends, is below 1. Layers of other kinds follow the ops around them
+scale and held at the ends, is below 1. A layer of a known kind the table has no rows for
+is float32 (nothing says int8 pays). Layers of other kinds follow the ops around them
 (int8 where the quantizer can). The shipped table (`DEFAULT_COST_TABLE`) was measured on an
 emulated Raspberry Pi 4 by ``benchmarks/cost_table.py`` (docs/deployment.md).
 
@@ -28,15 +29,16 @@ from converters.plan._common import LayerPlan
 from tf_vib._graph import graph_nodes
 from tf_vib._keras import keras
 
-__all__ = ["DEFAULT_COST_TABLE", "load_cost_table", "layer_kind", "layer_macs", "auto_plan", "float_layer_ops"]
+__all__ = ["DEFAULT_COST_TABLE", "FALLBACK_FLOAT_KINDS", "load_cost_table", "layer_kind", "layer_macs", "auto_plan",
+           "float_layer_ops", "unplanned_layers"]
 
 #: The table shipped with the package: an emulated Cortex-A72 (Raspberry Pi 4).
 DEFAULT_COST_TABLE = pathlib.Path(__file__).resolve().parent.parent / "cost_tables" / "cortex_a72.json"
 
 _KINDS = {keras.layers.LSTM: "lstm", keras.layers.Dense: "dense", keras.layers.Conv1D: "conv",
-          keras.layers.Conv2D: "conv"}
+          keras.layers.Conv2D: "conv", keras.layers.DepthwiseConv2D: "depthwise"}
 _OPS = {"lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM", "dense": "FULLY_CONNECTED", "conv": "CONV_2D",
-        "conv1x1": "CONV_2D"}
+        "conv1x1": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D"}
 
 
 def _refuse(what, value):
@@ -85,7 +87,7 @@ def _inner(layer):
 
 
 def layer_kind(layer):
-    """``"lstm"``, ``"dense"``, ``"conv"``, ``"conv1x1"`` or None: the cost table's kind for ``layer``."""
+    """``"lstm"``, ``"dense"``, ``"conv"``, ``"conv1x1"``, ``"depthwise"`` or None: the cost table's kind for ``layer``."""
     inner = _inner(layer)
     kind = _KINDS.get(type(inner))
     return "conv1x1" if kind == "conv" and set(inner.kernel_size) == {1} else kind
@@ -106,9 +108,13 @@ def layer_macs(layer, input_shape=None, output_shape=None):
     if kind == "lstm":
         units = inner.units
         return int(repeats * input_shape[1] * 4 * units * (input_shape[-1] + units))
-    kernel = inner.kernel.shape.num_elements()
+    kernel = _kernel(inner).shape.num_elements()
     positions = input_shape[1:-1] if kind == "dense" else output_shape[1:-1]  # convolutions: per output
     return int(repeats * kernel * np.prod(positions, dtype=np.int64))
+
+
+def _kernel(layer):
+    return layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
 
 
 def _ratio(rows, macs):
@@ -123,7 +129,9 @@ def _weight_shape(layer):
     inner = _inner(layer)
     if isinstance(inner, keras.layers.LSTM):
         return [inner.units, int(inner.cell.kernel.shape[0])]
-    kernel = tuple(int(d) for d in inner.kernel.shape)
+    kernel = tuple(int(d) for d in _kernel(inner).shape)
+    if isinstance(inner, keras.layers.DepthwiseConv2D):  # (kh, kw, in, multiplier) -> [1, kh, kw, in x multiplier]
+        return [1, kernel[0], kernel[1], kernel[2] * kernel[3]]
     if isinstance(inner, keras.layers.Dense):
         return [kernel[1], kernel[0]]
     if isinstance(inner, keras.layers.Conv1D):
@@ -131,22 +139,37 @@ def _weight_shape(layer):
     return [kernel[3], kernel[0], kernel[1], kernel[2]]
 
 
-def auto_plan(model, cost_table, runtime):
+#: The fallback steps of `auto_plan` (``quantization="auto"`` after a missed verification,
+#: `converters.tflite`): the kinds each one makes float32 whatever the table says.
+FALLBACK_FLOAT_KINDS = {"recurrent": ("lstm",), "float32": tuple(_OPS)}
+
+
+def auto_plan(model, cost_table, runtime, fallback=None):
     """``([LayerPlan], [float layer])`` for a prepared model: one plan per layer of a known kind.
 
     Args:
       model: the prepared (plain, traced-ready) model.
       cost_table: a dict from `load_cost_table`.
       runtime: the runtime the file is for; the table must hold its costs.
+      fallback: None (the table's plan), or a key of `FALLBACK_FLOAT_KINDS`: ``"recurrent"``
+        (the fused LSTMs float32, the other layers as the table says) or ``"float32"``
+        (every planned layer float32); such a layer's reason says so and keeps the table's.
     """
     costs = cost_table["costs"].get(runtime)
     if costs is None:
         raise ValueError(f"`cost_table` has no costs for runtime={runtime!r}; it has {sorted(cost_table['costs'])}")
+    forced = FALLBACK_FLOAT_KINDS[fallback] if fallback is not None else ()
     planned = []
-    for name, layer, macs in _known_layers(model, costs):
-        ratio = _ratio(costs[layer_kind(layer)], macs)
-        planned.append((name, layer, "int8" if ratio < 1 else "float32",
-                        f"int8/float32 {ratio:.2f} at {macs:,} MACs"))
+    for name, layer, macs in _known_layers(model):
+        kind = layer_kind(layer)
+        if kind not in costs:  # the table cannot say that int8 pays: the safe mode
+            planned.append((name, layer, "float32", f"no rows for kind {kind!r}"))
+            continue
+        ratio = _ratio(costs[kind], macs)
+        mode, why = "int8" if ratio < 1 else "float32", f"int8/float32 {ratio:.2f} at {macs:,} MACs"
+        if mode == "int8" and kind in forced:
+            mode, why = "float32", f"{why}, but fallback {fallback!r}: an earlier plan was abandoned"
+        planned.append((name, layer, mode, why))
     # The worker finds a float layer's ops by op type and weight shape; a layer that shares
     # them with a float one would be kept float too, so it is planned float, and says why.
     float_keys = {_match_key(layer) for _, layer, mode, _ in planned if mode == "float32"}
@@ -160,8 +183,8 @@ def auto_plan(model, cost_table, runtime):
     return plans, floats
 
 
-def _known_layers(model, costs, repeats=1, prefix=""):
-    """``(name, layer, MACs per invoke)`` for each layer of a kind ``costs`` has, nested models included.
+def _known_layers(model, repeats=1, prefix=""):
+    """``(name, layer, MACs per invoke)`` for each layer of a kind `layer_kind` knows, nested models included.
 
     A nested model's layers are named ``outer/inner``; inside ``TimeDistributed(model)``
     each counts once per step (the converted graph runs them on batch x steps frames).
@@ -171,12 +194,27 @@ def _known_layers(model, costs, repeats=1, prefix=""):
         inner = _inner(layer)
         if isinstance(inner, keras.Model):
             steps = int(node.keras_inputs[0].shape[1]) if inner is not layer else 1
-            yield from _known_layers(inner, costs, repeats * steps, name + "/")
+            yield from _known_layers(inner, repeats * steps, name + "/")
             continue
         kind = layer_kind(layer)
-        if kind is None or kind not in costs:
+        if kind is None:
             continue
         yield name, layer, repeats * layer_macs(layer, node.keras_inputs[0].shape, node.outputs.shape)
+
+
+def unplanned_layers(model, prefix=""):
+    """``[(name, layer type)]``: the layers with weights whose kind no cost table has (a GRU,
+    BatchNormalization, Embedding, ...), nested models included. The plan does not choose their
+    mode: selective quantization makes them int8 where it can in a file with int8 layers."""
+    found = []
+    for node in graph_nodes(model):
+        layer, name = node.layer, prefix + node.layer.name
+        inner = _inner(layer)
+        if isinstance(inner, keras.Model):
+            found += unplanned_layers(inner, name + "/")
+        elif layer_kind(layer) is None and inner.weights:
+            found.append((name, type(inner).__name__))
+    return found
 
 
 def _match_key(layer):
