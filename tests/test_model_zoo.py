@@ -36,12 +36,6 @@ CONVERSION_THREADS = 2
 DECISIVE_GAP = 0.05
 
 
-
-def _int8(numbers):
-    return f"int8 verify: {numbers} [same class as Keras on >= 99% of samples: FAILED]"
-
-
-
 #: builder -> {step: the error it fails with today}. Delete an entry when the step passes.
 XFAIL = {
     "embedding_mask_zero_lstm": {
@@ -49,12 +43,6 @@ XFAIL = {
                         "WHILE loops crashes TFLite (TF 2.21); its input carries a Keras mask "
                         "(converters/plan/recurrent.py:plan_layer)"),
     },
-    # int8 of the stripped, untrained models with random masks. Trained (docs/deployment.md),
-    # the Bidirectional and BatchNormalization models miss int8 even unstripped (74%, 86% same
-    # class): TFLite's int8 kernels; embedding_lstm passes once trained (99.2%).
-    # A fused int8 LSTM concatenated with a wider-ranged tensor gets the CONCATENATION's scale
-    # (docs/deployment.md, "Layers around the RNN").
-    "stacked_bilstm": {"tflite_int8": _int8("max |keras - tflite| 0.312, same class on 60.81% of 74 samples")},
 }
 
 
