@@ -2,8 +2,8 @@
 
 from tf_vib.registry import FUSED_LSTM_UNIT_MULTIPLE
 
-__all__ = ["DEFAULT_MAX_DROP", "DEFAULT_THRESHOLDS", "KL_REFERENCE_WIDTH", "KL_SAMPLES_CAP", "STATE_GATES",
-           "UNIT_MULTIPLE", "default_kl_factor"]
+__all__ = ["DEFAULT_MAX_DROP", "DEFAULT_THRESHOLDS", "DEFAULT_WARMUP_EPOCHS", "KL_REFERENCE_WIDTH", "KL_SAMPLES_CAP",
+           "STATE_GATES", "UNIT_MULTIPLE", "WARMUP_DIVISOR", "default_kl_factor", "default_warmup_epochs"]
 
 #: The gates compress() masks by default: the LSTM output gate and the GRU candidate, i.e. a
 #: mask on the hidden state. Both fold exactly into the plain layer (no gap between the
@@ -49,3 +49,23 @@ def default_kl_factor(n_train, width=KL_REFERENCE_WIDTH):
     docs/design.md ("Choosing the compressed model").
     """
     return 1.0 / min(int(n_train), KL_SAMPLES_CAP) * min(1.0, KL_REFERENCE_WIDTH / max(int(width), 1))
+
+
+#: The KL warm-up of a long run (15 VIB epochs or more): the ramp the benchmarks' defaults
+#: were tuned with.
+DEFAULT_WARMUP_EPOCHS = 5
+
+#: A shorter run's default warm-up is ``epochs // WARMUP_DIVISOR``: the KL weight is at
+#: ``kl_factor`` for the last two thirds of the VIB epochs.
+WARMUP_DIVISOR = 3
+
+
+def default_warmup_epochs(epochs):
+    """compress()'s KL warm-up when ``warmup_epochs`` is not given: ``min(5, epochs // 3)``.
+
+    5 epochs from 15 VIB epochs on (what it always was there); below, a third of them (8
+    epochs: 2; 2 or fewer: 0, the full KL weight from the first batch). A fixed 5-epoch ramp
+    left an 8-epoch run 3 epochs at the full weight, and a run of 5 or fewer none: the masks
+    barely moved and nothing was pruned.
+    """
+    return min(DEFAULT_WARMUP_EPOCHS, int(epochs) // WARMUP_DIVISOR)
