@@ -70,6 +70,7 @@ def test_compress_returns_a_plain_smaller_model_and_a_matching_report(lstm_model
     result = tf_vib.compress(
         lstm_model, (x, y), test_data=(x_test, y_test), epochs=8, finetune_epochs=3,
         kl_factor=0.05, mask_learning_rate=0.1, max_accuracy_drop=0.05, verbose=1,
+        warmup_epochs=5,  # kl_factor 0.05 (6x the default) on the default 2-epoch ramp over-prunes (39% masked)
     )
     small = result.model
     assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers)
