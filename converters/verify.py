@@ -75,6 +75,8 @@ class Verification:
         without a regression output).
       keras_mse, tflite_mse: the regression outputs' mean squared error against the targets
         (with ``y``; a list per output for several outputs, None for a classifier output).
+      advice: (a property) what to do when ``passed`` is False (another mode), "" otherwise;
+        ``str()`` ends with it.
     """
 
     quantization: str
@@ -107,7 +109,25 @@ class Verification:
             text += f", accuracy keras {_percent(self.keras_accuracy)} / tflite {_percent(self.tflite_accuracy)}"
         if self.keras_mse is not None:
             text += f", MSE keras {_number(self.keras_mse)} / tflite {_number(self.tflite_mse)}"
-        return f"{text} [{self.criterion}: {'passed' if self.passed else 'FAILED'}] ({self.runtime})"
+        text = f"{text} [{self.criterion}: {'passed' if self.passed else 'FAILED'}] ({self.runtime})"
+        return f"{text}. {self.advice}" if self.advice else text
+
+    @property
+    def advice(self):
+        """What to do about a failed verification, in words ("" when it passed)."""
+        if self.passed:
+            return ""
+        if self.quantization == "int8":
+            return ("The int8 file does not compute what the model computes: convert with quantization='dynamic' "
+                    "(int8 weights, float activations) or 'float16' or 'float32', or 'auto' (int8 only for the "
+                    "layers the cost table finds faster in int8: small LSTMs stay float32); docs/deployment.md "
+                    "lists the shapes known to miss in int8 (an LSTM whose output is concatenated with another "
+                    "tensor, a Bidirectional LSTM)")
+        if self.quantization == "float32":
+            return ("A float32 file should match the model within 1e-4: this is a converter bug unless "
+                    "docs/deployment.md lists the case; please report it with the model")
+        return (f"The {self.quantization} file's rounding moves the outputs more than its target: convert with "
+                "quantization='float32' (docs/deployment.md, 'Verification targets')")
 
 
 def _number(value):

@@ -534,3 +534,17 @@ def test_int8_regression_target_is_the_share_of_variance_lost(rng):
         assert labelled.tflite_mse > labelled.keras_mse
     # the same arrays judged as a classifier's single output: "same class" every time, always passes
     assert judged("int8", [(keras_out, far.astype("float32"))], [None], 200, "test").passed
+
+
+def test_a_failed_verification_says_which_mode_to_use_instead(rng):
+    from converters.verify import judged
+
+    keras_out = rng.normal(size=(100, 3)).astype("float32")
+    flipped = keras_out[:, ::-1].copy()  # another class on most samples
+    failed = judged("int8", [(keras_out, flipped)], [None], 100, "test")
+    assert not failed.passed and str(failed).endswith(failed.advice)
+    assert all(hint in failed.advice for hint in ("quantization='dynamic'", "'float32'", "'auto'"))
+    assert "quantization='float32'" in judged("float16", [(keras_out, flipped)], [None], 100, "test").advice
+    assert "converter bug" in judged("float32", [(keras_out, flipped)], [None], 100, "test").advice
+    passed = judged("int8", [(keras_out, keras_out)], [None], 100, "test")
+    assert passed.passed and passed.advice == "" and str(passed).endswith("(test)")
