@@ -306,7 +306,8 @@ def compress(
     ):
         raise ValueError("with vib=False, name at least one stage: iss=, low_rank=, "
                          "magnitude_sparsity= or clusters=")
-    notes = [] if warmup_epochs is None or not vib else short_warmup(epochs, settings["warmup_epochs"])
+    steps = -(-num_samples(data.train[0]) // settings["batch_size"])
+    notes = [] if warmup_epochs is None or not vib else short_warmup(epochs, settings["warmup_epochs"], steps)
     for note in notes:  # before any training: the run would prune little or nothing
         warnings.warn(note, UserWarning, stacklevel=2)
     if verbose:
@@ -333,14 +334,15 @@ def compress(
         return _run_in_scope(spec)
 
 
-def short_warmup(epochs, warmup_epochs):
-    """The warning of a KL warm-up that outlasts the VIB training, as a one-item list (empty
-    when the weight reaches ``kl_factor``)."""
+def short_warmup(epochs, warmup_epochs, steps):
+    """The warning of a KL warm-up that outlasts the VIB training (``steps`` batches an
+    epoch), as a one-item list (empty when the weight reaches ``kl_factor`` before the end)."""
     if epochs == 0 or warmup_epochs < epochs:
         return []
+    peak = (epochs * steps - 1) / (warmup_epochs * steps)  # VIBSchedule.kl_weight at the last batch
     return [f"warmup_epochs={warmup_epochs} >= epochs={epochs}: the KL weight ramps over {warmup_epochs} "
             f"epochs but VIB training stops after {epochs}, so it never reaches kl_factor (it peaks at "
-            f"{100 * epochs / warmup_epochs:.0f}% of it) and few or no units will be pruned; pass "
+            f"{100 * peak:.0f}% of it, on the last batch) and few or no units will be pruned; pass "
             f"warmup_epochs={default_warmup_epochs(epochs)} (or leave it unset: a third of the epochs, "
             f"at most 5), or more epochs"]
 
