@@ -208,12 +208,26 @@ def test_a_warmup_as_long_as_training_warns_before_training(lstm_model, no_train
                 tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
 
 
+def test_a_run_too_short_for_any_mask_to_move_warns_before_training(lstm_model, no_training):
+    # 120 training samples, batch 32: 4 batches an epoch; a mask needs about 1 / 0.01 = 100 updates
+    match = (r"the VIB masks get 8 updates \(2 epochs x 4 batches\) at mask_learning_rate=0.01; .* takes about "
+             r"100 updates: nothing will be pruned by the masks. Pass epochs >= 25")
+    with pytest.warns(UserWarning, match=match), pytest.raises(AssertionError, match="training started"):
+        tf_vib.compress(lstm_model, _data(), epochs=2, verbose=0)
+    for kwargs in ({"epochs": 2, "mask_learning_rate": 0.125}, {"epochs": 25}, {"epochs": 2, "vib": False, "iss": 1e-3}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="the VIB masks get")
+            with pytest.raises(AssertionError, match="training started"):
+                tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
 @pytest.mark.parametrize("warmup_epochs,full", [(None, True), (3, False)], ids=["default", "too_long"])
 def test_a_short_run_reaches_the_full_kl_weight_unless_told_otherwise(lstm_model, capsys, warmup_epochs, full):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = tf_vib.compress(lstm_model, _data(), epochs=3, finetune_epochs=0, kl_factor=1e-2,
-                                 warmup_epochs=warmup_epochs, thresholds=[0.0], unit_multiple=1, verbose=1)
+                                 mask_learning_rate=0.1, warmup_epochs=warmup_epochs, thresholds=[0.0],
+                                 unit_multiple=1, verbose=1)
     weights = result.histories["vib"]["kl_weight"]
     assert ("KL warm-up 1 epochs" if full else "KL warm-up 3 epochs") in capsys.readouterr().out
     assert (weights[-1] == pytest.approx(1e-2)) is full  # the default ramp is 3 // 3 = 1 epoch

@@ -171,7 +171,10 @@ def compress(
         KL weight for at least two thirds of the epochs. Given and ``>= epochs``, the weight
         never reaches ``kl_factor`` (it peaks at about ``epochs / warmup_epochs`` of it) and
         little or nothing is pruned: a ``UserWarning`` says so before training and
-        ``report.notes`` records it.
+        ``report.notes`` records it. So does a run too short for any mask to be pruned:
+        fewer than ``1 / mask_learning_rate`` mask updates (``epochs`` x batches an epoch;
+        100 at the default rate), since Adam moves a mask by about its rate per update
+        and one needs its mean to travel from 1 to near 0.
       metric: what every choice is made on. None (default): accuracy for a classifier,
         the loss otherwise. "accuracy", "loss" (the training loss, as compiled or given), a
         Keras metric name or object ("mae", ``tf_keras.metrics.AUC()``; higher is better
@@ -308,6 +311,8 @@ def compress(
                          "magnitude_sparsity= or clusters=")
     steps = -(-num_samples(data.train[0]) // settings["batch_size"])
     notes = [] if warmup_epochs is None or not vib else short_warmup(epochs, settings["warmup_epochs"], steps)
+    if vib:
+        notes += too_few_updates(epochs, steps, settings["mask_learning_rate"])
     for note in notes:  # before any training: the run would prune little or nothing
         warnings.warn(note, UserWarning, stacklevel=2)
     if verbose:
@@ -345,6 +350,25 @@ def short_warmup(epochs, warmup_epochs, steps):
             f"{100 * peak:.0f}% of it, on the last batch) and few or no units will be pruned; pass "
             f"warmup_epochs={default_warmup_epochs(epochs)} (or leave it unset: a third of the epochs, "
             f"at most 5), or more epochs"]
+
+
+def too_few_updates(epochs, steps, mask_learning_rate):
+    """The warning of a VIB training too short for any mask to be pruned, as a list.
+
+    Adam moves a variable by about its learning rate per update at most, and a mask starts
+    at mu 1, log_sigma2 -9 (log_alpha -9): log_alpha reaches 0 only once mu is near 0, after
+    about ``1 / mask_learning_rate`` updates (0.98 / rate with log_sigma2 rising as fast).
+    """
+    updates = epochs * steps
+    if epochs == 0 or updates * mask_learning_rate >= 1.0:
+        return []
+    needed = int(np.ceil(1.0 / (mask_learning_rate * steps)))
+    return [f"the VIB masks get {updates} updates ({epochs} epochs x {steps} batches) at "
+            f"mask_learning_rate={mask_learning_rate:g}; Adam moves a mask by about its rate per update, "
+            f"so none can go from its start (mean 1, log_alpha -9) to a keep threshold, which takes about "
+            f"{int(np.ceil(1.0 / mask_learning_rate))} updates: nothing will be pruned by the masks. Pass "
+            f"epochs >= {needed} (more to leave the masks time to choose), a smaller batch_size or a higher "
+            f"mask_learning_rate"]
 
 
 def _strategy(strategy):
