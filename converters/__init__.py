@@ -34,7 +34,15 @@ from converters.tflite import (
     to_tflite,
     to_tflite_many,
 )
-from converters.verify import INT8_ACCURACY_DROP, TOLERANCES, Verification, evaluate_tflite, verify
+from converters.verify import (
+    INT8_ACCURACY_DROP,
+    INT8_VARIANCE_SHARE,
+    TOLERANCES,
+    Verification,
+    evaluate_tflite,
+    output_tasks,
+    verify,
+)
 
 __all__ = [
     "QUANTIZATIONS",
@@ -44,6 +52,7 @@ __all__ = [
     "INT8_ACCURACY_DROP",
     "FALLBACK_MIN_SAMPLES",
     "FallbackWarning",
+    "INT8_VARIANCE_SHARE",
     "ConversionError",
     "ConversionCrash",
     "LayerPlan",
@@ -54,6 +63,7 @@ __all__ = [
     "compare_latency",
     "describe_tflite",
     "evaluate_tflite",
+    "output_tasks",
     "load_interpreter",
     "measure_latency",
     "save_tflite",

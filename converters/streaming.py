@@ -27,6 +27,7 @@ from converters.inputs import input_names, output_names
 from converters.plan import UnrolledGRU, UnrolledSimpleRNN, without_masks
 from converters.plan.recurrent import _Unrolled, recurrent_label
 from converters.runtime import split_inputs
+from tf_vib import bridge
 from tf_vib._graph import copy_layer, graph_nodes, node_outputs
 from tf_vib._keras import keras, tf
 from tf_vib.layers.select_features import SelectFeatures
@@ -387,8 +388,10 @@ def verify_streaming(model, tflite, x, y=None, *, quantization=None, num_threads
     # verify's own label checks, by each output's rank in the whole-clip model (3: one label
     # per step); per-step labels are then flattened like the outputs they are compared with
     ranks = [3 if per_step else 2 for per_step in signature.per_step]
-    labels = [None if lab is None else lab.reshape(-1)
-              for lab in verifying._per_output_labels(y, len(arrays[0]), ranks)]
+    tasks, shapes = verifying.tasks_and_shapes(model, bridge.to_internal(model, "model")[0])
+    labels = [None if lab is None else lab.reshape(-1) if shape is None else lab
+              for lab, shape in zip(verifying._per_output_labels(y, len(arrays[0]), ranks, shapes), shapes,
+                                    strict=True)]
     pairs = []
     for e, g, per_step in zip(expected, got, signature.per_step, strict=True):
         e = np.asarray(e, np.float32)
@@ -396,4 +399,4 @@ def verify_streaming(model, tflite, x, y=None, *, quantization=None, num_threads
             pairs.append((e.reshape(-1, *e.shape[2:]), g.reshape(-1, *g.shape[2:])))
         else:
             pairs.append((e, g[:, -1].reshape(e.shape)))
-    return verifying.judged(quantization, pairs, labels, len(arrays[0]), loaded.runtime)
+    return verifying.judged(quantization, pairs, labels, len(arrays[0]), loaded.runtime, tasks=tasks)

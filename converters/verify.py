@@ -11,6 +11,14 @@ Targets (the converter's contract), on every output value of every sample:
   reads;
 - full int8, and ``auto`` files with any int8 layer: accuracy within 1 point of the Keras model's (with labels), or the same class
   as the Keras model on 99% of the samples (without).
+
+A *regression* output (`output_tasks`: trained with a regression loss, or, without a known
+loss, one unit without a softmax or sigmoid) has no classes: it is reported by its
+differences relative to the spread (standard deviation) of the Keras outputs and, with
+targets, by the MSE of each against them. The float modes' targets are the same (without
+the softmax fallback); int8's is R^2-like: with targets, the file's MSE at most the Keras
+model's plus 1% of the targets' variance (R^2 within 0.01); without, a mean squared
+difference at most 1% of the Keras outputs' variance.
 """
 
 import dataclasses
@@ -22,15 +30,27 @@ from converters.inputs import input_names
 from converters.plan.standardize import standardized
 from converters.runtime import TFLiteModel, load_interpreter, split_inputs
 from tf_vib import bridge
-from tf_vib._keras import require_tf_keras_model
+from tf_vib._keras import keras, require_tf_keras_model
 
-__all__ = ["Verification", "verify", "evaluate_tflite", "TOLERANCES", "INT8_ACCURACY_DROP"]
+__all__ = ["Verification", "verify", "evaluate_tflite", "output_tasks", "TOLERANCES", "INT8_ACCURACY_DROP",
+           "INT8_VARIANCE_SHARE"]
 
 #: Largest accepted |Keras - TFLite| on any output value, per mode: (tolerance, relative).
 #: A relative tolerance is multiplied by ``max(1, max |Keras output|)``.
 TOLERANCES = {"float32": (1e-4, False), "float16": (1e-2, True), "dynamic": (1e-2, True)}
 #: Largest accepted accuracy loss of a full-int8 file against the Keras model (1 point).
 INT8_ACCURACY_DROP = 0.01
+#: A regression output's int8 target: the extra squared error, as a share of the variance
+#: (of the targets, or without them of the Keras outputs), at most 1% (R^2 within 0.01).
+INT8_VARIANCE_SHARE = 0.01
+
+_CROSS_ENTROPIES = {keras.losses.sparse_categorical_crossentropy, keras.losses.categorical_crossentropy,
+                    keras.losses.binary_crossentropy, keras.losses.categorical_focal_crossentropy,
+                    keras.losses.binary_focal_crossentropy, keras.losses.kl_divergence,
+                    keras.losses.categorical_hinge, keras.losses.hinge, keras.losses.squared_hinge}
+_REGRESSION_LOSSES = {keras.losses.mean_squared_error, keras.losses.mean_absolute_error,
+                      keras.losses.mean_absolute_percentage_error, keras.losses.mean_squared_logarithmic_error,
+                      keras.losses.huber, keras.losses.log_cosh, keras.losses.poisson}
 
 
 @dataclasses.dataclass
@@ -41,12 +61,22 @@ class Verification:
       quantization: the file's mode (read from the file).
       samples: number of inputs compared.
       max_abs_diff, mean_abs_diff: over every output value.
-      argmax_agreement: share of samples where both pick the same class.
+      argmax_agreement: share of samples where both pick the same class (the lowest over
+        the classifier outputs; None when every output is a regression output).
       keras_accuracy, tflite_accuracy: with labels, else None; for a file with several
         outputs, a list with one entry (or None) per output.
       runtime: the TFLite runtime used.
       criterion: the target that applies, in words.
       passed: whether the target holds.
+      regression: whether the outputs are regression outputs (`output_tasks`; a list for a
+        file with several outputs). Their accuracies are None.
+      relative_max_diff, relative_mean_diff: over the regression outputs, max and mean
+        |Keras - TFLite| divided by the standard deviation of their Keras values (None
+        without a regression output).
+      keras_mse, tflite_mse: the regression outputs' mean squared error against the targets
+        (with ``y``; a list per output for several outputs, None for a classifier output).
+      advice: (a property) what to do when ``passed`` is False (another mode), "" otherwise;
+        ``str()`` ends with it.
     """
 
     quantization: str
@@ -59,14 +89,51 @@ class Verification:
     runtime: str
     criterion: str
     passed: bool
+    regression: bool | list = False
+    relative_max_diff: float | None = None
+    relative_mean_diff: float | None = None
+    keras_mse: float | list | None = None
+    tflite_mse: float | list | None = None
 
     def __str__(self):
         text = (f"{self.quantization}: max |keras - tflite| {self.max_abs_diff:.3g} "
-                f"(mean {self.mean_abs_diff:.3g}), same class on {100 * self.argmax_agreement:.2f}% "
-                f"of {self.samples} samples")
-        if self.keras_accuracy is not None:
+                f"(mean {self.mean_abs_diff:.3g})")
+        if self.relative_max_diff is not None:
+            text += (f", {100 * self.relative_max_diff:.3g}% (mean {100 * self.relative_mean_diff:.3g}%) of the "
+                     "Keras outputs' standard deviation")
+        if self.argmax_agreement is not None:
+            text += f", same class on {100 * self.argmax_agreement:.2f}% of {self.samples} samples"
+        else:
+            text += f", on {self.samples} samples"
+        if self.keras_accuracy is not None and any(a is not None for a in _as_list(self.keras_accuracy)):
             text += f", accuracy keras {_percent(self.keras_accuracy)} / tflite {_percent(self.tflite_accuracy)}"
-        return f"{text} [{self.criterion}: {'passed' if self.passed else 'FAILED'}] ({self.runtime})"
+        if self.keras_mse is not None:
+            text += f", MSE keras {_number(self.keras_mse)} / tflite {_number(self.tflite_mse)}"
+        text = f"{text} [{self.criterion}: {'passed' if self.passed else 'FAILED'}] ({self.runtime})"
+        return f"{text}. {self.advice}" if self.advice else text
+
+    @property
+    def advice(self):
+        """What to do about a failed verification, in words ("" when it passed)."""
+        if self.passed:
+            return ""
+        if self.quantization == "int8":
+            return ("The int8 file does not compute what the model computes: convert with quantization='dynamic' "
+                    "(int8 weights, float activations) or 'float16' or 'float32', or 'auto' (int8 only for the "
+                    "layers the cost table finds faster in int8: small LSTMs stay float32); docs/deployment.md "
+                    "lists the shapes known to miss in int8 (an LSTM whose output is concatenated with another "
+                    "tensor, a Bidirectional LSTM)")
+        if self.quantization == "float32":
+            return ("A float32 file should match the model within 1e-4: this is a converter bug unless "
+                    "docs/deployment.md lists the case; please report it with the model")
+        return (f"The {self.quantization} file's rounding moves the outputs more than its target: convert with "
+                "quantization='float32' (docs/deployment.md, 'Verification targets')")
+
+
+def _number(value):
+    if isinstance(value, list):
+        return "[" + ", ".join("-" if v is None else f"{v:.4g}" for v in value) + "]"
+    return f"{value:.4g}"
 
 
 def _percent(value):
@@ -111,20 +178,86 @@ def _as_list(value):
     return list(value) if isinstance(value, list) else [value]
 
 
-def _per_output_labels(y, n, ranks):
+def _targets(y, n, shape, argument="y"):
+    """Regression targets for an output of ``shape`` (without the batch axis), as float32."""
+    targets = np.asarray(y, dtype=np.float32)
+    if len(targets) != n or targets.size != n * int(np.prod(shape)):
+        raise ValueError(f"`{argument}` must hold {n} regression targets of shape {tuple(shape)} (the "
+                         f"output's); received shape {np.shape(y)}")
+    return targets.reshape(n, *shape)
+
+
+def _per_output_labels(y, n, ranks, shapes=None):
     """``[labels or None]`` per output (``ranks``: each output's rank): ``y`` itself for one
-    output, a list/tuple of them for several."""
+    output, a list/tuple of them for several. ``shapes``: per output, None for a classifier
+    output (class labels), its shape for a regression one (float targets)."""
     outputs = len(ranks)
+    shapes = shapes or [None] * outputs
+
+    def read(labels, rank, shape, argument="y"):
+        return _labels(labels, n, rank, argument) if shape is None else _targets(labels, n, shape, argument)
+
     if y is None:
         return [None] * outputs
     if outputs == 1:
-        return [_labels(y, n, ranks[0])]
+        return [read(y, ranks[0], shapes[0])]
     if not isinstance(y, (list, tuple)) or len(y) != outputs:
         raise ValueError(f"the file has {outputs} outputs: `y` must be a list of {outputs} label arrays "
                          f"(or None entries), one per output; received {type(y).__name__}"
                          + (f" of {len(y)}" if isinstance(y, (list, tuple)) else ""))
-    return [None if labels is None else _labels(labels, n, rank, f"y[{i}]")
-            for i, (labels, rank) in enumerate(zip(y, ranks, strict=True))]
+    return [None if labels is None else read(labels, rank, shape, f"y[{i}]")
+            for i, (labels, rank, shape) in enumerate(zip(y, ranks, shapes, strict=True))]
+
+
+def output_tasks(model):
+    """``"regression"`` or ``"classification"`` per output of a tf_keras ``model``: how
+    `verify` judges it.
+
+    The compiled loss decides when it is a known one (a cross-entropy, KL divergence or
+    hinge: classification; MSE, MAE, MAPE, MSLE, Huber, log-cosh, Poisson: regression);
+    otherwise (uncompiled, a custom loss) an output of one unit whose layer has no softmax
+    or sigmoid is a regression output (its "class" would always be the same), any other a
+    classifier's. Compile a one-logit binary classifier with a binary cross-entropy to have
+    it judged as a classifier.
+    """
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", True) else None
+    names = list(model.output_names)
+    per_output = (list(loss) if isinstance(loss, (list, tuple)) else
+                  [loss.get(name) for name in names] if isinstance(loss, dict) else [loss] * len(names))
+    per_output += [None] * (len(names) - len(per_output))
+    tasks = []
+    for index, (one, tensor) in enumerate(zip(per_output, model.outputs, strict=False)):
+        fn = _loss_function(one)
+        if fn in _CROSS_ENTROPIES:
+            tasks.append("classification")
+        elif fn in _REGRESSION_LOSSES:
+            tasks.append("regression")
+        else:
+            layer = model.outputs[index]._keras_history.layer
+            while isinstance(layer, keras.layers.Wrapper):
+                layer = layer.layer
+            squashed = getattr(layer, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid)
+            squashed = squashed or isinstance(layer, keras.layers.Softmax)
+            tasks.append("regression" if tensor.shape[-1] == 1 and not squashed else "classification")
+    return tasks
+
+
+def tasks_and_shapes(user_model, model):
+    """`output_tasks` of the user's model (``model``: its tf_keras twin, or itself) and, per
+    output, the target shape of a regression output (None for a classifier's)."""
+    tasks = output_tasks(model if model is user_model else bridge.compiled_twin(user_model, model))
+    return tasks, [tuple(o.shape[1:]) if task == "regression" else None
+                   for o, task in zip(model.outputs, tasks, strict=True)]
+
+
+def _loss_function(loss):
+    if loss is None:
+        return None
+    try:
+        found = keras.losses.get(loss)
+    except (ValueError, TypeError):
+        return None
+    return getattr(found, "fn", found)
 
 
 def _checked_inputs(model, loaded, x):
@@ -166,6 +299,31 @@ def evaluate_tflite(tflite, x, y, *, num_threads=1, runtime=None):
     got = _as_list(model.predict(arrays))
     accuracies = [None if lab is None else float(np.mean(g.argmax(axis=-1) == lab)) for g, lab in zip(got, labels, strict=True)]
     return accuracies if outputs > 1 else accuracies[0]
+
+
+def _judge_regression(quantization, expected, got, targets):
+    """``(criterion, passed, keras MSE, tflite MSE, spread)`` for one regression output."""
+    diff = (expected - got).astype(np.float64)
+    spread = float(np.std(expected))
+    keras_mse = tflite_mse = None
+    if targets is not None:
+        keras_mse = float(np.mean((expected - targets.reshape(expected.shape)) ** 2))
+        tflite_mse = float(np.mean((got - targets.reshape(got.shape)) ** 2))
+    if quantization in TOLERANCES:
+        tolerance, relative = TOLERANCES[quantization]
+        scale = max(1.0, float(np.abs(expected).max())) if relative else 1.0
+        criterion = f"max |diff| <= {tolerance:g}" + (f" x output scale {scale:.3g}" if relative else "")
+        passed = float(np.abs(diff).max()) <= tolerance * scale
+    elif targets is not None:
+        variance = float(np.var(targets))
+        criterion = (f"MSE <= Keras's + {100 * INT8_VARIANCE_SHARE:g}% of the targets' variance ({variance:.3g}), "
+                     "R^2 within 0.01")
+        passed = tflite_mse <= keras_mse + INT8_VARIANCE_SHARE * variance + 1e-12
+    else:
+        criterion = (f"mean squared difference <= {100 * INT8_VARIANCE_SHARE:g}% of the Keras outputs' "
+                     f"variance ({spread ** 2:.3g})")
+        passed = float(np.mean(diff ** 2)) <= INT8_VARIANCE_SHARE * spread ** 2 + 1e-12
+    return criterion, bool(passed), keras_mse, tflite_mse, spread
 
 
 def _judge(quantization, expected, got, labels):
@@ -231,7 +389,8 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
     if quantization not in (*TOLERANCES, "int8"):
         raise ValueError(f"`quantization` must be one of {[*TOLERANCES, 'int8']}; received {quantization!r}")
     arrays = _checked_inputs(model, loaded, x)
-    labels = _per_output_labels(y, len(arrays[0]), [len(o.shape) for o in model.outputs])
+    tasks, shapes = tasks_and_shapes(user_model, model)
+    labels = _per_output_labels(y, len(arrays[0]), [len(o.shape) for o in model.outputs], shapes)
     keras_arrays = arrays
     standardization = ((info and info.tf_vib) or {}).get("input_standardization")
     if standardization is not None:  # the file takes raw inputs, the model standardised ones
@@ -240,19 +399,35 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
                 for e in _as_list(user_model.predict(_keras_inputs(model, keras_arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))
     expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
-    return judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime)
+    return judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime,
+                  tasks=tasks)
 
 
-def judged(quantization, pairs, labels, samples, runtime):
-    """The `Verification` of ``[(Keras outputs, TFLite outputs)]``, one pair (and labels) per output."""
-    judged = [_judge(quantization, e, g, lab) for (e, g), lab in zip(pairs, labels, strict=True)]
+def judged(quantization, pairs, labels, samples, runtime, tasks=None):
+    """The `Verification` of ``[(Keras outputs, TFLite outputs)]``, one pair (and labels) per
+    output; ``tasks``: `output_tasks` (default: every output a classifier's)."""
+    regression = [task == "regression" for task in tasks] if tasks else [False] * len(pairs)
+    judged = [(_judge_regression if r else _judge)(quantization, e, g, lab)
+              for (e, g), lab, r in zip(pairs, labels, regression, strict=True)]
     criteria = list(dict.fromkeys(j[0] for j in judged))
     diffs = np.concatenate([np.abs(e - g).ravel() for e, g in pairs])
-    accuracies = [[j[2] for j in judged], [j[3] for j in judged]]
-    if len(judged) == 1:
-        accuracies = [accuracies[0][0], accuracies[1][0]]
-    elif all(a is None for a in accuracies[0]):
-        accuracies = [None, None]
+
+    def per_output(index, wanted):
+        values = [j[index] if r == wanted else None for j, r in zip(judged, regression, strict=True)]
+        if len(judged) == 1:
+            return values[0]
+        return None if all(v is None for v in values) else values
+
+    agreements = [j[4] for j, r in zip(judged, regression, strict=True) if not r]
+    relative = [None, None]
+    if any(regression):
+        spreads = [j[4] for j, r in zip(judged, regression, strict=True) if r]
+        scaled = np.concatenate([np.abs(e - g).ravel() / max(s, 1e-12) for (e, g), s in
+                                 zip([p for p, r in zip(pairs, regression, strict=True) if r], spreads, strict=True)])
+        relative = [float(scaled.max()), float(scaled.mean())]
     return Verification(quantization, samples, float(diffs.max()), float(diffs.mean()),
-                        min(j[4] for j in judged), *accuracies, runtime, "; ".join(criteria),
-                        all(j[1] for j in judged))
+                        min(agreements) if agreements else None, per_output(2, False), per_output(3, False),
+                        runtime, "; ".join(criteria), all(j[1] for j in judged),
+                        regression=regression[0] if len(regression) == 1 else regression,
+                        relative_max_diff=relative[0], relative_mean_diff=relative[1],
+                        keras_mse=per_output(2, True), tflite_mse=per_output(3, True))

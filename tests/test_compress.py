@@ -70,6 +70,7 @@ def test_compress_returns_a_plain_smaller_model_and_a_matching_report(lstm_model
     result = tf_vib.compress(
         lstm_model, (x, y), test_data=(x_test, y_test), epochs=8, finetune_epochs=3,
         kl_factor=0.05, mask_learning_rate=0.1, max_accuracy_drop=0.05, verbose=1,
+        warmup_epochs=5,  # kl_factor 0.05 (6x the default) on the default 2-epoch ramp over-prunes (39% masked)
     )
     small = result.model
     assert not any(tf_vib.layers.is_vib_layer(layer) for layer in small.layers)
@@ -174,6 +175,8 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
     ({"validation_fraction": 1.5}, "`validation_fraction` must be a finite number > 0 and < 1; received 1.5"),
     ({"masked_gates": "oz"}, "masked_gates"),
     ({"unit_multiple": 0}, "`unit_multiple` must be an integer >= 1; received 0"),
+    ({"warmup_epochs": 2.5}, "`warmup_epochs` must be an integer >= 0 or None; received 2.5"),
+    ({"warmup_epochs": -1}, "`warmup_epochs` must be an integer >= 0 or None; received -1"),
     ({"unit_multiple": 4.0}, "`unit_multiple` must be an integer >= 1; received 4.0"),
     ({"on_miss": "largest"}, "`on_miss` must be one of 'original', 'best'; received 'largest'"),
     ({"metric": "nope"}, "`metric` must be None, 'accuracy', 'loss', a Keras metric name or object, or a "
@@ -186,6 +189,54 @@ def test_bad_data_fails_before_training(lstm_model, no_training, mutate, match):
 def test_bad_arguments_fail_before_training(lstm_model, no_training, kwargs, match):
     with pytest.raises(ValueError, match=match):
         tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def test_default_warmup_is_five_epochs_or_a_third_of_a_short_run():
+    from tf_vib.compress._defaults import default_warmup_epochs
+
+    assert [default_warmup_epochs(e) for e in (0, 1, 2, 3, 5, 8, 12, 14)] == [0, 0, 0, 1, 1, 2, 4, 4]
+    assert [default_warmup_epochs(e) for e in (15, 16, 100)] == [5, 5, 5]  # long runs: as before
+
+
+def test_a_warmup_as_long_as_training_warns_before_training(lstm_model, no_training):
+    match = (r"warmup_epochs=5 >= epochs=4: the KL weight ramps over 5 epochs .* never reaches kl_factor "
+             r"\(it peaks at 75% of it, on the last batch\) .* pass warmup_epochs=1")  # 4 batches: 15/20
+    with pytest.warns(UserWarning, match=match), pytest.raises(AssertionError, match="training started"):
+        tf_vib.compress(lstm_model, _data(), epochs=4, warmup_epochs=5, verbose=0)
+    for kwargs in ({"epochs": 4}, {"epochs": 4, "warmup_epochs": 3}, {"epochs": 4, "warmup_epochs": 5, "vib": False,
+                                                                      "iss": 1e-3}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="warmup_epochs")
+            with pytest.raises(AssertionError, match="training started"):
+                tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+def test_a_run_too_short_for_any_mask_to_move_warns_before_training(lstm_model, no_training):
+    # 120 training samples, batch 32: 4 batches an epoch; a mask needs about 1 / 0.01 = 100 updates
+    match = (r"the VIB masks get 8 updates \(2 epochs x 4 batches\) at mask_learning_rate=0.01; .* takes about "
+             r"100 updates: nothing will be pruned by the masks. Pass epochs >= 25")
+    with pytest.warns(UserWarning, match=match), pytest.raises(AssertionError, match="training started"):
+        tf_vib.compress(lstm_model, _data(), epochs=2, verbose=0)
+    for kwargs in ({"epochs": 2, "mask_learning_rate": 0.125}, {"epochs": 25}, {"epochs": 2, "vib": False, "iss": 1e-3}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="the VIB masks get")
+            with pytest.raises(AssertionError, match="training started"):
+                tf_vib.compress(lstm_model, _data(), verbose=0, **kwargs)
+
+
+@pytest.mark.parametrize("warmup_epochs,full", [(None, True), (3, False)], ids=["default", "too_long"])
+def test_a_short_run_reaches_the_full_kl_weight_unless_told_otherwise(lstm_model, capsys, warmup_epochs, full):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = tf_vib.compress(lstm_model, _data(), epochs=3, finetune_epochs=0, kl_factor=1e-2,
+                                 mask_learning_rate=0.1, warmup_epochs=warmup_epochs, thresholds=[0.0],
+                                 unit_multiple=1, verbose=1)
+    weights = result.histories["vib"]["kl_weight"]
+    assert ("KL warm-up 1 epochs" if full else "KL warm-up 3 epochs") in capsys.readouterr().out
+    assert (weights[-1] == pytest.approx(1e-2)) is full  # the default ramp is 3 // 3 = 1 epoch
+    assert bool(result.report.notes) is not full
+    assert ("Note: warmup_epochs=3 >= epochs=3" in str(result.report)) is not full
+    assert result.report.to_dict()["notes"] == result.report.notes
 
 
 def test_a_regressor_takes_targets_not_labels_and_no_accuracy(no_training):

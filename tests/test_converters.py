@@ -478,3 +478,73 @@ def test_dropout_is_dropped_for_export_and_the_lstms_stay_fused():
     assert list(ops).count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3 and "WHILE" not in ops
     assert converters.verify(model, flat, x).passed
     assert model.layers[0].recurrent_dropout == 0.2  # the user's model keeps its settings
+
+
+def _one_output(units, activation=None, loss=None):
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4), keras.layers.Dense(units, activation=activation)])
+    if loss is not None:
+        model.compile(loss=loss)
+    return model
+
+
+@pytest.mark.parametrize("make, task", [
+    (lambda: _one_output(1, loss="mse"), "regression"),
+    (lambda: _one_output(3, loss=keras.losses.MeanAbsoluteError()), "regression"),  # a 3-step forecast
+    (lambda: _one_output(1), "regression"),  # uncompiled, one linear unit
+    (lambda: _one_output(1, loss=keras.losses.BinaryCrossentropy(from_logits=True)), "classification"),
+    (lambda: _one_output(1, "sigmoid"), "classification"),
+    (lambda: _one_output(3), "classification"),
+    (lambda: _one_output(1, loss=lambda y, p: tf.reduce_mean((y - p) ** 2)), "regression"),  # unknown loss: shape
+    (lambda: _one_output(3, "softmax", loss=lambda y, p: tf.reduce_mean((y - p) ** 2)), "classification"),
+], ids=["mse", "mae_3", "linear_1", "bce_logit", "sigmoid", "linear_3", "custom_1", "custom_softmax"])
+def test_output_tasks_follow_the_loss_then_the_output_layer(make, task):
+    assert converters.output_tasks(make()) == [task]
+
+
+def test_a_regressor_is_verified_by_its_differences_and_mse_not_classes(rng):
+    model = _one_output(1, loss="mse")
+    x = rng.normal(size=(40, 5, 3)).astype("float32")
+    y = rng.normal(size=40).astype("float32")
+    flat = converters.to_tflite(model, quantization="float32", isolate=False)
+    result = converters.verify(model, flat, x, y)
+    keras_out = model.predict(x, verbose=0)[:, 0]
+    assert result.passed and result.regression is True
+    assert result.argmax_agreement is None and result.keras_accuracy is None and result.tflite_accuracy is None
+    assert result.keras_mse == pytest.approx(np.mean((keras_out - y) ** 2), rel=1e-5)
+    assert result.tflite_mse == pytest.approx(result.keras_mse, rel=1e-3)
+    assert result.relative_max_diff == pytest.approx(result.max_abs_diff / np.std(keras_out), rel=1e-3)
+    text = str(result)
+    assert "same class" not in text and "accuracy" not in text
+    assert "of the Keras outputs' standard deviation" in text and "MSE keras" in text
+    with pytest.raises(ValueError, match=r"`y` must hold 40 regression targets of shape \(1,\)"):
+        converters.verify(model, flat, x, y[:20])
+
+
+def test_int8_regression_target_is_the_share_of_variance_lost(rng):
+    from converters.verify import judged
+
+    keras_out = rng.normal(size=(200, 1)).astype("float32")
+    targets = keras_out[:, 0] + 0.3 * rng.normal(size=200).astype("float32")
+    close, far = keras_out + 0.05 * rng.normal(size=(200, 1)), keras_out + 0.3 * rng.normal(size=(200, 1))
+    for got, passes in ((close, True), (far, False)):
+        without = judged("int8", [(keras_out, got.astype("float32"))], [None], 200, "test", tasks=["regression"])
+        assert without.passed is passes and "of the Keras outputs' variance" in without.criterion
+        labelled = judged("int8", [(keras_out, got.astype("float32"))], [targets], 200, "test", tasks=["regression"])
+        assert labelled.passed is passes and "R^2 within 0.01" in labelled.criterion
+        assert labelled.tflite_mse > labelled.keras_mse
+    # the same arrays judged as a classifier's single output: "same class" every time, always passes
+    assert judged("int8", [(keras_out, far.astype("float32"))], [None], 200, "test").passed
+
+
+def test_a_failed_verification_says_which_mode_to_use_instead(rng):
+    from converters.verify import judged
+
+    keras_out = rng.normal(size=(100, 3)).astype("float32")
+    flipped = keras_out[:, ::-1].copy()  # another class on most samples
+    failed = judged("int8", [(keras_out, flipped)], [None], 100, "test")
+    assert not failed.passed and str(failed).endswith(failed.advice)
+    assert all(hint in failed.advice for hint in ("quantization='dynamic'", "'float32'", "'auto'"))
+    assert "quantization='float32'" in judged("float16", [(keras_out, flipped)], [None], 100, "test").advice
+    assert "converter bug" in judged("float32", [(keras_out, flipped)], [None], 100, "test").advice
+    passed = judged("int8", [(keras_out, keras_out)], [None], 100, "test")
+    assert passed.passed and passed.advice == "" and str(passed).endswith("(test)")

@@ -1,6 +1,7 @@
 """compress(): from a trained Keras model to a small plain one, with a report."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from tf_vib.compress._defaults import (
     STATE_GATES,
     UNIT_MULTIPLE,
     default_kl_factor,
+    default_warmup_epochs,
+    short_warmup,
+    too_few_updates,
 )
 from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._prepare import (
@@ -36,7 +40,7 @@ from tf_vib.compress._scorer import (
     is_classifier,
     make_scorer,
 )
-from tf_vib.compress._stream import raise_stream_problem, samples_of
+from tf_vib.compress._stream import batches_of, raise_stream_problem, samples_of
 from tf_vib.compress._training import resolve_loss
 from tf_vib.lowrank import KERNELS
 from tf_vib.surgery import take_kept_frames
@@ -80,7 +84,7 @@ def compress(
     dense_kl_mult=1.0,
     masked_gates=None,
     frame_masks=False,
-    warmup_epochs=5,
+    warmup_epochs=None,
     metric=None,
     max_accuracy_drop=None,
     max_metric_drop=None,
@@ -166,7 +170,17 @@ def compress(
         ``report.frames`` (``tf_vib.datasets.select_frames`` picks them out of clips). The
         data stay T-frame clips. Refused before training for a model whose frames cannot be
         skipped exactly (see ``add_vib_masks``) and with ``vib=False``.
-      warmup_epochs: epochs over which the KL weight ramps from 0 to ``kl_factor``.
+      warmup_epochs: int >= 0 or None (default): epochs over which the KL weight ramps
+        linearly from 0 to ``kl_factor``. None: ``min(5, epochs // 3)``
+        (`default_warmup_epochs`): 5 from 15 epochs on, a third of a shorter run (8 epochs: 2;
+        2 or fewer: 0, the full weight from the start), so that the masks train at the full
+        KL weight for at least two thirds of the epochs. Given and ``>= epochs``, the weight
+        never reaches ``kl_factor`` (it peaks at about ``epochs / warmup_epochs`` of it) and
+        little or nothing is pruned: a ``UserWarning`` says so before training and
+        ``report.notes`` records it. So does a run too short for any mask to be pruned:
+        fewer than ``1 / mask_learning_rate`` mask updates (``epochs`` x batches an epoch;
+        100 at the default rate), since Adam moves a mask by about its rate per update
+        and one needs its mean to travel from 1 to near 0.
       metric: what every choice is made on. None (default): accuracy for a classifier,
         the loss otherwise. "accuracy", "loss" (the training loss, as compiled or given), a
         Keras metric name or object ("mae", ``tf_keras.metrics.AUC()``; higher is better
@@ -258,10 +272,12 @@ def compress(
     if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
         data.notes.append(undistilled)
         distill = False
+    epochs = check_int("epochs", epochs, 0)
     settings = dict(
-        epochs=check_int("epochs", epochs, 0),
+        epochs=epochs,
         finetune_epochs=check_int("finetune_epochs", finetune_epochs, 0),
-        warmup_epochs=check_int("warmup_epochs", warmup_epochs, 0),
+        warmup_epochs=(default_warmup_epochs(epochs) if warmup_epochs is None
+                       else check_int("warmup_epochs", warmup_epochs, 0, allow=(None,))),
         batch_size=batch_size,
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
@@ -300,6 +316,12 @@ def compress(
     ):
         raise ValueError("with vib=False, name at least one stage: iss=, low_rank=, "
                          "magnitude_sparsity= or clusters=")
+    steps = batches_of(data.train, settings["batch_size"])
+    notes = [] if warmup_epochs is None or not vib else short_warmup(epochs, settings["warmup_epochs"], steps)
+    if vib:
+        notes += too_few_updates(epochs, steps, settings["mask_learning_rate"])
+    for note in notes:  # before any training: the run would prune little or nothing
+        warnings.warn(note, UserWarning, stacklevel=2)
     if verbose:
         for note in data.notes:
             print(f"[tf-vib] {note}", flush=True)
@@ -316,7 +338,7 @@ def compress(
             model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,
             thresholds=thresholds, vib=bool(vib), scorer=scorer, classifier=classifier,
             kl_mults=(input_kl_mult, hidden_kl_mult, dense_kl_mult), masked_gates=masked_gates, seed=seed,
-            frame_masks=frame_masks, distributed=tf.distribute.has_strategy())
+            frame_masks=frame_masks, distributed=tf.distribute.has_strategy(), notes=tuple(notes))
         if checkpoint_path is not None:
             spec = dataclasses.replace(spec, checkpoints=Checkpoints(
                 checkpoint_path, run_fingerprint(spec),
@@ -358,6 +380,7 @@ class RunSpec:
     frame_masks: bool
     distributed: bool
     checkpoints: object = None  # a `_resume.Checkpoints`, with checkpoint_dir
+    notes: tuple = ()  # warnings about the settings, for the report
 
 
 def _run_in_scope(spec):
@@ -379,6 +402,7 @@ def _run_in_scope(spec):
     run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
               spec.classifier)
     run.checkpoints = spec.checkpoints
+    run.report.notes = list(spec.notes)
     if structured:
         plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
         run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]

@@ -119,6 +119,8 @@ class CompressionReport:
         their width).
       frames: with ``compress(frame_masks=True)``: ``{"kept": [positions], "of": T}``, the
         frames the returned model takes (None: every frame).
+      notes: warnings about the settings compress() was given, one sentence each (a KL
+        warm-up as long as the VIB training, say); ``str()`` ends with them.
     """
 
     max_accuracy_drop: float | None
@@ -137,6 +139,7 @@ class CompressionReport:
     on_miss: str = "original"
     masks: list = dataclasses.field(default_factory=list)
     frames: dict | None = None
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def baseline(self):
@@ -168,6 +171,7 @@ class CompressionReport:
             "trim": self.trim,
             "masks": self.masks,
             "frames": self.frames,
+            "notes": self.notes,
             "compression": {
                 "params": self.baseline.params / max(self.final.params, 1),
                 "recurrent_params": self.baseline.recurrent_params / max(self.final.recurrent_params, 1),
@@ -239,7 +243,9 @@ class CompressionReport:
         if self.frames is not None:
             kept.append(f"frames kept: {len(self.frames['kept'])}/{self.frames['of']} (positions "
                         f"{self.frames['kept']}): the model takes these frames only")
-        return "\n\n".join([stages, "\n".join(self.bound_lines()), layers, "\n".join(kept)]).rstrip()
+        notes = [f"Note: {note}" for note in self.notes]
+        return "\n\n".join([stages, "\n".join(self.bound_lines()), layers, "\n".join(kept),
+                             "\n".join(notes)]).rstrip()
 
     def plot(self, path, *, title=None):
         """Draw the validation score against parameters (threshold curve and stages) to a PNG."""

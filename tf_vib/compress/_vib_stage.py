@@ -28,7 +28,8 @@ def train_and_choose(run, original):
     name = "vib" if run.vib else "iss"
     parts = (["VIB masks"] if run.vib else []) + ([f"ISS group lasso {s['iss']:g}"] if s["iss"] else [])
     what = " and ".join(parts)
-    run.start(name, f"training {what} for {s['epochs']} epochs (kl_factor {s['kl_factor']:.3g})")
+    ramp = f", KL warm-up {s['warmup_epochs']} epochs" if run.vib else ""
+    run.start(name, f"training {what} for {s['epochs']} epochs (kl_factor {s['kl_factor']:.3g}{ramp})")
     trainer = TwoRateTrainer(vib_model, mask_learning_rate=s["mask_learning_rate"] if run.vib else 1e-12)
     if s["iss"] is not None:
         trainer.add_loss(ISSPenalty(vib_model, s["iss"]))
