@@ -54,7 +54,7 @@ def verification_check(model, streaming, verify_data, representative):
         return (verify_streaming if streaming else verify)(model, flat, x, y)
 
     if verify_data is None:
-        if streaming or representative is None:
+        if streaming:
             return None, "no verify_data (a streaming file is verified over whole clips)"
         x, y = representative if len(representative) > 1 else representative[0], None
         source = "calibration samples"
@@ -112,7 +112,12 @@ def convert_auto(job, convert, check, not_checked):
         if check is None:
             attempt["outcome"] = f"used, not verified: {not_checked}"
             return _rewrite(flat, job, {"used": name, "attempts": attempts})
-        result = check(flat)
+        try:
+            result = check(flat)
+        except Exception as failure:  # noqa: BLE001 - e.g. a runtime that cannot load the file: step back
+            error = ConversionError(f"the {name!r} file could not be verified: {type(failure).__name__}: {failure}")
+            attempt["outcome"] = f"abandoned: its verification failed: {type(failure).__name__}: {str(failure)[:300]}"
+            continue
         attempt["verification"] = str(result)
         kept = (flat, job.metadata, name)
         if result.passed:

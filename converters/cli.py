@@ -83,7 +83,7 @@ def run_convert(args):
         batch_size=args.batch_size, int8_io=args.int8_io, runtime=args.runtime,
         feature_selection=args.feature_selection, unit_multiple=args.unit_multiple,
         cost_table=args.cost_table, streaming=args.streaming, fallback=not args.no_fallback,
-        verify_data=(check[0], labels) if auto and check[0] is not None else None,
+        verify_data=(check[0], labels) if auto and not args.no_fallback and check[0] is not None else None,
     )
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,9 @@ def _jobs(model, quantizations, *, int8_io, runtime, batch_size, time_steps, rec
     check_bool("fallback", fallback)
     if verify_data is not None and "auto" not in quantizations:
         raise BadArgument(f"`verify_data` is for quantization='auto' (its fallback); received modes {quantizations}")
+    if verify_data is not None and not fallback:
+        raise BadArgument("`verify_data` is what the fallback decides on, and would be unused; received "
+                          "fallback=False (verify the file with converters.verify instead)")
     for mode in quantizations:
         _check_mode(mode, int8_io if mode == "int8" else False, runtime, recurrent_plan)
     table = planning.load_cost_table(cost_table) if "auto" in quantizations else None

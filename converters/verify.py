@@ -75,6 +75,8 @@ class Verification:
         without a regression output).
       keras_mse, tflite_mse: the regression outputs' mean squared error against the targets
         (with ``y``; a list per output for several outputs, None for a classifier output).
+      planned: whether the file is a ``quantization="auto"`` file (its metadata holds a
+        per-layer plan); its advice then leaves ``auto`` out.
       advice: (a property) what to do when ``passed`` is False (another mode), "" otherwise;
         ``str()`` ends with it.
     """
@@ -94,6 +96,7 @@ class Verification:
     relative_mean_diff: float | None = None
     keras_mse: float | list | None = None
     tflite_mse: float | list | None = None
+    planned: bool = False
 
     def __str__(self):
         text = (f"{self.quantization}: max |keras - tflite| {self.max_abs_diff:.3g} "
@@ -118,11 +121,12 @@ class Verification:
         if self.passed:
             return ""
         if self.quantization == "int8":
-            return ("The int8 file does not compute what the model computes: convert with quantization='dynamic' "
-                    "(int8 weights, float activations) or 'float16' or 'float32', or 'auto' (int8 only for the "
-                    "layers the cost table finds faster in int8: small LSTMs stay float32); docs/deployment.md "
-                    "lists the shapes known to miss in int8 (an LSTM whose output is concatenated with another "
-                    "tensor, a Bidirectional LSTM)")
+            other = ("quantization='dynamic' (int8 weights, float activations) or 'float16' or 'float32'"
+                     + ("" if self.planned else ", or 'auto' (int8 only for the layers the cost table finds "
+                        "faster in int8: small LSTMs stay float32)"))
+            return (f"The {'auto plan' if self.planned else 'int8'} file does not compute what the model computes: "
+                    f"convert with {other}; docs/deployment.md lists the shapes known to miss in int8 "
+                    "(a BatchNormalization between recurrent layers)")
         if self.quantization == "float32":
             return ("A float32 file should match the model within 1e-4: this is a converter bug unless "
                     "docs/deployment.md lists the case; please report it with the model")
@@ -399,8 +403,10 @@ def verify(model, tflite, x, y=None, *, quantization=None, num_threads=1, runtim
                 for e in _as_list(user_model.predict(_keras_inputs(model, keras_arrays), verbose=0, batch_size=256))]
     got = _as_list(loaded.predict(arrays))
     expected = [e.reshape(g.shape) for e, g in zip(expected, got, strict=True)]
-    return judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime,
-                  tasks=tasks)
+    result = judged(quantization, list(zip(expected, got, strict=True)), labels, len(arrays[0]), loaded.runtime,
+                    tasks=tasks)
+    result.planned = bool(info and info.tf_vib and "quantization_plan" in info.tf_vib)
+    return result
 
 
 def judged(quantization, pairs, labels, samples, runtime, tasks=None):

@@ -344,6 +344,12 @@ def test_verify_data_without_auto_is_refused(cnn_lstm, no_conversion):
                              verify_data=np.zeros((8, *IMAGE), np.float32))
 
 
+def test_verify_data_without_the_fallback_is_refused(cnn_lstm, no_conversion):
+    with pytest.raises(ValueError, match="`verify_data` is what the fallback decides on.*received fallback=False"):
+        converters.to_tflite(cnn_lstm, quantization="auto", representative_data=np.zeros((8, *IMAGE), np.float32),
+                             verify_data=np.zeros((8, *IMAGE), np.float32), fallback=False)
+
+
 def test_a_kind_without_cost_table_rows_is_planned_float32_and_stays_float(data):
     """A DepthwiseConv2D with a table that has no depthwise rows: planned float32 (the table
     cannot say int8 pays), matched in the file by its op and weight shape, and kept float."""

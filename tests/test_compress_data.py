@@ -10,7 +10,7 @@ from tf_vib.compress._data import as_arrays, num_samples, stratified_holdout, ta
 from tf_vib.compress._prepare import check_accuracy_drop, prepare_data
 from tf_vib.compress._report import StageResult
 from tf_vib.compress._scorer import ACCURACY
-from tf_vib.compress._stream import Stream
+from tf_vib.compress._stream import SAMPLE_BATCHES, Stream
 from tf_vib.compress._training import accuracy, resolve_loss
 
 SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -135,6 +135,24 @@ def test_a_dataset_of_batches_of_different_lengths_is_streamed_as_it_is_padded()
     assert [x.shape for x, _ in stream.dataset.as_numpy_iterator()] == [(2, 5, 3), (1, 4, 3)]
     with pytest.raises(ValueError, match=r"`train_data` yields elements \(or batches\) of different shapes"):
         as_arrays(ragged, "train_data", model)  # arrays can only be joined at one length
+
+
+def test_a_padded_length_first_seen_after_the_checked_batches_streams_too():
+    """The first SAMPLE_BATCHES batches all pad to 4 steps, a later one to 6: the length the
+    dataset's spec leaves open is not fixed from the checked sample."""
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4), keras.layers.Dense(3)])
+    lengths = [4] * (2 * SAMPLE_BATCHES) + [6, 6]
+    padded = tf.data.Dataset.from_generator(
+        lambda: ((np.zeros((n, 3), "float32"), 1) for n in lengths),
+        output_signature=(tf.TensorSpec((None, 3)), tf.TensorSpec((), tf.int64))).padded_batch(2)
+    stream = _prepare(model, padded, validation_data=padded, loss=SPARSE).train
+    assert [x.shape[1] for x, _ in stream.dataset.as_numpy_iterator()] == [4] * SAMPLE_BATCHES + [6]
+
+
+def test_an_infinite_dataset_is_refused_before_reading_it(no_training):
+    endless = tf.data.Dataset.from_tensor_slices((_x(), np.arange(N) % 3)).batch(8).repeat()
+    with pytest.raises(ValueError, match=r"`train_data` is an infinite tf.data.Dataset .*dataset.take\(n\)"):
+        tf_vib.compress(_classifier(), endless, validation_data=(_x(), np.arange(N) % 3), verbose=0)
 
 
 @pytest.mark.parametrize("make,match", [

@@ -13,7 +13,7 @@ from model_zoo import BUILDERS
 
 import converters
 import tf_vib
-from converters._int8_repair import MIN_CELL_SCALE, repair_int8_lstm
+from converters._int8_repair import MAX_CELL_SCALE, MIN_CELL_SCALE, repair_int8_lstm
 from tf_vib._keras import keras
 from tf_vib.compress._defaults import STATE_GATES
 
@@ -53,7 +53,7 @@ def test_the_int8_file_holds_consistent_lstm_parameters(converted):
             output = _params(graph.tensors[op.outputs[0]])
             assert _params(graph.tensors[op.intermediates[4]]) == output  # the hidden state's
             assert _params(graph.tensors[op.inputs[18]]) == output  # the output state's
-            assert graph.tensors[op.inputs[19]].quantization.scale[0] >= MIN_CELL_SCALE
+            assert MIN_CELL_SCALE <= graph.tensors[op.inputs[19]].quantization.scale[0] <= MAX_CELL_SCALE
         elif kind == "REVERSE_V2":
             reverses += 1
             assert _params(graph.tensors[op.outputs[0]]) == _params(graph.tensors[op.inputs[0]])

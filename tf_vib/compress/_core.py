@@ -148,7 +148,7 @@ def compress(
       validation_data: same forms; every choice is made on it. When None,
         ``validation_fraction`` of ``train_data`` is held out (stratified by class for a
         classifier; of a dataset, its first elements or batches, which needs its
-        cardinality known).
+        cardinality known, and a dataset not reshuffled on each pass, or the hold-out moves).
       test_data: optional, only reported, never used for a choice.
       loss: the training loss; default: the compiled model's loss.
       vib: bool, default True. False skips the VIB masks (the other stages still run).
@@ -266,18 +266,14 @@ def compress(
             f"None or 'accuracy'; received metric={metric!r} with the loss {loss_fn!r}"
         )
     batch_size = check_int("batch_size", batch_size, 1)
-    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn,
-                        classifier=classifier, batch_size=batch_size)
-    undistilled = why_not_distilled(model) if distill and classifier else None
-    if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
-        data.notes.append(undistilled)
-        distill = False
     epochs = check_int("epochs", epochs, 0)
+    # every setting that does not read the data is checked before the data are (a streamed
+    # dataset may take a counting pass)
     settings = dict(
         epochs=epochs,
         finetune_epochs=check_int("finetune_epochs", finetune_epochs, 0),
         warmup_epochs=(default_warmup_epochs(epochs) if warmup_epochs is None
-                       else check_int("warmup_epochs", warmup_epochs, 0, allow=(None,))),
+                       else check_int("warmup_epochs", warmup_epochs, 0)),
         batch_size=batch_size,
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
@@ -285,8 +281,7 @@ def compress(
         max_drop=_max_drop(scorer, max_accuracy_drop, max_metric_drop),
         on_miss=check_on_miss(on_miss),
         unit_multiple=check_int("unit_multiple", unit_multiple, 1),
-        kl_factor=(default_kl_factor(samples_of(data.train), masked_width(model)) if kl_factor is None
-                   else check_float("kl_factor", kl_factor)),
+        kl_factor=optional("kl_factor", kl_factor, check_float),
         iss=optional("iss", iss, check_float),
         low_rank=optional("low_rank", low_rank, rank_or_energy),
         low_rank_kernels=check_choice("low_rank_kernels", low_rank_kernels, KERNELS),
@@ -296,11 +291,9 @@ def compress(
         distillation=({"alpha": check_float("distill_alpha", distill_alpha, allow_low=True, high=1.0 + 1e-12),
                        "beta": 1.0 - float(distill_alpha),
                        "temperature": check_float("distill_temperature", distill_temperature)}
-                      if distill else None),
+                      if distill and classifier else None),  # Hinton's loss compares softmax outputs
         verbose=verbose,
     )
-    if not classifier:
-        settings["distillation"] = None  # Hinton's loss compares softmax outputs
     settings["iss_threshold"] = (3 * settings["learning_rate"] if iss_threshold is None
                                  else check_float("iss_threshold", iss_threshold))
     for name, value in [("input_kl_mult", input_kl_mult), ("hidden_kl_mult", hidden_kl_mult),
@@ -316,6 +309,22 @@ def compress(
     ):
         raise ValueError("with vib=False, name at least one stage: iss=, low_rank=, "
                          "magnitude_sparsity= or clusters=")
+    if frame_masks and not vib:
+        raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
+                         f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
+    strategy = _strategy(strategy)
+    if checkpoint_path is not None and strategy.extended._in_multi_worker_mode():
+        raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
+                          f"({type(strategy).__name__}): resume works on one machine "
+                          "(MirroredStrategy or none); pass checkpoint_dir=None")
+    data = prepare_data(model, train_data, validation_data, test_data, validation_fraction, seed, loss_fn,
+                        classifier=classifier, batch_size=batch_size)
+    undistilled = why_not_distilled(model) if settings["distillation"] else None
+    if undistilled:  # a one-unit or multi-output model: fine-tune on the labels alone
+        data.notes.append(undistilled)
+        settings["distillation"] = None
+    if settings["kl_factor"] is None:
+        settings["kl_factor"] = default_kl_factor(samples_of(data.train), masked_width(model))
     steps = batches_of(data.train, settings["batch_size"])
     notes = [] if warmup_epochs is None or not vib else short_warmup(epochs, settings["warmup_epochs"], steps)
     if vib:
@@ -325,14 +334,6 @@ def compress(
     if verbose:
         for note in data.notes:
             print(f"[tf-vib] {note}", flush=True)
-    if frame_masks and not vib:
-        raise ValueError("`frame_masks=True` needs the VIB stage (vib=True): the frames are pruned by VIB "
-                         f"masks; received frame_masks={frame_masks!r} with vib={vib!r}")
-    strategy = _strategy(strategy)
-    if checkpoint_path is not None and strategy.extended._in_multi_worker_mode():
-        raise BadArgument("`checkpoint_dir` is not supported with several workers yet "
-                          f"({type(strategy).__name__}): resume works on one machine "
-                          "(MirroredStrategy or none); pass checkpoint_dir=None")
     with strategy.scope():
         spec = RunSpec(
             model=model, user_model=user_model, data=data, loss=loss_fn, settings=settings,

@@ -123,7 +123,8 @@ def prepare_data(model, train_data, validation_data, test_data, validation_fract
         train_data, validation_data = split_stream(train_data, fraction)
         lines.append(f"validation data: the first {fraction:g} of train_data's "
                      f"{'batches' if is_batched(train_data, 'train_data', model) else 'samples'} "
-                     "(a dataset is not stratified: shuffle it beforehand, once, for a fair split)")
+                     "(a dataset is not stratified: shuffle it beforehand, once, for a fair split, and with "
+                     "reshuffle_each_iteration=False, or the hold-out changes every epoch)")
     train, labels_train = read(train_data, "train_data")
     if validation_data is not None:
         val, labels_val = read(validation_data, "validation_data")

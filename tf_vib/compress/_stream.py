@@ -89,6 +89,10 @@ def make_stream(data, argument, model, check, batch_size):
     Returns:
       ``(stream, notes)``: the label conversions made, and the line on what was checked.
     """
+    if int(data.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise BadArgument(f"`{argument}` is an infinite tf.data.Dataset (a repeat() without a count): "
+                          "compress() counts an epoch as one pass over it; pass a finite one, e.g. "
+                          "dataset.take(n), and set the epochs with `epochs`")
     raw = data if is_batched(data, argument, model) else data.batch(batch_size)
     n_x = len(model.inputs)
     sample, notes = [], []
@@ -101,8 +105,12 @@ def make_stream(data, argument, model, check, batch_size):
         raise ValueError(f"`{argument}` is an empty dataset")
     flat = [tf.nest.flatten(x) + tf.nest.flatten(y) for x, y in sample]
     dtypes = [a.dtype for a in flat[0]]
-    shapes = [[None] + [d if all(f[i].shape[axis] == d for f in flat) else None
-                        for axis, d in enumerate(a.shape) if axis]  # an axis that varies is None
+    # An axis is fixed when the dataset's spec fixes it and the sampled batches agree on it:
+    # one the spec leaves open (a padded_batch's length) may change in a later batch.
+    spec = [list(s.shape) for s in tf.nest.flatten(in_model_order(raw.element_spec, argument, model))]
+    shapes = [[None] + [d if all(f[i].shape[axis] == d for f in flat)
+                        and not (axis < len(spec[i]) and spec[i][axis] is None) else None
+                        for axis, d in enumerate(a.shape) if axis]
               for i, a in enumerate(flat[0])]
     stream = Stream(None, argument, 0, 0, sum(num_samples(x) for x, _ in sample), sample)
 
