@@ -19,14 +19,12 @@ from tf_vib._keras import keras, require_tf_keras_model, tf
 from tf_vib.compress._defaults import (
     DEFAULT_MAX_DROP,
     DEFAULT_THRESHOLDS,
-    STATE_GATES,
     UNIT_MULTIPLE,
     default_kl_factor,
     default_warmup_epochs,
     short_warmup,
     too_few_updates,
 )
-from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._prepare import (
     check_accuracy_drop,
     prepare_data,
@@ -34,7 +32,8 @@ from tf_vib.compress._prepare import (
     why_not_distilled,
 )
 from tf_vib.compress._resume import Checkpoints, run_fingerprint
-from tf_vib.compress._run import Run
+from tf_vib.compress._run import RunSpec
+from tf_vib.compress._run import run_in_scope as _run_in_scope
 from tf_vib.compress._scorer import (
     check_on_miss,
     is_classifier,
@@ -43,8 +42,7 @@ from tf_vib.compress._scorer import (
 from tf_vib.compress._stream import batches_of, raise_stream_problem, samples_of
 from tf_vib.compress._training import resolve_loss
 from tf_vib.lowrank import KERNELS
-from tf_vib.surgery import take_kept_frames
-from tf_vib.wrap import add_vib_masks, mask_plan
+from tf_vib.wrap import mask_plan
 
 __all__ = ["compress", "masked_width"]
 
@@ -358,65 +356,6 @@ def _strategy(strategy):
         raise BadArgument(f"`strategy` must be None or a tf.distribute.Strategy (MirroredStrategy, "
                           f"MultiWorkerMirroredStrategy, ...); received {strategy!r:.80}")
     return strategy
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """What one compress() run is, once its arguments are checked: the model (tf_keras) and
-    the user's (to give the result back in their Keras), the prepared data, the loss, the
-    checked ``settings``, the keep thresholds, the VIB options and the seed."""
-
-    model: object
-    user_model: object
-    data: object
-    loss: object
-    settings: dict
-    thresholds: tuple
-    vib: bool
-    scorer: object
-    classifier: bool
-    kl_mults: tuple  # (input, hidden, dense)
-    masked_gates: object
-    seed: int
-    frame_masks: bool
-    distributed: bool
-    checkpoints: object = None  # a `_resume.Checkpoints`, with checkpoint_dir
-    notes: tuple = ()  # warnings about the settings, for the report
-
-
-def _run_in_scope(spec):
-    model, settings, vib = spec.model, spec.settings, spec.vib
-    if spec.distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
-        model = copy_model(model)
-        model.compile(loss=spec.loss)
-    structured = vib or settings["iss"] is not None
-    vib_model = None
-    if structured:
-        input_kl_mult, hidden_kl_mult, dense_kl_mult = spec.kl_mults
-        vib_model = add_vib_masks(
-            model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
-            hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
-            masked_gates=STATE_GATES if spec.masked_gates is None or not vib else spec.masked_gates,
-            feature_masks=vib, dense_masks=vib, frame_masks=spec.frame_masks,
-        )
-    keras.utils.set_random_seed(spec.seed)
-    run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
-              spec.classifier)
-    run.checkpoints = spec.checkpoints
-    run.report.notes = list(spec.notes)
-    if structured:
-        plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
-        run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
-    result = run.run()
-    if spec.frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
-        small, result.report.frames = take_kept_frames(result.model)
-        if result.report.frames is not None:
-            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=spec.loss,
-                          metrics=[run.scorer.metric()])
-            result.model = small
-    if bridge.is_keras3(spec.user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
-        result.model = bridge.compiled_like(bridge.to_keras3(result.model), spec.user_model)
-    return result
 
 
 def _max_drop(scorer, max_accuracy_drop, max_metric_drop):

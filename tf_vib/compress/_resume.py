@@ -88,7 +88,7 @@ def _saved_epoch(backup_dir):
 
 
 def run_fingerprint(spec):
-    """`fingerprint` of a `compress._core.RunSpec`: what decides the run, verbosity aside."""
+    """`fingerprint` of a `compress._run.RunSpec`: what decides the run, verbosity aside."""
     return fingerprint(
         model=model_digest(spec.model), data=data_digest(spec.data),
         **{k: v for k, v in spec.settings.items() if k != "verbose"}, thresholds=spec.thresholds, vib=spec.vib,

@@ -1,11 +1,13 @@
 """One compress() call: the stages in order, their timing, the bound checks and the report."""
 
+import dataclasses
 import time
 import warnings
 
+from tf_vib import bridge
 from tf_vib._keras import keras
 from tf_vib.compress._candidates import fine_tune
-from tf_vib.compress._defaults import DEFAULT_MAX_DROP
+from tf_vib.compress._defaults import DEFAULT_MAX_DROP, STATE_GATES
 from tf_vib.compress._finetune import copy_model
 from tf_vib.compress._pruning import cluster, magnitude_prune
 from tf_vib.compress._report import CompressionReport, CompressionResult, StageResult
@@ -14,8 +16,10 @@ from tf_vib.compress._stream import Stream, samples_of
 from tf_vib.compress._vib_stage import train_and_choose
 from tf_vib.lowrank import low_rank as factorise
 from tf_vib.sizes import clustered_storage, gzip_size, nonzero_params
+from tf_vib.surgery import take_kept_frames
+from tf_vib.wrap import add_vib_masks, mask_plan
 
-__all__ = ["Run"]
+__all__ = ["Run", "RunSpec", "run_in_scope"]
 
 
 class Run:
@@ -176,3 +180,64 @@ class Run:
 def _sizes(model):
     weights = model.get_weights()
     return {"nonzero_params": int(nonzero_params(model)), "gzip_bytes_float32": int(gzip_size(weights))}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one compress() run is, once its arguments are checked: the model (tf_keras) and
+    the user's (to give the result back in their Keras), the prepared data, the loss, the
+    checked ``settings``, the keep thresholds, the VIB options and the seed."""
+
+    model: object
+    user_model: object
+    data: object
+    loss: object
+    settings: dict
+    thresholds: tuple
+    vib: bool
+    scorer: object
+    classifier: bool
+    kl_mults: tuple  # (input, hidden, dense)
+    masked_gates: object
+    seed: int
+    frame_masks: bool
+    distributed: bool
+    checkpoints: object = None  # a `_resume.Checkpoints`, with checkpoint_dir
+    notes: tuple = ()  # warnings about the settings, for the report
+
+
+def run_in_scope(spec):
+    """One compress() run from its `RunSpec`, inside the strategy's scope: the VIB copy, the
+    stages (`Run`), the kept frames, and the result in the user's Keras."""
+    model, settings, vib = spec.model, spec.settings, spec.vib
+    if spec.distributed:  # the teacher and every copy hold variables of the strategy (mirrored)
+        model = copy_model(model)
+        model.compile(loss=spec.loss)
+    structured = vib or settings["iss"] is not None
+    vib_model = None
+    if structured:
+        input_kl_mult, hidden_kl_mult, dense_kl_mult = spec.kl_mults
+        vib_model = add_vib_masks(
+            model, kl_factor=settings["kl_factor"] if vib else 0.0, input_kl_mult=input_kl_mult,
+            hidden_kl_mult=hidden_kl_mult, dense_kl_mult=dense_kl_mult,
+            masked_gates=STATE_GATES if spec.masked_gates is None or not vib else spec.masked_gates,
+            feature_masks=vib, dense_masks=vib, frame_masks=spec.frame_masks,
+        )
+    keras.utils.set_random_seed(spec.seed)
+    run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
+              spec.classifier)
+    run.checkpoints = spec.checkpoints
+    run.report.notes = list(spec.notes)
+    if structured:
+        plan = mask_plan(model, feature_masks=vib, dense_masks=vib)
+        run.report.masks = [dataclasses.asdict(d) for d in plan.decisions]
+    result = run.run()
+    if spec.frame_masks:  # the stages ran on T-frame clips; the result takes the kept frames only
+        small, result.report.frames = take_kept_frames(result.model)
+        if result.report.frames is not None:
+            small.compile(optimizer=keras.optimizers.Adam(settings["finetune_learning_rate"]), loss=spec.loss,
+                          metrics=[run.scorer.metric()])
+            result.model = small
+    if bridge.is_keras3(spec.user_model):  # in the user's Keras; vib_model stays tf_keras (its VIB layers)
+        result.model = bridge.compiled_like(bridge.to_keras3(result.model), spec.user_model)
+    return result
