@@ -271,7 +271,7 @@ def compress(
         epochs=epochs,
         finetune_epochs=check_int("finetune_epochs", finetune_epochs, 0),
         warmup_epochs=(default_warmup_epochs(epochs) if warmup_epochs is None
-                       else check_int("warmup_epochs", warmup_epochs, 0)),
+                       else check_int("warmup_epochs", warmup_epochs, 0, allow=(None,))),  # says "or None"
         batch_size=batch_size,
         learning_rate=check_float("learning_rate", learning_rate),
         mask_learning_rate=check_float("mask_learning_rate", mask_learning_rate),
