@@ -81,3 +81,28 @@ def test_a_float_file_and_a_repaired_file_are_left_as_they_are(converted):
     assert repair_int8_lstm(files["float32"]) == (files["float32"], [])
     # the file the converter returned is already repaired: a second pass changes nothing
     assert repair_int8_lstm(files["int8"]) == (files["int8"], [])
+
+
+def _with_cell_scale(flat, scale):
+    """The file with every int8 LSTM's cell-state scale set to ``scale``."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from converters._worker import _packed
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+            graph.tensors[op.inputs[19]].quantization.scale = np.array([scale], np.float32)
+    return _packed(model)
+
+
+@pytest.mark.parametrize("scale, fixed", [(2.0 ** -17, MIN_CELL_SCALE), (2.0 ** -8, MAX_CELL_SCALE)])
+def test_a_cell_scale_outside_what_the_integer_tanh_handles_is_brought_inside(converted, scale, fixed):
+    _, _, files = converted
+    repaired, repairs = repair_int8_lstm(_with_cell_scale(files["int8"], scale))
+    cells = [graph.tensors[op.inputs[19]].quantization.scale[0]
+             for kind, op, graph in _ops(repaired) if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM"]
+    assert cells == [np.float32(fixed)] * 2
+    assert sum(f"cell-state scale 2^{np.log2(scale):.0f} -> 2^{np.log2(fixed):.0f}" in line for line in repairs) == 2
