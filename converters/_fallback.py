@@ -30,7 +30,8 @@ from converters._child import ConversionError
 from converters.streaming import verify_streaming
 from converters.verify import verify
 
-__all__ = ["FALLBACK_MIN_SAMPLES", "FALLBACK_STEPS", "FallbackWarning", "verification_check", "convert_auto"]
+__all__ = ["FALLBACK_MIN_SAMPLES", "FALLBACK_STEPS", "FallbackWarning", "split_verify_data", "verification_check",
+           "convert_auto"]
 
 #: The fewest verification samples on which a missed target makes `convert_auto` step back.
 FALLBACK_MIN_SAMPLES = 200
@@ -40,6 +41,11 @@ FALLBACK_STEPS = (("cost table", None), ("recurrent layers float32", "recurrent"
 
 class FallbackWarning(UserWarning):
     """Every step of ``quantization="auto"``'s fallback missed its verification target."""
+
+
+def split_verify_data(verify_data):
+    """``(x, y)`` of ``verify_data``: a pair ``(x, y)``, or inputs alone (``y`` None)."""
+    return verify_data if isinstance(verify_data, tuple) else (verify_data, None)
 
 
 def verification_check(model, streaming, verify_data, representative):
@@ -59,7 +65,7 @@ def verification_check(model, streaming, verify_data, representative):
         x, y = representative if len(representative) > 1 else representative[0], None
         source = "calibration samples"
     else:
-        x, y = verify_data if isinstance(verify_data, tuple) else (verify_data, None)
+        x, y = split_verify_data(verify_data)
         source = "verify_data"
     n = len(next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, list) else x)
     if n < FALLBACK_MIN_SAMPLES:

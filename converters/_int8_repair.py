@@ -51,14 +51,12 @@ def repair_int8_lstm(flat):
     (empty, and the same bytes, when nothing needed one)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from converters._worker import _packed
+    from converters._worker import _packed, op_kinds
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
-    names = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
     repairs = []
     for graph in model.subgraphs:
-        kinds = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                                model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)) for op in graph.operators]
+        kinds = op_kinds(model, graph)
         # the reverses first: one may set the output parameters of the LSTM before it
         for op, kind in zip(graph.operators, kinds, strict=True):
             if kind == "REVERSE_V2":

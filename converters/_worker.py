@@ -19,7 +19,8 @@ import traceback
 
 import numpy as np
 
-__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "denylisted_nodes", "with_metadata", "main"]
+__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "denylisted_nodes", "op_kinds", "with_metadata",
+           "main"]
 
 
 def _fault(point):
@@ -74,12 +75,9 @@ def denylisted_nodes(calibrated, float_layers):
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     main = model.subgraphs[0]
     found = {entry["layer"]: [] for entry in float_layers}
-    for op in main.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+    for op, op_name in zip(main.operators, op_kinds(model, main), strict=True):
         shapes = [main.tensors[i].shape.tolist() for i in op.inputs if i >= 0 and main.tensors[i].shape is not None]
         for entry in float_layers:
             if op_name == entry["op"] and entry["weight_shape"] in shapes:
@@ -99,6 +97,16 @@ def _selective(converter, job):
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=denylisted_nodes(debugger.calibrated_model, job["float_layers"]))
     return debugger.get_nondebug_quantized_model()
+
+
+def op_kinds(model, graph):
+    """The builtin op name (``"UNIDIRECTIONAL_SEQUENCE_LSTM"``, ...) of each of ``graph``'s
+    operators, in order (``model``: the file's ``schema.ModelT``)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [model.operatorCodes[op.opcodeIndex] for op in graph.operators]
+    return [names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) for code in codes]
 
 
 def with_metadata(flat, name, data):

@@ -162,7 +162,7 @@ def _check_verify_data(verify_data, specs, limits):
         return
     if isinstance(verify_data, tuple) and len(verify_data) != 2:
         raise BadArgument(f"`verify_data` must be inputs x or a pair (x, y); received a tuple of {len(verify_data)}")
-    x, y = verify_data if isinstance(verify_data, tuple) else (verify_data, None)
+    x, y = fallbacks.split_verify_data(verify_data)
     if specs is not None:
         n = len(inputs.as_samples(x, specs, limits, "verify_data")[0])
         if y is not None and not isinstance(y, list) and len(y) != n:

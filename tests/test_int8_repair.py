@@ -14,6 +14,7 @@ from model_zoo import BUILDERS
 import converters
 import tf_vib
 from converters._int8_repair import MAX_CELL_SCALE, MIN_CELL_SCALE, repair_int8_lstm
+from converters._worker import op_kinds
 from tf_vib._keras import keras
 from tf_vib.compress._defaults import STATE_GATES
 
@@ -33,11 +34,9 @@ def _ops(flat):
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        yield names[max(code.builtinCode, code.deprecatedBuiltinCode)], op, graph
+    for kind, op in zip(op_kinds(model, graph), graph.operators, strict=True):
+        yield kind, op, graph
 
 
 def _params(tensor):
@@ -91,9 +90,8 @@ def _with_cell_scale(flat, scale):
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
     graph = model.subgraphs[0]
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM:
+    for kind, op in zip(op_kinds(model, graph), graph.operators, strict=True):
+        if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             graph.tensors[op.inputs[19]].quantization.scale = np.array([scale], np.float32)
     return _packed(model)
 
