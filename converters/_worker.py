@@ -186,6 +186,7 @@ def _packed(model):
 def run_job(job_dir, job):
     """Convert one job and invoke the result once; return the result record."""
     from converters._int8_repair import repair_int8_lstm
+    from converters._state_repair import untie_state_variables
     from converters.runtime import load_interpreter
 
     job_dir = pathlib.Path(job_dir)
@@ -199,6 +200,9 @@ def run_job(job_dir, job):
         flat = shorten_tensor_names(flat)
     flat = in_keras_order(flat, job)
     metadata = dict(job.get("metadata") or {})
+    flat, untied = untie_state_variables(flat)
+    if untied:
+        metadata["state_repairs"] = untied
     if job["quantization"] in ("int8", "auto"):
         flat, repairs = repair_int8_lstm(flat)
         if repairs:

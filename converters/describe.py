@@ -63,7 +63,9 @@ class TFLiteInfo:
         ``min_samples``; see `converters._fallback`), ``input_standardization``
         (``{"mean", "std"}``: the file standardises its raw input itself) and ``int8_repairs``
         (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
-        the converter, see ``converters/_int8_repair.py``).
+        the converter, see ``converters/_int8_repair.py``) and ``state_repairs`` (a line per
+        state variable of a recurrent op that the converter had shared with another op and
+        tf-vib untied, see ``converters/_state_repair.py``).
     """
 
     size_bytes: int
@@ -136,6 +138,8 @@ class TFLiteInfo:
             lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")
         if "int8_repairs" in notes:
             lines.append("int8 LSTM parameters corrected after conversion: " + "; ".join(notes["int8_repairs"]))
+        if "state_repairs" in notes:
+            lines.append("shared state variables untied after conversion: " + "; ".join(notes["state_repairs"]))
         return lines
 
     def __str__(self):
