@@ -53,6 +53,10 @@ def test_the_public_api_fits_on_one_screen():
     modules = {name for name in tf_vib.__all__ if isinstance(getattr(tf_vib, name), types.ModuleType)}
     assert modules == {"datasets", "layers", "sizes"}
     assert len(tf_vib.__all__) <= 30
+    import converters
+
+    assert not [name for name in converters.__all__ if isinstance(getattr(converters, name), types.ModuleType)]
+    assert len(converters.__all__) <= 30
 
 
 def _library_imports():
