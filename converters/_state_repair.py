@@ -31,7 +31,7 @@ def untie_state_variables(flat):
     line per repair (empty, and the same bytes, when no variable is shared)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from converters._worker import _packed, op_kinds
+    from converters._flatbuffer import op_kinds, packed
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
     repairs = []
@@ -59,7 +59,7 @@ def untie_state_variables(flat):
             readers_text = ", ".join(f"{kinds[i]} (op {i})" for i, _ in writers[1:] + others)
             repairs.append(f"state variable {name!r} of {kinds[writers[0][0]]} (op {writers[0][0]}) was also "
                            f"read by {readers_text}: given its own copy")
-    return (_packed(model), repairs) if repairs else (flat, [])
+    return (packed(model), repairs) if repairs else (flat, [])
 
 
 def _copy(model, graph, tensor, *, variable, schema):
