@@ -120,7 +120,7 @@ def test_the_file_records_each_batch_normalization_folded_or_kept(rng):
     model.get_layer("between").set_weights([np.full(6, 1.2), np.full(6, 0.1), np.linspace(-0.3, 0.3, 6),
                                             np.linspace(0.5, 1.0, 6)])  # rounding growth 1.5: it folds
     data = rng.normal(size=(128, T, F)).astype("float32")
-    files = converters.to_tflite_many(model, ["float32", "int8"], representative_data=data)
+    files = converters.to_tflite_many(model, ["float32", "int8"], representative_data=data, isolate=False)
     assert "batch_normalization" not in (converters.describe_tflite(files["float32"]).tf_vib or {})  # float keeps it
     info = converters.describe_tflite(files["int8"])
     records = {r["layer"]: r for r in info.tf_vib["batch_normalization"]}
