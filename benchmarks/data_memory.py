@@ -26,35 +26,25 @@ T, F, CLASSES, BATCH, CHUNK = 40, 32, 4, 128, 2000
 
 def write_shards(folder, name, samples, seed, shards=4):
     """``samples`` generated (x, y) written to ``shards`` TFRecord files, ``CHUNK`` at a time."""
-    import tensorflow as tf
+    from tf_vib.datasets import write_tfrecord
 
     rng = np.random.default_rng(seed)
-    paths = [os.path.join(folder, f"{name}-{i:02d}.tfrecord") for i in range(shards)]
-    writers = [tf.io.TFRecordWriter(p) for p in paths]
     centres = np.random.default_rng(99).normal(size=(CLASSES, F)).astype("float32")
-    for start in range(0, samples, CHUNK):
-        y = rng.integers(0, CLASSES, min(CHUNK, samples - start))
-        x = rng.normal(size=(len(y), T, F)).astype("float32") + centres[y][:, None, :] * 0.3
-        for row, (xs, label) in enumerate(zip(x, y, strict=True)):
-            writers[(start + row) % shards].write(tf.train.Example(features=tf.train.Features(feature={
-                "x": tf.train.Feature(float_list=tf.train.FloatList(value=xs.ravel())),
-                "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-            })).SerializeToString())
-    for writer in writers:
-        writer.close()
-    return paths
+
+    def chunks(count):
+        for start in range(0, count, CHUNK):
+            y = rng.integers(0, CLASSES, min(CHUNK, count - start))
+            yield rng.normal(size=(len(y), T, F)).astype("float32") + centres[y][:, None, :] * 0.3, y
+
+    sizes = [samples // shards + (i < samples % shards) for i in range(shards)]
+    return [write_tfrecord(os.path.join(folder, f"{name}-{i:02d}.tfrecord"), chunks(size))
+            for i, size in enumerate(sizes)]
 
 
 def read_shards(paths):
-    import tensorflow as tf
+    from tf_vib.datasets import read_tfrecords
 
-    spec = {"x": tf.io.FixedLenFeature([T * F], tf.float32), "y": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(records):
-        parsed = tf.io.parse_example(records, spec)
-        return tf.reshape(parsed["x"], (-1, T, F)), parsed["y"]
-
-    return tf.data.TFRecordDataset(paths).batch(BATCH).map(parse).prefetch(2)
+    return read_tfrecords(paths, (T, F), BATCH).prefetch(2)
 
 
 def child(folder, mode):

@@ -33,6 +33,8 @@ stripped Bidirectional model of the test zoo, same class as Keras went from 17.6
 
 import numpy as np
 
+from converters._flatbuffer import op_kinds, packed
+
 __all__ = ["repair_int8_lstm"]
 
 #: The cell-state scales the integer tanh handles: 0 to 6 integer bits (2^-15 to 2^-9).
@@ -51,8 +53,6 @@ def repair_int8_lstm(flat):
     (empty, and the same bytes, when nothing needed one)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from converters._worker import _packed, op_kinds
-
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
     repairs = []
     for graph in model.subgraphs:
@@ -64,7 +64,7 @@ def repair_int8_lstm(flat):
         for op, kind in zip(graph.operators, kinds, strict=True):
             if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
                 repairs += _repair_lstm(graph, op, schema)
-    return (_packed(model), repairs) if repairs else (flat, [])
+    return (packed(model), repairs) if repairs else (flat, [])
 
 
 def _params(tensor):

@@ -19,8 +19,9 @@ import traceback
 
 import numpy as np
 
-__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "denylisted_nodes", "op_kinds", "with_metadata",
-           "main"]
+from converters._flatbuffer import op_kinds, packed
+
+__all__ = ["run_job", "in_keras_order", "shorten_tensor_names", "denylisted_nodes", "with_metadata", "main"]
 
 
 def _fault(point):
@@ -99,16 +100,6 @@ def _selective(converter, job):
     return debugger.get_nondebug_quantized_model()
 
 
-def op_kinds(model, graph):
-    """The builtin op name (``"UNIDIRECTIONAL_SEQUENCE_LSTM"``, ...) of each of ``graph``'s
-    operators, in order (``model``: the file's ``schema.ModelT``)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [model.operatorCodes[op.opcodeIndex] for op in graph.operators]
-    return [names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) for code in codes]
-
-
 def with_metadata(flat, name, data):
     """The same file with a metadata entry ``name`` holding ``data`` (bytes); an entry of
     that name already there gets the new data (the parent rewrites ``tf_vib`` after verifying)."""
@@ -119,14 +110,14 @@ def with_metadata(flat, name, data):
     for entry in model.metadata or []:
         if (entry.name.decode() if isinstance(entry.name, bytes) else entry.name) == name:
             model.buffers[entry.buffer].data = values
-            return _packed(model)
+            return packed(model)
     buffer = schema.BufferT()
     buffer.data = values
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = name, len(model.buffers) - 1
     model.metadata = [*(model.metadata or []), entry]
-    return _packed(model)
+    return packed(model)
 
 
 def shorten_tensor_names(flat):
@@ -145,7 +136,7 @@ def shorten_tensor_names(flat):
             if index not in keep and tensor.name:
                 short = tensor.name.split(b";")[0].rsplit(b"/", 1)[-1]
                 tensor.name = short[:24]
-    return _packed(model)
+    return packed(model)
 
 
 def _arrays(path):
@@ -172,20 +163,13 @@ def in_keras_order(flat, job):
     if main.inputs.tolist() == wanted_inputs and main.outputs.tolist() == wanted_outputs:
         return flat
     main.inputs, main.outputs = np.array(wanted_inputs, np.int32), np.array(wanted_outputs, np.int32)
-    return _packed(model)
-
-
-def _packed(model):
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return packed(model)
 
 
 def run_job(job_dir, job):
     """Convert one job and invoke the result once; return the result record."""
     from converters._int8_repair import repair_int8_lstm
+    from converters._state_repair import untie_state_variables
     from converters.runtime import load_interpreter
 
     job_dir = pathlib.Path(job_dir)
@@ -199,6 +183,9 @@ def run_job(job_dir, job):
         flat = shorten_tensor_names(flat)
     flat = in_keras_order(flat, job)
     metadata = dict(job.get("metadata") or {})
+    flat, untied = untie_state_variables(flat)
+    if untied:
+        metadata["state_repairs"] = untied
     if job["quantization"] in ("int8", "auto"):
         flat, repairs = repair_int8_lstm(flat)
         if repairs:

@@ -66,7 +66,9 @@ class TFLiteInfo:
         and bias it was folded into, or None where it stayed, see `converters.plan.batchnorm`)
         and ``int8_repairs``
         (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
-        the converter, see ``converters/_int8_repair.py``).
+        the converter, see ``converters/_int8_repair.py``) and ``state_repairs`` (a line per
+        state variable of a recurrent op that the converter had shared with another op and
+        tf-vib untied, see ``converters/_state_repair.py``).
     """
 
     size_bytes: int
@@ -145,6 +147,8 @@ class TFLiteInfo:
                          + ("; kept: " + ", ".join(kept) if kept else ""))
         if "int8_repairs" in notes:
             lines.append("int8 LSTM parameters corrected after conversion: " + "; ".join(notes["int8_repairs"]))
+        if "state_repairs" in notes:
+            lines.append("shared state variables untied after conversion: " + "; ".join(notes["state_repairs"]))
         return lines
 
     def __str__(self):

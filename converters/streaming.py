@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from converters import verify as verifying
+from converters._outputs import per_output_labels, tasks_and_shapes
 from converters.describe import describe_tflite
 from converters.inputs import input_names, output_names
 from converters.plan import UnrolledGRU, UnrolledSimpleRNN, without_masks
@@ -388,9 +389,9 @@ def verify_streaming(model, tflite, x, y=None, *, quantization=None, num_threads
     # verify's own label checks, by each output's rank in the whole-clip model (3: one label
     # per step); per-step labels are then flattened like the outputs they are compared with
     ranks = [3 if per_step else 2 for per_step in signature.per_step]
-    tasks, shapes = verifying.tasks_and_shapes(model, bridge.to_internal(model, "model")[0])
+    tasks, shapes = tasks_and_shapes(model, bridge.to_internal(model, "model")[0])
     labels = [None if lab is None else lab.reshape(-1) if shape is None else lab
-              for lab, shape in zip(verifying._per_output_labels(y, len(arrays[0]), ranks, shapes), shapes,
+              for lab, shape in zip(per_output_labels(y, len(arrays[0]), ranks, shapes), shapes,
                                     strict=True)]
     pairs = []
     for e, g, per_step in zip(expected, got, signature.per_step, strict=True):

@@ -10,6 +10,7 @@ from tf_vib._checks import BadArgument
 from tf_vib._keras import keras, tf
 from tf_vib.compress import _data, _prepare, _resume
 from tf_vib.compress._stream import SAMPLE_BATCHES
+from tf_vib.datasets import read_tfrecords, write_tfrecord
 
 T, F, CLASSES, BATCH = 6, 3, 2, 16
 N_TRAIN, N_VAL = 160, 48
@@ -23,28 +24,14 @@ def _arrays(n, seed):
 
 
 def _write_shards(folder, name, x, y, shards):
-    paths = []
-    for index, rows in enumerate(np.array_split(np.arange(len(y)), shards)):
-        path = str(folder / f"{name}-{index:02d}.tfrecord")
-        with tf.io.TFRecordWriter(path) as writer:
-            for row in rows:
-                writer.write(tf.train.Example(features=tf.train.Features(feature={
-                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[row].ravel())),
-                    "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[y[row]])),
-                })).SerializeToString())
-        paths.append(path)
-    return paths
+    """The rows in order over ``shards`` files: reading them in order gives the rows back."""
+    return [write_tfrecord(folder / f"{name}-{index:02d}.tfrecord", [(x[rows], y[rows])])
+            for index, rows in enumerate(np.array_split(np.arange(len(y)), shards))]
 
 
 def _read_shards(paths):
     """Batches of (x, y) parsed from the shards: a dataset of unknown cardinality."""
-    spec = {"x": tf.io.FixedLenFeature([T * F], tf.float32), "y": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(records):
-        parsed = tf.io.parse_example(records, spec)
-        return tf.reshape(parsed["x"], (-1, T, F)), parsed["y"]
-
-    return tf.data.TFRecordDataset(paths).batch(BATCH).map(parse)
+    return read_tfrecords(paths, (T, F), BATCH)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tf_vib import datasets
+from tf_vib._checks import BadArgument
 from tf_vib._keras import keras
 from tf_vib.datasets import features as features_module
 
@@ -223,6 +224,31 @@ def test_load_dispatches_by_name():
     assert datasets.load("digits_rows", 0.5).x_test.shape == (898, 8, 8)
     with pytest.raises(ValueError, match="synthetic_actions.*JapaneseVowels.*received 'nope'"):
         datasets.load("nope")
+
+
+def test_tfrecord_shards_give_back_the_rows_in_order_from_chunks(tmp_path, rng):
+    x, y = rng.normal(size=(7, 4, 3)).astype("float32"), rng.integers(0, 5, 7)
+    chunks = ((x[a:b], y[a:b]) for a, b in ((0, 3), (3, 5)))  # a generator: rows 0-4 in two chunks
+    paths = [datasets.write_tfrecord(tmp_path / "a.tfrecord", chunks),
+             datasets.write_tfrecord(str(tmp_path / "b.tfrecord"), [(x[5:], y[5:])])]
+    batches = list(datasets.read_tfrecords(paths, (4, 3), batch_size=2).as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p: datasets.write_tfrecord(3, []), r"`path` must be a file path .*received 3"),
+    (lambda p: datasets.write_tfrecord(p, [np.zeros((2, 3))]), r"`batches\[0\]` must be a pair \(x, y\)"),
+    (lambda p: datasets.write_tfrecord(p, [(np.zeros((2, 3)), np.zeros(2))]),
+     r"`batches\[0\]`'s y must be 2 integer class indices.*dtype float64"),
+    (lambda p: datasets.read_tfrecords(p, (4, 3)), r"`paths` must be a list of file paths"),
+    (lambda p: datasets.read_tfrecords([p], (4, 0)), r"`sample_shape` must be a tuple of integers >= 1"),
+    (lambda p: datasets.read_tfrecords([p], (4, 3), batch_size=0), r"`batch_size` must be an integer >= 1"),
+])
+def test_tfrecord_helpers_reject_bad_arguments(tmp_path, call, match):
+    with pytest.raises(BadArgument, match=match):
+        call(str(tmp_path / "x.tfrecord"))
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -13,8 +13,8 @@ from model_zoo import BUILDERS
 
 import converters
 import tf_vib
+from converters._flatbuffer import op_kinds, packed
 from converters._int8_repair import MAX_CELL_SCALE, MIN_CELL_SCALE, repair_int8_lstm
-from converters._worker import op_kinds
 from tf_vib._keras import keras
 from tf_vib.compress._defaults import STATE_GATES
 
@@ -86,14 +86,12 @@ def _with_cell_scale(flat, scale):
     """The file with every int8 LSTM's cell-state scale set to ``scale``."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from converters._worker import _packed
-
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
     graph = model.subgraphs[0]
     for kind, op in zip(op_kinds(model, graph), graph.operators, strict=True):
         if kind == "UNIDIRECTIONAL_SEQUENCE_LSTM":
             graph.tensors[op.inputs[19]].quantization.scale = np.array([scale], np.float32)
-    return _packed(model)
+    return packed(model)
 
 
 @pytest.mark.parametrize("scale, fixed", [(2.0 ** -17, MIN_CELL_SCALE), (2.0 ** -8, MAX_CELL_SCALE)])

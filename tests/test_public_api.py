@@ -53,3 +53,60 @@ def test_the_public_api_fits_on_one_screen():
     modules = {name for name in tf_vib.__all__ if isinstance(getattr(tf_vib, name), types.ModuleType)}
     assert modules == {"datasets", "layers", "sizes"}
     assert len(tf_vib.__all__) <= 30
+    import converters
+
+    assert not [name for name in converters.__all__ if isinstance(getattr(converters, name), types.ModuleType)]
+    assert len(converters.__all__) <= 30
+
+
+def _library_imports():
+    """``{module: the library modules it imports}``, read from the source of tf_vib and
+    converters, function-level imports included (a lazy import is a dependency too)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(tf_vib.__file__).parents[1]
+    paths = {}
+    for path in [*root.glob("tf_vib/**/*.py"), *root.glob("converters/**/*.py")]:
+        parts = path.relative_to(root).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name):  # the module itself, or the package whose name it is in
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for module, path in paths.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {known(a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *[base][:bool(base)]])
+                found |= {known(f"{base}.{a.name}") if f"{base}.{a.name}" in paths else known(base) for a in node.names}
+        graph[module] = found - {"", module}
+    return graph
+
+
+def test_no_import_cycle_among_the_library_modules():
+    graph = _library_imports()
+    assert "converters._tflite_model" in graph["converters.runtime"]  # a relative import, resolved
+    state, cycles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                cycles.append(path[path.index(imported):] + [imported])
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)

@@ -1,6 +1,7 @@
 """converters.runtime and the Raspberry Pi runner: runtime choice, state reset, the CLIs."""
 
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -133,15 +134,23 @@ def test_compare_latency_left_the_runner_and_its_old_name_warns():
 
 
 def test_the_pi_runner_needs_only_numpy_and_a_runtime(lstm_file, tmp_path, rng):
+    """The runner's files, copied out of the repository as a user copies the example folder
+    to the Pi (links followed), run a file with tf-vib, TensorFlow and Keras unimportable."""
     model, flat = lstm_file
+    folder = RUNNER.parent
     assert RUNNER.resolve() == (ROOT / "converters" / "runtime.py").resolve()
+    links = {path.name: path.resolve() for path in folder.glob("*.py") if path.is_symlink()}
+    assert links == {"tflite_runner.py": ROOT / "converters" / "runtime.py",
+                     "_tflite_model.py": ROOT / "converters" / "_tflite_model.py"}
+    for path in folder.glob("*.py"):
+        shutil.copyfile(path, tmp_path / path.name)  # the content, not the link
     (tmp_path / "model.tflite").write_bytes(flat)
     x = rng.normal(size=(12, 5, 3)).astype("float32")
     y = model.predict(x, verbose=0).argmax(-1)
     np.savez(tmp_path / "inputs.npz", x=x, y=y)
     (tmp_path / "sitecustomize.py").write_text(DEVICE_ONLY)
     result = subprocess.run(
-        [sys.executable, str(RUNNER), "model.tflite", "inputs.npz", "--repeats", "2"],
+        [sys.executable, "tflite_runner.py", "model.tflite", "inputs.npz", "--repeats", "2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )

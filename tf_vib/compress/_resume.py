@@ -117,13 +117,11 @@ class Checkpoints:
                 raise BadArgument(f"`checkpoint_dir` {str(self.path)!r} holds an unreadable {MANIFEST} "
                                   f"({error}): pass a new or empty folder to start afresh") from None
             self._refuse_other(arguments)
-            self.resumed = True
         else:
             if self.path.exists() and any(self.path.iterdir()):
                 raise BadArgument(f"`checkpoint_dir` {str(self.path)!r} is not empty and holds no compress() "
                                   f"checkpoint ({MANIFEST}): pass a new or empty folder")
             self.manifest = {"format": FORMAT, "arguments": arguments, "stages": {}, "trials": []}
-            self.resumed = False
             self.save()
 
     def _refuse_other(self, arguments):

@@ -11,7 +11,9 @@ int64 labels ``0..n_classes-1``):
 
 `load(name, **kwargs)` calls any of them by name; `pad_sequences` pads sequences of different
 lengths (e.g. a list of aeon series) into one array; `select_frames` keeps the frames a
-frame-pruned model reads (``compress(..., frame_masks=True)``).
+frame-pruned model reads (``compress(..., frame_masks=True)``); `write_tfrecord` and
+`read_tfrecords` put labelled sequences in TFRecord shards and stream them back as the
+``tf.data.Dataset`` compress() reads without loading it.
 """
 
 from tf_vib.datasets.action_sets import hmdb51, ucf11, ucf101, ucf101_tfds
@@ -39,6 +41,7 @@ from tf_vib.datasets.synthetic import (
     synthetic_actions,
     write_videos,
 )
+from tf_vib.datasets.tfrecord import read_tfrecords, write_tfrecord
 from tf_vib.datasets.video import (
     VIDEO_EXTENSIONS,
     class_folders,
@@ -52,6 +55,8 @@ __all__ = [
     "stratified_split",
     "pad_sequences",
     "select_frames",
+    "write_tfrecord",
+    "read_tfrecords",
     "load",
     "LOADERS",
     "digits_rows",

@@ -1,0 +1,1 @@
+../../converters/_tflite_model.py
