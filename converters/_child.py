@@ -51,7 +51,7 @@ def _crash_error(job, returncode, log):
         name = signal.Signals(-returncode).name
     except ValueError:
         name = f"signal {-returncode}"
-    recurrent = [p for p in job.plans if p.kind != "SelectFeatures"]
+    recurrent = [p for p in job.plans if p.kind != "SelectFeatures" and "BatchNormalization" not in p.kind]
     loops = [p for p in recurrent if "WHILE" in p.becomes]
     hint = ""
     if job.quantization == "int8" and loops:

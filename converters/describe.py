@@ -61,7 +61,10 @@ class TFLiteInfo:
         steps: ``used``, the plan the file has, and ``attempts``, each with its ``plan``,
         ``int8`` and ``float32`` layers, ``file`` mode, ``outcome`` and ``verification``, and
         ``min_samples``; see `converters._fallback`), ``input_standardization``
-        (``{"mean", "std"}``: the file standardises its raw input itself) and ``int8_repairs``
+        (``{"mean", "std"}``: the file standardises its raw input itself), ``batch_normalization``
+        (one ``{"layer", "folded_into", "why"}`` per BatchNormalization: the layer whose kernel
+        and bias it was folded into, or None where it stayed, see `converters.plan.batchnorm`)
+        and ``int8_repairs``
         (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
         the converter, see ``converters/_int8_repair.py``) and ``state_repairs`` (a line per
         state variable of a recurrent op that the converter had shared with another op and
@@ -136,6 +139,12 @@ class TFLiteInfo:
         if "input_standardization" in notes:
             s = notes["input_standardization"]
             lines.append(f"input standardised in the file: (x - mean) / std, mean {s['mean']}, std {s['std']}")
+        if "batch_normalization" in notes:
+            entries = notes["batch_normalization"]
+            folded = [f"{e['layer']} -> {e['folded_into']}" for e in entries if e["folded_into"]]
+            kept = [f"{e['layer']} {e['why']}" for e in entries if not e["folded_into"]]
+            lines.append("BatchNormalization folded into the layer reading it: " + (", ".join(folded) or "none")
+                         + ("; kept: " + ", ".join(kept) if kept else ""))
         if "int8_repairs" in notes:
             lines.append("int8 LSTM parameters corrected after conversion: " + "; ".join(notes["int8_repairs"]))
         if "state_repairs" in notes:

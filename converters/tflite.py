@@ -79,7 +79,7 @@ class _Job:
     def refresh_metadata(self):
         unplanned = planning.unplanned_layers(self.model) if self.quantization_plans is not None else ()
         self.metadata = planning.file_metadata(self.quantization_plans, self.standardize, unplanned,
-                                               self.convert_as != "float32")
+                                               self.convert_as != "float32", self.plans)
 
     def mode_text(self):
         return self.quantization + (" with int8 input/output" if self.int8_io else "")

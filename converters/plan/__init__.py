@@ -1,6 +1,7 @@
 """The Keras side of conversion: what each layer becomes in TFLite, and the exported graph.
 
-`prepare` is the entry point. What each recurrent layer becomes (and the table of it) is in
+`prepare` is the entry point. In the int8 modes, inference-mode BatchNormalizations are folded
+into the layer that reads them (`converters.plan.batchnorm`). What each recurrent layer becomes (and the table of it) is in
 `converters.plan.recurrent`; the ``SelectFeatures`` folding in `converters.plan.features`;
 the fused LSTM's unit padding in `converters.plan.padding`; the traced function in
 `converters.plan.export`; ``quantization="auto"``'s per-layer modes in
@@ -10,6 +11,7 @@ the fused LSTM's unit padding in `converters.plan.padding`; the traced function 
 
 from converters.inputs import input_specs
 from converters.plan._common import LayerPlan, clone_with
+from converters.plan.batchnorm import BatchNormPlan, batch_norm_records, fold_batch_norms
 from converters.plan.export import export_function, unsupported_ops
 from converters.plan.features import FEATURE_SELECTIONS, fold_feature_selection
 from converters.plan.padding import (
@@ -39,6 +41,8 @@ from tf_vib.layers.base import is_vib_layer
 __all__ = [
     "FEATURE_SELECTIONS",
     "LayerPlan",
+    "BatchNormPlan",
+    "fold_batch_norms",
     "fold_feature_selection",
     "pad_units",
     "padded_units",
@@ -64,7 +68,10 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
             feature_selection="auto", unit_multiple="auto"):
     """A plain model ready to trace, its input spec, and the plan of its layers.
 
-    VIB layers are stripped first (``tf_vib.strip_masks``), then each ``SelectFeatures``
+    VIB layers are stripped first (``tf_vib.strip_masks``); in the int8 modes (``int8``,
+    ``auto``) each BatchNormalization that can be is folded into the layer reading it
+    (`fold_batch_norms`; the float modes keep it: the fold saved no time there and lost
+    float16 precision on an offset input, docs/deployment.md); then each ``SelectFeatures``
     gather is folded into zero kernel rows where that is cheaper
     (`fold_feature_selection`), recurrent layers get their TFLite form, and fused LSTMs
     are padded to a multiple of ``unit_multiple`` units (`pad_units`). The user's model is
@@ -73,12 +80,13 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     Returns:
       ``(model, [tf.TensorSpec], [LayerPlan])``: one spec per input (see `input_specs`);
       the plans of the recurrent layers, then those of the ``SelectFeatures`` layers, then
-      those of the padding.
+      those of the padding, then those of the BatchNormalizations (`BatchNormPlan`).
     """
     multiple = resolve_unit_multiple(unit_multiple, quantization)
     model = without_masks(model)
     specs = input_specs(model, batch_size, time_steps)
     model = _with_fixed_steps(model, specs)
+    model, norm_plans = fold_batch_norms(model) if quantization in ("int8", "auto") else (model, [])
     model, feature_plans = fold_feature_selection(model, feature_selection)
     plans, replacements = [], {}
     for node in graph_nodes(model):
@@ -91,7 +99,7 @@ def prepare(model, *, quantization, batch_size, time_steps=None, recurrent_plan=
     if replacements:
         model = clone_with(model, replacements)
     model, padding_plans = pad_units(model, multiple)
-    return model, specs, plans + feature_plans + padding_plans
+    return model, specs, plans + feature_plans + padding_plans + norm_plans
 
 
 def without_masks(model):
@@ -117,7 +125,7 @@ def _with_fixed_steps(model, specs):
     return rebuild(model, new_input=new_input)
 
 
-def file_metadata(quantization_plans, standardize, unplanned=(), int8_file=True):
+def file_metadata(quantization_plans, standardize, unplanned=(), int8_file=True, plans=()):
     """The file's ``tf_vib`` metadata entry (read back by `converters.describe_tflite`), or None.
 
     Args:
@@ -125,8 +133,12 @@ def file_metadata(quantization_plans, standardize, unplanned=(), int8_file=True)
       standardize: ``(mean, std)`` from `check_standardize`, or None.
       unplanned: ``auto``: `unplanned_layers` of the model; int8_file: whether the file has
         int8 layers (then those are int8 where the quantizer can, else float32).
+      plans: `prepare`'s plans; its `BatchNormPlan` ones are recorded as ``batch_normalization``.
     """
     metadata = {}
+    norms = batch_norm_records(plans)
+    if norms:
+        metadata["batch_normalization"] = norms
     if quantization_plans is not None:
         metadata["quantization_plan"] = [
             {"layer": p.name, "kind": p.kind, "mode": p.becomes.split()[0], "why": p.becomes}

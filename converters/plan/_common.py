@@ -5,7 +5,10 @@ import dataclasses
 from tf_vib._graph import rebuild
 from tf_vib._keras import keras
 
-__all__ = ["LayerPlan", "has_input_mask", "one_kernel_consumer", "clone_with"]
+__all__ = ["LayerPlan", "has_input_mask", "one_kernel_consumer", "clone_with", "SKIP"]
+
+#: A `clone_with` replacement that leaves the layer out: its node's input passes through.
+SKIP = object()
 
 
 @dataclasses.dataclass
@@ -32,9 +35,9 @@ def _kernel_rows_are_features(layer):
         keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 
-def one_kernel_consumer(node, users, model, calls):
+def one_kernel_consumer(node, users, model, calls, accepts=_kernel_rows_are_features):
     """Why the output of ``node`` is not the sole input of one kernel layer (Dense, LSTM,
-    GRU, SimpleRNN) whose kernel rows can change, or None if it is.
+    GRU, SimpleRNN; ``accepts(layer)`` says which) whose kernel rows can change, or None if it is.
 
     ``calls`` counts the nodes of each layer in this model's graph (a stripped Sequential
     reuses layers that were called once more to build it, so the layers' own node lists
@@ -45,7 +48,7 @@ def one_kernel_consumer(node, users, model, calls):
     if len(users) != 1:
         return f"its output feeds {len(users)} layers"
     consumer = users[0].layer
-    if not _kernel_rows_are_features(consumer):
+    if not accepts(consumer):
         return f"it feeds a {type(consumer).__name__}"
     if len(users[0].keras_inputs) != 1:
         return f"{consumer.name!r} is called with more than one input"
@@ -58,11 +61,14 @@ def one_kernel_consumer(node, users, model, calls):
 
 def clone_with(model, replacements):
     """``model`` rebuilt (`tf_vib._graph.rebuild`) with the layers of ``replacements``
-    (``{id(layer): new layer}``, weights in ``new._tf_vib_weights`` where they change)."""
+    (``{id(layer): new layer}``, weights in ``new._tf_vib_weights`` where they change; `SKIP`:
+    the layer is left out, its one input taking its place)."""
     def replace(call):
         new = replacements.get(id(call.layer))
         if new is None:
             return None
+        if new is SKIP:
+            return call.inputs[0]
         outputs = call.call(new)
         if hasattr(new, "_tf_vib_weights"):
             new.set_weights(new._tf_vib_weights)
