@@ -65,13 +65,17 @@ def test_targets_from_counts(har):
     assert costs["ai-edge-litert"]["baseline float32"]["cnn_per_clip"] == 880
     assert costs["ai-edge-litert"]["compressed auto"]["cnn_share"] == pytest.approx(180 / 220)
     result = {"accuracy": {"baseline": {"keras": 0.90, "tflite float32": 0.90},
-                           "compressed": {"keras": 0.895, "tflite auto": 0.88}},
+                           "compressed": {"keras": 0.895, "tflite float32": 0.895, "tflite auto": 0.88}},
               "frames": {"kept": [0, 4, 7], "of": 8}, "instructions": costs,
-              "raw_counts": {"ai-edge-litert": by_file}, "streaming": {"file": "s"}}
+              "raw_counts": {"ai-edge-litert": by_file},
+              "streaming": {"float32": {"file": "s"}, "auto": {"error": "no file"}}}
     checks = har.targets(result)
     assert checks["frames"]["met"] and checks["frames"]["ratio"] == pytest.approx(8 / 3)
-    pipeline = checks["pipeline"]["ai-edge-litert"]
-    assert pipeline["ratio"] == pytest.approx(1000 / 240) and not pipeline["met"]  # 2 points lost
-    assert checks["streaming"]["ai-edge-litert"]["ratio"] == pytest.approx(300 / 240)
-    assert not checks["streaming"]["ai-edge-litert"]["met"]
+    auto = checks["pipeline"]["ai-edge-litert"]["compressed auto"]
+    assert auto["ratio"] == pytest.approx(1000 / 240) and not auto["met"]  # 2 points lost
+    float32 = checks["pipeline"]["ai-edge-litert"]["compressed float32"]
+    assert float32["ratio"] == pytest.approx(1000 / 400) and not float32["met"]  # 2.5x only
+    # the streaming file is judged against the whole-clip file of its own mode
+    assert checks["streaming"]["ai-edge-litert"] == {"float32": {"per_invoke": 100, "ratio": pytest.approx(300 / 400),
+                                                                 "met": True}}
     json.dumps(checks)
