@@ -1,6 +1,7 @@
 """What the layers users write around their RNNs become in TFLite, and how each file verifies.
 
     PYTHONPATH=. python benchmarks/layers_around_rnn.py      # writes the JSON, prints the table
+    PYTHONPATH=. python benchmarks/layers_around_rnn.py --only BatchNormalization   # rerun some rows
 
 Each architecture alone: ``Input((8, 4))``, the layers, a ``Dense(3)`` head (per step for the
 tagger), trained 25 epochs (Adam 1e-2, seed 0) on a synthetic 3-class task (the class is the
@@ -107,14 +108,26 @@ def table(rows):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
+    """Measure every architecture, or (``--only TEXT``) those whose name holds TEXT, keeping the
+    other rows of the JSON; each row records the commit it was measured at."""
+    import argparse
     import subprocess
 
-    rows = [measure(name, build, per_step) for name, (build, per_step) in ARCHITECTURES.items()]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="rerun only the rows whose name contains this")
+    args = parser.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     out = ROOT / "results" / "layers_around_rnn.json"
-    out.write_text(json.dumps({"commit": commit, "rows": rows}, indent=1, default=float))
+    old = {row["model"]: row for row in json.loads(out.read_text())["rows"]} if out.exists() else {}
+    rows = []
+    for name, (build, per_step) in ARCHITECTURES.items():
+        if args.only is None or args.only in name or name not in old:
+            rows.append({**measure(name, build, per_step), "commit": commit})
+        else:
+            rows.append(old[name])
+    out.write_text(json.dumps({"rows": rows}, indent=1, default=float))
     print(table(rows))
 
 
