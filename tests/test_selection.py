@@ -113,6 +113,26 @@ def test_the_scan_skips_the_bisections_failures_instead_of_stopping_on_them(monk
     assert tried == [6, 3, 1, 2, 0]
 
 
+def test_candidates_that_differ_only_in_frames_are_each_tried_fewest_frames_first(monkeypatch):
+    """Frame pruning leaves the parameter count as it is: a candidate with fewer frames at the
+    same parameters is smaller (Candidate.cost), not a duplicate to drop."""
+    monkeypatch.setattr(_candidates, "strip_masks", lambda model, **kwargs: model.current)
+    candidates = [Candidate(9, 0.0, 500, 0.5, ["8 frames"], frames=8),
+                  Candidate(8, 0.0, 500, 0.5, ["3 frames"], frames=3),
+                  Candidate(7, 0.0, 400, 0.5, ["400 x 8"], frames=8)]
+    assert [c.cost for c in candidates] == [4000, 1500, 3200]
+    passes = {"8 frames": 0.95, "3 frames": 0.95, "400 x 8": 0.5}
+    tried = []
+
+    def tune(plain, target):
+        tried.append(plain[0])
+        return passes[plain[0]]
+
+    chosen, _, accuracy, trials = choose_smallest(_FakeVIB(), candidates, Scorer("accuracy", True, bound=0.9), tune)
+    assert chosen.weights == ["3 frames"] and accuracy == 0.95
+    assert "3 frames" in tried and len(trials) == len(tried)
+
+
 def test_stop_at_score_ends_training_at_the_first_epoch_that_reaches_the_target():
     stop = StopAtScore(0.9)
     stop.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))

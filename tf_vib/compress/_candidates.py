@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from tf_vib._checks import check_int
+from tf_vib._frames import kept_frames
 from tf_vib._keras import keras
 from tf_vib.compress._finetune import Distiller
 from tf_vib.compress._scorer import ACCURACY
@@ -24,7 +25,14 @@ from tf_vib.compress._stream import fit_data
 from tf_vib.compress._training import BestWeights, vib_layers
 from tf_vib.surgery import strip_masks
 
-__all__ = ["Candidate", "Snapshots", "StopAtScore", "choose_smallest", "fine_tune"]
+__all__ = ["Candidate", "Snapshots", "StopAtScore", "choose_smallest", "fine_tune", "frame_count"]
+
+
+def frame_count(vib_model, threshold):
+    """How many frames ``vib_model``'s TimeMask keeps at ``threshold`` (at least one, as
+    stripping keeps), or None without a TimeMask."""
+    kept = kept_frames(vib_model, threshold=threshold, min_units=1)
+    return None if kept is None else len(kept["kept"])
 
 
 @dataclasses.dataclass
@@ -34,6 +42,14 @@ class Candidate:
     params: int
     masked_accuracy: float  # the masked model's validation score, in the run's metric
     weights: list
+    frames: int | None = None  # frames kept by a TimeMask at ``threshold``; None without one
+
+    @property
+    def cost(self):
+        """What the candidate costs per sample, for ordering: its parameters, times the frames
+        it reads when a TimeMask prunes frames (each kept frame runs the per-frame layers and
+        one recurrent step, so a candidate with fewer frames is smaller at equal parameters)."""
+        return self.params * (self.frames or 1)
 
 
 def fine_tune(model, train, val, *, scorer=ACCURACY, epochs, batch_size, learning_rate, loss, verbose,
@@ -67,7 +83,8 @@ def fine_tune(model, train, val, *, scorer=ACCURACY, epochs, batch_size, learnin
 def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False, patience=2, log=None):
     """The smallest candidate whose fine-tuned validation score meets ``scorer.bound``.
 
-    Candidates are sorted by size (one per size). The search starts from the smallest
+    Candidates are sorted by size, ``Candidate.cost`` (one per parameter count and frame
+    count). The search starts from the smallest
     candidate that meets the bound before any fine-tuning (else from the largest), bisects
     below it, then scans the smaller candidates it has not tried, downwards, until
     ``patience`` of them in a row fail: on a small validation set one unlucky sample fails a
@@ -100,8 +117,8 @@ def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False
     """
     patience = check_int("patience", patience)
     by_size = {}
-    for candidate in sorted(candidates, key=lambda c: (c.params, -scorer.key(c.masked_accuracy), -c.epoch)):
-        by_size.setdefault(candidate.params, candidate)
+    for candidate in sorted(candidates, key=lambda c: (c.cost, c.params, -scorer.key(c.masked_accuracy), -c.epoch)):
+        by_size.setdefault((candidate.params, candidate.frames), candidate)
     ordered = list(by_size.values())
     tried = {}
 
@@ -115,7 +132,8 @@ def choose_smallest(vib_model, candidates, scorer, tune, *, search_on_miss=False
             tuned = tune(plain, target)
             tried[index] = (plain, tuned)
             if log:
-                log(f"candidate {index + 1}/{len(ordered)}: {candidate.params:,} parameters (epoch "
+                frames = "" if candidate.frames is None else f", {candidate.frames} frames"
+                log(f"candidate {index + 1}/{len(ordered)}: {candidate.params:,} parameters{frames} (epoch "
                     f"{candidate.epoch + 1}, threshold {candidate.threshold:g}), validation "
                     f"{scorer.describe(candidate.masked_accuracy)} masked, {scorer.describe(tuned)} fine-tuned")
         return scorer.meets(tried[index][1], target)
@@ -215,11 +233,11 @@ class Snapshots(keras.callbacks.Callback):
         kept = [m.kept(self.threshold) for m in self._masks]
         structure = b"".join(np.packbits(k).tobytes() for k in kept)
         if structure not in self._params:
-            self._params[structure] = strip_masks(self.vib_model, threshold=self.threshold,
-                                                  min_units=1).count_params()
+            self._params[structure] = (strip_masks(self.vib_model, threshold=self.threshold, min_units=1).count_params(),
+                                       frame_count(self.vib_model, self.threshold))
+        params, frames = self._params[structure]
         weights = [w.copy() for w in self.vib_model.get_weights()]
-        self.candidates.append(Candidate(epoch, self.threshold, self._params[structure], masked_score,
-                                         weights))
+        self.candidates.append(Candidate(epoch, self.threshold, params, masked_score, weights, frames))
         self._kept = sum(int(k.sum()) for k in kept)
 
     def on_train_begin(self, logs=None):

@@ -164,7 +164,8 @@ class Checkpoints:
         stage["candidates"] = [row for row in stage.get("candidates", []) if row["epoch"] < start]
         for row in stage["candidates"]:
             snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
-                                                  row["masked_accuracy"], self._read(snapshots.vib_model, row["path"])))
+                                                  row["masked_accuracy"], self._read(snapshots.vib_model, row["path"]),
+                                                  row.get("frames")))
         if snapshots.candidates:
             snapshots._kept = sum(int(m.kept(snapshots.threshold).sum()) for m in snapshots._masks)
         if start:
@@ -178,7 +179,8 @@ class Checkpoints:
         path = f"vib/candidates/{index}"
         tf.train.Checkpoint(model=snapshots.vib_model).write(str(self.path / path))
         row = {"epoch": int(candidate.epoch), "threshold": float(candidate.threshold),
-               "params": int(candidate.params), "masked_accuracy": float(candidate.masked_accuracy), "path": path}
+               "params": int(candidate.params), "masked_accuracy": float(candidate.masked_accuracy), "path": path,
+               "frames": candidate.frames}
         self.stage(name).setdefault("candidates", []).append(row)
         self.save()
 

@@ -6,7 +6,13 @@ import dataclasses
 import numpy as np
 
 from tf_vib._keras import keras
-from tf_vib.compress._candidates import Candidate, Snapshots, StopAtScore, choose_smallest
+from tf_vib.compress._candidates import (
+    Candidate,
+    Snapshots,
+    StopAtScore,
+    choose_smallest,
+    frame_count,
+)
 from tf_vib.compress._iss import ISSPenalty, zero_small_groups
 from tf_vib.compress._schedules import VIBSchedule, VIBScheduleCallback
 from tf_vib.compress._stream import batches_of, fit_data
@@ -43,7 +49,8 @@ def train_and_choose(run, original):
     if checkpoints is not None and s["epochs"] and checkpoints.vib_done(name, vib_model, None):
         for row in checkpoints.stage(name).get("candidates", []):
             snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
-                                                  row["masked_accuracy"], checkpoints._read(vib_model, row["path"])))
+                                                  row["masked_accuracy"], checkpoints._read(vib_model, row["path"]),
+                                                  row.get("frames")))
         checkpoints._read_into(vib_model, checkpoints.stage(name)["path"])
         run.histories[name] = checkpoints.history(name)
     elif s["epochs"]:
@@ -70,13 +77,14 @@ def train_and_choose(run, original):
 
     run.start("select", f"the smallest candidate that fine-tunes to validation {run.scorer.condition()}")
     candidates = list(snapshots.candidates)
-    smallest = min(candidates, key=lambda c: (c.params, -c.epoch))
+    smallest = min(candidates, key=lambda c: (c.cost, c.params, -c.epoch))
     if run.vib:
         vib_model.set_weights(smallest.weights)
         for threshold in sorted(set(float(t) for t in run.thresholds) - {base_threshold}):
             plain = strip_masks(vib_model, threshold=threshold, min_units=1, input_frames="all")
             candidates.append(Candidate(smallest.epoch, threshold, plain.count_params(),
-                                        run.scorer.score_on(plain, run.data.val), smallest.weights))
+                                        run.scorer.score_on(plain, run.data.val), smallest.weights,
+                                        frame_count(vib_model, threshold)))
     epochs_run = {}
 
     def trial(plain, target):
@@ -148,7 +156,7 @@ def trim(run, chosen, trial, target):
     run.log(f"trimmed to a multiple of {multiple} ({what}): validation {run.scorer.describe(masked)} "
              f"before, {tuned:.4g} fine-tuned: "
              + ("accepted" if accepted else f"refused, target {run.scorer.describe(target)}"))
-    candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights)
+    candidate = Candidate(chosen.epoch, chosen.threshold, plain.count_params(), masked, weights, chosen.frames)
     run.report.candidates.append(candidate_row(candidate))
     run.report.trials.append((candidate.params, masked, tuned))
     run.report.trim = {"layers": {name: {"units": a, "trimmed_units": b} for name, (a, b) in sizes.items()},
