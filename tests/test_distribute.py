@@ -26,17 +26,29 @@ def _env(**extra):
 @pytest.mark.slow
 def test_mirrored_over_two_devices_matches_one_device(tmp_path):
     out = tmp_path / "local.json"
-    subprocess.run([sys.executable, str(RUN), "local", str(out)], env=_env(), check=True, timeout=900,
+    subprocess.run([sys.executable, str(RUN), "local", str(out)], env=_env(), check=True, timeout=1500,
                    capture_output=True)
     runs = json.loads(out.read_text())
-    assert runs["single"]["replicas"] == 1 and runs["mirrored"]["replicas"] == runs["in_scope"]["replicas"] == 2
-    # the same structure, and validation accuracy within one of the 32 validation samples
-    # (the replicas draw their own mask noise, so the runs are not bit-identical)
-    for name in ("mirrored", "in_scope"):
-        assert runs[name]["units"] == runs["single"]["units"], runs
-        assert abs(runs[name]["val_score"] - runs["single"]["val_score"]) <= 1 / 32 + 1e-9, runs
-    streamed = runs["streamed"]
+    assert runs["single"]["replicas"] == 1 and runs["mirrored"]["replicas"] == 2
+    assert runs["single"]["units"] < 16, runs  # the problem prunes: the structure check means something
+    # the structure within one unit_multiple (4 units), and validation accuracy within one of
+    # the 32 validation samples (the replicas draw their own mask noise, so the runs are not
+    # bit-identical, and a pruning run's chosen candidate depends on that noise)
+    assert abs(runs["mirrored"]["units"] - runs["single"]["units"]) <= 4, runs
+    assert abs(runs["mirrored"]["val_score"] - runs["single"]["val_score"]) <= 1 / 32 + 1e-9, runs
+    streamed = runs["streamed"]  # compress() called inside strategy.scope(), without strategy=
     assert streamed["replicas"] == 2 and streamed["baseline"] == pytest.approx(streamed["expected_baseline"]), runs
+    # every training phase of the streamed run (VIB with ISS, the candidates' and the final
+    # fine-tunes, distilled, tfmot pruning and clustering) is a fit of a model created under
+    # the strategy, and the tfmot stages did their work there
+    assert {"vib", "finetune", "magnitude", "cluster"} <= set(streamed["stages"]), streamed
+    fits = streamed["fits"]
+    assert {f["kind"] for f in fits} == {"vib", "tune", "prune", "cluster"}, fits
+    assert all(f["replicas"] == 2 for f in fits), fits
+    # the fine-tunes and the pruning learn from the teacher; compress() clusters on the labels
+    assert [f["distilled"] for f in fits] == [f["kind"] in ("tune", "prune") for f in fits], fits
+    assert streamed["pruned_nonzero"] <= 0.6 * streamed["params"], streamed  # sparsity 0.5 of the kernels
+    assert streamed["distinct_kernel_values"] <= 4 and streamed["mirrored_weights"], streamed
 
 
 def _free_ports(n):

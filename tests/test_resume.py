@@ -20,11 +20,13 @@ RUN = pathlib.Path(__file__).parent / "distributed" / "resume_run.py"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _start(out, checkpoint_dir, extra=None, slow=None):
+def _start(out, checkpoint_dir, extra=None, slow=None, mirrored=False):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if slow:
         env["RESUME_SLOW"] = str(slow)
+    if mirrored:  # under a MirroredStrategy over 2 logical CPUs
+        env["RESUME_MIRRORED"] = "1"
     return subprocess.Popen([sys.executable, str(RUN), str(out), str(checkpoint_dir), json.dumps(extra or {})],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -50,14 +52,24 @@ def _kill_when(process, ready, timeout=600):
 
 def _same_result(out, reference):
     result, expected = json.loads(out.read_text()), json.loads(reference.read_text())
-    assert result["structure"] == expected["structure"], (result, expected)
+    assert expected["structure"][0][0] == "SelectFeatures" or expected["structure"][0][1] < 12, expected  # pruned
+    # the same layers and kept input features; units within 3 of the 12: the noise after the
+    # restored epoch is not the uninterrupted run's (docs/scaling.md), and a pruning run's
+    # chosen candidate depends on it (one run kept 9 units where the uninterrupted kept 11)
+    def kept_features(structure):  # every layer's kind; the inputs of all but the Dense (its units)
+        return [(kind, inputs if kind != "Dense" else None) for kind, _, inputs in structure]
+
+    assert kept_features(result["structure"]) == kept_features(expected["structure"]), (result, expected)
+    assert all(abs(a[1] - b[1]) <= 3 for a, b in zip(result["structure"], expected["structure"], strict=True)), \
+        (result, expected)
     assert abs(result["val_score"] - expected["val_score"]) <= 1 / expected["n_val"] + 1e-9, (result, expected)
 
 
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
-    """One run killed twice: during the VIB stage, then (resumed) during a candidate's fine-tune;
-    the third start finishes it. Beside it, the uninterrupted run it must match."""
+    """One run killed twice: during the VIB stage, then (resumed under a MirroredStrategy over
+    2 logical CPUs) during a candidate's fine-tune; the third start, on one device again,
+    finishes it. Beside it, the uninterrupted run it must match."""
     reference = tmp_path / "reference.json"
     uninterrupted = _start(reference, "-")  # no checkpoint_dir: the run to match
 
@@ -66,8 +78,11 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert not manifest["stages"].get("vib", {}).get("done")
 
-    output = _kill_when(_start(out, run, slow=1.0), lambda: any(run.glob("trials/*/backup/chief/checkpoint")))
+    # the one-device checkpoint resumed under the strategy, its own resumed on one device next
+    output = _kill_when(_start(out, run, slow=1.0, mirrored=True),
+                        lambda: any(run.glob("trials/*/backup/chief/checkpoint")))
     assert "resuming VIB stage at epoch " in output and " of 10 (" in output, output
+    assert "replicas: 2" in output, output
 
     code, output = _finish(_start(out, run))
     assert code == 0, output[-3000:]

@@ -2,8 +2,9 @@
 are fixed before TensorFlow starts, so each setting needs a fresh process.
 
     python compress_run.py local OUT.json    # one device, MirroredStrategy over 2 logical
-                                             # CPUs, compress() called inside its scope, and
-                                             # a streamed tf.data.Dataset under the strategy
+                                             # CPUs, and compress() called inside its scope on
+                                             # a streamed tf.data.Dataset through every stage (VIB with ISS, fine-tunes,
+                                             # distillation, magnitude pruning, clustering)
     python compress_run.py worker OUT.json   # one worker of a MultiWorkerMirroredStrategy
                                              # (TF_CONFIG set by the caller)
 """
@@ -28,7 +29,13 @@ def _problem(samples=160, units=16):
     return model, x, y
 
 
-SETTINGS = dict(epochs=6, finetune_epochs=2, batch_size=32, verbose=0, on_miss="best", seed=0, kl_factor=0.05)
+# mask and fine-tune rates at which this small problem prunes (16 -> 12 units) and fine-tunes back
+SETTINGS = dict(epochs=6, finetune_epochs=2, batch_size=32, verbose=0, on_miss="best", seed=0, kl_factor=0.05,
+                mask_learning_rate=0.05, finetune_learning_rate=0.01)
+
+
+#: The stages the streamed run adds: ISS beside the VIB masks, tfmot pruning and clustering.
+STAGES = dict(iss=1e-3, magnitude_sparsity=0.5, clusters=4)
 
 
 def _summary(result, strategy):
@@ -36,7 +43,30 @@ def _summary(result, strategy):
             "replicas": int(strategy.num_replicas_in_sync)}
 
 
+def _record_fits():
+    """Every Keras ``fit`` of this process, as it starts: what trains (the VIB trainer, a
+    Distiller, a model wrapped for tfmot pruning or clustering, a plain model) and the
+    replicas of the strategy the trained model was created under (a hook of this script)."""
+    fits = []
+    original = keras.Model.fit
+
+    def fit(self, *args, **kwargs):
+        student = getattr(self, "student", self)
+        names = [layer.name for layer in getattr(student, "layers", [])]
+        kind = ("vib" if type(self).__name__ == "TwoRateTrainer" else
+                "prune" if any(n.startswith("prune_low_magnitude") for n in names) else
+                "cluster" if any(n.startswith("cluster_") for n in names) else "tune")
+        fits.append({"kind": kind, "distilled": student is not self,
+                     "replicas": int(self.distribute_strategy.num_replicas_in_sync)})
+        return original(self, *args, **kwargs)
+
+    keras.Model.fit = fit
+    return fits
+
+
 def main(mode, out):
+    import numpy as np
+
     import tf_vib
 
     runs = {}
@@ -47,13 +77,21 @@ def main(mode, out):
         model, x, y = _problem()
         runs["single"] = _summary(tf_vib.compress(model, (x, y), **SETTINGS), tf.distribute.get_strategy())
         runs["mirrored"] = _summary(tf_vib.compress(model, (x, y), strategy=mirrored, **SETTINGS), mirrored)
-        with mirrored.scope():
-            runs["in_scope"] = _summary(tf_vib.compress(model, (x, y), **SETTINGS), mirrored)
-        # a streamed dataset under the strategy: its evaluation (predict_on_batch) exact
+        # inside the strategy's scope, a streamed dataset through every stage: its evaluation
+        # exact, every fit under the strategy
         train, val = (tf.data.Dataset.from_tensor_slices(part).batch(32) for part in ((x[:128], y[:128]), (x[128:], y[128:])))
-        streamed = tf_vib.compress(model, train, validation_data=val, strategy=mirrored, **SETTINGS)
-        runs["streamed"] = {**_summary(streamed, mirrored), "baseline": streamed.report.baseline.val_score,
-                            "expected_baseline": float((model.predict(x[128:], verbose=0).argmax(-1) == y[128:]).mean())}
+        fits = _record_fits()
+        with mirrored.scope():
+            streamed = tf_vib.compress(model, train, validation_data=val, **{**SETTINGS, **STAGES})
+        stages = {stage.stage: stage for stage in streamed.report.stages}
+        kernels = [w.numpy() for w in streamed.model.weights if "kernel" in w.name]
+        runs["streamed"] = {
+            **_summary(streamed, mirrored), "baseline": streamed.report.baseline.val_score,
+            "expected_baseline": float((model.predict(x[128:], verbose=0).argmax(-1) == y[128:]).mean()),
+            "stages": list(stages), "fits": fits,
+            "pruned_nonzero": stages["magnitude"].extra["nonzero_params"], "params": stages["magnitude"].params,
+            "distinct_kernel_values": max(int(np.unique(k[k != 0]).size) for k in kernels),
+            "mirrored_weights": all(len(getattr(w, "values", ())) == 2 for w in streamed.model.weights)}
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         model, x, y = _problem()

@@ -41,6 +41,7 @@ class Run:
         self.total, self.count = len(names), 0
         self.threshold = None
         self.checkpoints = None  # a `_resume.Checkpoints` with compress(checkpoint_dir=...)
+        self.seed = 0  # compress()'s seed: the tfmot stages' shuffling of arrays
 
     def start(self, name, detail):
         self.count += 1
@@ -171,8 +172,8 @@ class Run:
         batch, train, val = self.s["batch_size"], self.data.train, self.data.val
         if isinstance(train, Stream):  # streamed as it is batched (shuffled, if at all, by the user)
             train = train.dataset
-        else:
-            train = tf.data.Dataset.from_tensor_slices(train).shuffle(samples_of(train), seed=0).batch(batch)
+        else:  # reshuffled every epoch, as Keras's fit shuffles arrays in the other stages
+            train = tf.data.Dataset.from_tensor_slices(train).shuffle(samples_of(train), seed=self.seed).batch(batch)
         val = val.dataset if isinstance(val, Stream) else tf.data.Dataset.from_tensor_slices(val).batch(256)
         return train, val
 
@@ -226,7 +227,7 @@ def run_in_scope(spec):
     keras.utils.set_random_seed(spec.seed)
     run = Run(model, vib_model, spec.data, spec.loss, settings, spec.thresholds, vib, spec.scorer,
               spec.classifier)
-    run.checkpoints = spec.checkpoints
+    run.checkpoints, run.seed = spec.checkpoints, spec.seed
     run.report.notes = list(spec.notes)
     if structured:
         plan = mask_plan(model, feature_masks=vib, dense_masks=vib)

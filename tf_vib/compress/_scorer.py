@@ -8,6 +8,7 @@ flagged with ``BoundNotMetWarning``.
 """
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -40,12 +41,43 @@ def class_labels(model, y):
     return labels[0] if len(labels) == 1 else tuple(labels)
 
 
+_PREDICTORS = weakref.WeakKeyDictionary()  # model -> {input signature: its inference function}
+
+
+def batch_predictor(model, dataset):
+    """``model``'s inference (``training=False``) on the batches of ``dataset``, as one
+    ``tf.function`` per model and input spec, traced once for every batch size (the
+    signature leaves the batch axis open) and kept across compiles.
+
+    Keras's ``predict_on_batch`` traced its predict function again for every model it was
+    called on after each ``compile`` (a candidate's fine-tune compiles it) and for every new
+    batch shape (the last, smaller batch of a stream): two traces or more per evaluation of a
+    fresh model, and TensorFlow's "triggered tf.function retracing" warnings during streamed
+    evaluation. Under a strategy the function reads the mirrored variables in cross-replica
+    context: each worker evaluates the whole batch, exactly, on its default device.
+    """
+    x_spec = dataset.element_spec[0]
+    signature = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), x_spec)
+    key = repr(signature)
+    functions = _PREDICTORS.setdefault(model, {})
+    if key not in functions:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        functions[key] = tf.function(lambda x: ref()(x, training=False), input_signature=[signature])
+    return functions[key]
+
+
+def streamed_predictions(model, dataset):
+    """``(y, flattened predictions)`` of each batch of ``dataset``, as NumPy arrays."""
+    predict = batch_predictor(model, dataset)
+    for x, y in dataset:
+        yield tf.nest.map_structure(np.asarray, y), [np.asarray(p) for p in tf.nest.flatten(predict(x))]
+
+
 def streamed_accuracy(model, dataset):
     """`_training.accuracy` over a dataset of (x, y) batches: the correct predictions of
     each output summed batch by batch, then the mean over outputs."""
     correct = total = 0
-    for x, y in dataset.as_numpy_iterator():
-        predictions = tf.nest.flatten(model.predict_on_batch(x))
+    for y, predictions in streamed_predictions(model, dataset):
         labels = tf.nest.flatten(class_labels(model, y))
         guesses = predicted_classes(model, predictions)
         correct = correct + np.array([np.sum(g == t) for g, t in zip(guesses, labels, strict=True)])
@@ -104,15 +136,15 @@ class Scorer:
 
     def score_on(self, model, data):
         """The metric of ``model`` on ``data``: (x, y) arrays (`score`), or a `_stream.Stream`
-        read batch by batch (``predict_on_batch``; correct predictions, or the metric's
+        read batch by batch (`batch_predictor`; correct predictions, or the metric's
         state, summed over the batches), never held whole."""
         if not isinstance(data, Stream):
             return self.score(model, *data)
         if self.is_accuracy:
             return streamed_accuracy(model, data.dataset)
         metric = self.make_metric()
-        for x, y in data.dataset.as_numpy_iterator():
-            metric.update_state(y, model.predict_on_batch(x))
+        for y, predictions in streamed_predictions(model, data.dataset):
+            metric.update_state(y, predictions[0] if len(predictions) == 1 else predictions)
         return float(metric.result())
 
     def key(self, value):
