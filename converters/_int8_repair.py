@@ -27,8 +27,8 @@ no layer normalization) relies on three facts that its quantizer does not enforc
    CONCATENATION or ADD of a Bidirectional's backward sequence) and reverses an LSTM's output,
    that output takes the reverse's parameters (and, by 2, the LSTM's state and hidden state).
 
-Each repair leaves the file's arithmetic what the quantizer meant it to be; measured on the
-stripped Bidirectional model of the test zoo, same class as Keras went from 17.6% to 100%.
+Each repair leaves the file's arithmetic what the quantizer meant it to be; what they change
+on the test zoo's models is measured in docs/deployment.md.
 """
 
 import numpy as np

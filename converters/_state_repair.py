@@ -5,9 +5,8 @@ tensors (inputs 18 and 19): it reads them as the initial state and writes its fi
 The converter builds them from zero constants, and its constant folding merges equal constants
 first: the zeros of a later GRU's or SimpleRNN's initial state (the ``WHILE`` loop's, or the
 first step of an unrolled one), or of another fused LSTM of the same width, can become the
-*same* tensor. The later layer then starts from the LSTM's final state instead of zeros
-(measured on TF 2.21: ``LSTM(4, return_sequences=True) -> GRU(4)`` off by 1.7e-2 in float32,
-``-> SimpleRNN(4)`` by 0.22, the first step only wrong).
+*same* tensor. The later layer then starts from the LSTM's final state instead of zeros, and
+its first step is wrong (TF 2.21; measured in docs/deployment.md).
 
 `untie_state_variables` gives each recurrent op that writes a variable its own, and every
 other reader a constant holding the variable's initial value (its data, or what
