@@ -4,6 +4,7 @@ its plain counterpart and carries the kept channels to the layers that read them
 
 import numpy as np
 
+from tf_vib._absorb import absorb_constants, kernel_indices
 from tf_vib._carriers import carry
 from tf_vib._channels import drop_columns, droppable_columns
 from tf_vib._frames import frame_masked, kept_frames
@@ -28,7 +29,7 @@ from tf_vib.layers.feature_mask import FeatureMask
 from tf_vib.layers.recurrent import VIBRecurrentCell
 from tf_vib.layers.select_features import SelectFeatures
 from tf_vib.layers.time_mask import SelectFrames
-from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, constant_blocked, rule_of
+from tf_vib.registry import CARRIER, COLUMN_PRODUCERS, KERNEL, RECURRENT, rule_of
 from tf_vib.wrap import rnn_arguments
 
 __all__ = ["Stripper"]
@@ -50,13 +51,6 @@ def _plain_recurrent(layer, units):
     config = {**cell.plain_cell_config(), "units": units}
     config.update(rnn_arguments(layer))
     return cell.PLAIN_LAYER(**config)
-
-
-def _kernel_indices(layer):
-    """Which of ``layer.get_weights()`` are kernels that read the layer's input."""
-    if isinstance(layer, keras.layers.Bidirectional):
-        return [0, len(layer.forward_layer.get_weights())]
-    return [0]
 
 
 class Stripper:
@@ -216,9 +210,9 @@ class Stripper:
         weights, config = layer.get_weights(), layer.get_config()
         tensor, channels = self._gathered(call.args[0], source, layer.name)
         if channels is not None and channels.shifted():
-            weights, config = _absorb_constants(layer, weights, config, channels.constants())
+            weights, config = absorb_constants(layer, weights, config, channels.constants())
         if channels is not None and not channels.is_full and not isinstance(layer, keras.layers.Embedding):
-            for i in _kernel_indices(layer):
+            for i in kernel_indices(layer):
                 kernel = weights[i]
                 axis = kernel.ndim - 2  # the input-feature axis (Conv1D kernels have a width axis first)
                 kernel = np.take(kernel, channels.physical, axis=axis)
@@ -352,34 +346,6 @@ class Stripper:
                         layer.count_params(), layer.count_params())
         )
         return None, [full_like(t) for t in node_outputs(call.node)]
-
-
-def _absorb_constants(layer, weights, config, constants):
-    """Fold what the removed input channels hold (``constants``, one per input channel)
-    into the bias: ``bias += constants @ kernel`` (summed over a Conv's window, exact with
-    padding='valid' only). A Dense or Conv without a bias gets one."""
-    why = constant_blocked(layer)
-    if why:
-        raise ValueError(f"strip_masks cannot fold the removed units' constants into {layer.name!r}: {why}")
-    weights = list(weights)
-    recurrent = rule_of(layer).role == RECURRENT
-    for i in _kernel_indices(layer):
-        kernel = weights[i]
-        shift = np.tensordot(constants, kernel, axes=([0], [kernel.ndim - 2]))
-        shift = shift.reshape(-1, shift.shape[-1]).sum(axis=0)
-        if recurrent:
-            if len(weights) <= i + 2 or weights[i + 2].shape[-1] != shift.shape[0]:
-                raise ValueError(f"layer {layer.name!r} needs a bias to absorb removed constant inputs")
-            bias = weights[i + 2].astype(np.float64)
-            (bias[0] if bias.ndim == 2 else bias)[...] += shift  # a GRU's input bias row
-            weights[i + 2] = bias.astype(kernel.dtype)
-        elif len(weights) > 1:
-            weights[1] = (weights[1] + shift).astype(kernel.dtype)
-        else:
-            inner = config["layer"]["config"] if isinstance(layer, keras.layers.TimeDistributed) else config
-            inner["use_bias"] = True  # get_config() gave a fresh dict
-            weights.append(shift.astype(kernel.dtype))
-    return weights, config
 
 
 def _kept_vector(model, columns):
