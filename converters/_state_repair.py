@@ -75,12 +75,9 @@ def _copy(model, graph, tensor, *, variable, schema):
         new.buffer = 0  # an empty buffer: reset_all_variables fills it
     else:
         if data is None or len(data) == 0:
-            dtype = np.dtype(_DTYPES[original.type])
-            zero = 0
-            if original.type == 9 and original.quantization is not None and original.quantization.zeroPoint is not None \
-                    and len(original.quantization.zeroPoint):
-                zero = int(original.quantization.zeroPoint[0])
-            data = np.full(tuple(int(d) for d in original.shape), zero, dtype).tobytes()
+            points = getattr(original.quantization, "zeroPoint", None)
+            zero = int(points[0]) if original.type == 9 and points is not None and len(points) else 0  # int8
+            data = np.full(tuple(int(d) for d in original.shape), zero, _DTYPES[original.type]).tobytes()
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(bytes(data), np.uint8).copy()
         model.buffers.append(buffer)

@@ -63,9 +63,8 @@ class TFLiteInfo:
         ``min_samples``; see `converters._fallback`), ``input_standardization``
         (``{"mean", "std"}``: the file standardises its raw input itself), ``batch_normalization``
         (one ``{"layer", "folded_into", "why"}`` per BatchNormalization: the layer whose kernel
-        and bias it was folded into, or None where it stayed, see `converters.plan.batchnorm`)
-        and ``int8_repairs``
-        (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
+        and bias it was folded into, or None where it stayed, see `converters.plan.batchnorm`),
+        ``int8_repairs`` (a line per quantization parameter of a fused int8 LSTM that tf-vib corrected after
         the converter, see ``converters/_int8_repair.py``) and ``state_repairs`` (a line per
         state variable of a recurrent op that the converter had shared with another op and
         tf-vib untied, see ``converters/_state_repair.py``).

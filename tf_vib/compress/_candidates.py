@@ -51,6 +51,12 @@ class Candidate:
         one recurrent step, so a candidate with fewer frames is smaller at equal parameters)."""
         return self.params * (self.frames or 1)
 
+    @classmethod
+    def from_record(cls, row, weights):
+        """The candidate a checkpoint's ``row`` (`_resume.Checkpoints.candidate_saved`) records,
+        with its ``weights`` read back."""
+        return cls(row["epoch"], row["threshold"], row["params"], row["masked_accuracy"], weights, row.get("frames"))
+
 
 def fine_tune(model, train, val, *, scorer=ACCURACY, epochs, batch_size, learning_rate, loss, verbose,
               teacher=None, distillation=None, callbacks=()):

@@ -163,9 +163,7 @@ class Checkpoints:
         # a candidate saved after the last backup is taken again when its epoch reruns
         stage["candidates"] = [row for row in stage.get("candidates", []) if row["epoch"] < start]
         for row in stage["candidates"]:
-            snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
-                                                  row["masked_accuracy"], self._read(snapshots.vib_model, row["path"]),
-                                                  row.get("frames")))
+            snapshots.candidates.append(Candidate.from_record(row, self._read(snapshots.vib_model, row["path"])))
         if snapshots.candidates:
             snapshots._kept = sum(int(m.kept(snapshots.threshold).sum()) for m in snapshots._masks)
         if start:

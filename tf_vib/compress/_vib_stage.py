@@ -48,9 +48,7 @@ def train_and_choose(run, original):
     checkpoints = run.checkpoints
     if checkpoints is not None and s["epochs"] and checkpoints.vib_done(name, vib_model, None):
         for row in checkpoints.stage(name).get("candidates", []):
-            snapshots.candidates.append(Candidate(row["epoch"], row["threshold"], row["params"],
-                                                  row["masked_accuracy"], checkpoints._read(vib_model, row["path"]),
-                                                  row.get("frames")))
+            snapshots.candidates.append(Candidate.from_record(row, checkpoints._read(vib_model, row["path"])))
         checkpoints._read_into(vib_model, checkpoints.stage(name)["path"])
         run.histories[name] = checkpoints.history(name)
     elif s["epochs"]:
