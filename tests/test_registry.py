@@ -185,9 +185,10 @@ def _trained_statistics(layer, rng):
 
 
 def test_constants_of_removed_units_fold_into_every_kind_of_reader(rng):
-    """Removed units read as BatchNormalization's (or a sigmoid's) constant: a Dense without
-    a bias, a GRU, a Bidirectional, a Conv1D with padding='valid', and an LSTM behind a
-    FeatureMask (the units concatenated with the input) fold them into their biases."""
+    """Removed units read as BatchNormalization's (or a sigmoid's) constant: a Dense, an LSTM
+    and a GRU without a bias, a GRU, a Bidirectional, a Conv1D with padding='valid', and an
+    LSTM behind a FeatureMask (the units concatenated with the input) fold them into their
+    biases."""
     inputs = keras.Input((5, 3))
     seq = L.LSTM(6, return_sequences=True, name="lstm")(inputs)
     norm = L.BatchNormalization(name="norm")(seq)
@@ -197,6 +198,8 @@ def test_constants_of_removed_units_fold_into_every_kind_of_reader(rng):
         L.Dense(2, name="head_bi")(L.Bidirectional(L.LSTM(3), name="bi")(norm)),
         L.Dense(2, name="head_conv")(L.GlobalMaxPooling1D()(L.Conv1D(3, 2, padding="valid", name="conv")(norm))),
         L.Dense(2, name="head_reader")(L.LSTM(3, name="reader")(L.Concatenate()([norm, inputs]))),
+        L.Dense(2, name="head_lstm_no_bias")(L.LSTM(3, use_bias=False, name="lstm_no_bias")(norm)),
+        L.Dense(2, name="head_gru_no_bias")(L.GRU(3, use_bias=False, name="gru_no_bias")(norm)),
     ]
     model = keras.Model(inputs, outputs)
     _trained_statistics(model.get_layer("norm"), rng)
@@ -207,7 +210,8 @@ def test_constants_of_removed_units_fold_into_every_kind_of_reader(rng):
     randomize_masks(vib, rng)
     small = tf_vib.strip_masks(vib, min_units=1)
     assert small.get_layer("lstm").units < 6
-    assert small.get_layer("no_bias").use_bias  # turned on to hold the constants
+    for name in ("no_bias", "lstm_no_bias", "gru_no_bias"):
+        assert small.get_layer(name).use_bias, name  # turned on to hold the constants
     x = rng.normal(size=(4, 5, 3)).astype("float32")
     masked, stripped = vib.predict(x, verbose=0), small.predict(x, verbose=0)
     naive = tf_vib.strip_masks(vib, min_units=1)  # what the constants are worth: drop them again
@@ -219,9 +223,9 @@ def test_constants_of_removed_units_fold_into_every_kind_of_reader(rng):
 
 @pytest.mark.parametrize("reader, reason", [
     (lambda: L.Conv1D(3, 2, padding="same"), "padding='same'"),
-    (lambda: L.LSTM(3, use_bias=False, return_sequences=True, name="reader"), "use_bias=False"),
+    (lambda: L.Bidirectional(L.LSTM(3, use_bias=False, return_sequences=True), name="reader"), "use_bias=False"),
     (lambda: L.Masking(), "Masking"),
-], ids=["conv_same", "lstm_no_bias", "masking"])
+], ids=["conv_same", "bidirectional_no_bias", "masking"])
 def test_plan_keeps_units_whose_constants_a_reader_cannot_absorb(reader, reason):
     model = keras.Sequential([keras.Input((5, 3)), L.LSTM(6, return_sequences=True, name="lstm"),
                               L.BatchNormalization(), reader(), L.GlobalAveragePooling1D(), L.Dense(2)])

@@ -46,9 +46,11 @@ def _vib_recurrent(layer):
     return _vib_cell(layer) is not None
 
 
-def _plain_recurrent(layer, units):
+def _plain_recurrent(layer, units, weights):
+    """The plain layer of a VIB recurrent ``layer`` with ``units``, for its folded ``weights``
+    (which hold a bias the cell had not when `fold` added one)."""
     cell = layer.cell
-    config = {**cell.plain_cell_config(), "units": units}
+    config = {**cell.plain_cell_config(), "units": units, "use_bias": len(weights) > 2}
     config.update(rnn_arguments(layer))
     return cell.PLAIN_LAYER(**config)
 
@@ -275,7 +277,7 @@ class Stripper:
             values, alive = self.cell_mask_values(layer)
             units = np.flatnonzero(alive)
             weights, scale = self._fold(layer, values, units, channels)
-            new_layer = _plain_recurrent(layer, len(units))
+            new_layer = _plain_recurrent(layer, len(units), weights)
             output = call.call(new_layer, first=tensor)
             new_layer.set_weights(weights)
             record = Channels(units, scale, np.ones(len(units), bool), cell.units)
@@ -321,7 +323,7 @@ class Stripper:
                     )
                 folded.append((direction.cell.silence(weights, np.flatnonzero(~own[shared])), scale))
             physical, scale, sizes = shared, np.ones(len(shared)), [len(shared)] * 2
-        plain = [_plain_recurrent(d, n) for d, n in zip(directions, sizes, strict=True)]
+        plain = [_plain_recurrent(d, n, f[0]) for d, n, f in zip(directions, sizes, folded, strict=True)]
         new_layer = keras.layers.Bidirectional(plain[0], backward_layer=plain[1], merge_mode=layer.merge_mode,
                                                name=layer.name)
         output = call.call(new_layer, first=tensor)

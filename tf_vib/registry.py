@@ -238,7 +238,8 @@ def constant_blocked(layer):
 
     Carriers carry a constant per unit (an activation maps it, pooling and dropout keep it)
     except those that add zeros or read it as a marker; readers fold it into their bias
-    (``bias += c @ kernel[removed rows]``; a Dense or Conv without a bias gets one), which is
+    (``bias += c @ kernel[removed rows]``; a Dense, Conv or recurrent layer without a bias gets
+    one, a Bidirectional's directions must have theirs), which is
     exact for a Conv only without zero padding along the window.
     """
     inner = inner_layer(layer)
@@ -252,7 +253,7 @@ def constant_blocked(layer):
     if isinstance(inner, (L.Conv1D, L.Conv2D)) and inner.padding != "valid":
         return (f"{name} with padding={inner.padding!r} reads zero padding at the edges, so the "
                 "removed units' constants cannot fold into its bias (padding='valid' can)")
-    for recurrent in [inner.forward_layer, inner.backward_layer] if isinstance(inner, L.Bidirectional) else [inner]:
-        if recurrent_kind(recurrent) and not recurrent.cell.use_bias:
-            return f"{name} has use_bias=False: the removed units' constants need a bias to fold into"
+    if isinstance(inner, L.Bidirectional) and not (inner.forward_layer.cell.use_bias
+                                                   and inner.backward_layer.cell.use_bias):
+        return f"{name} has use_bias=False: the removed units' constants need a bias to fold into"
     return ""

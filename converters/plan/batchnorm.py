@@ -5,7 +5,7 @@ At inference a BatchNormalization on the feature axis is an affine map of each f
 ``shift = beta - moving_mean * a``. A layer that reads ``y`` through a kernel ``W`` (one row
 per input feature) and a bias ``b`` computes the same from ``x`` with ``W' = a[:, None] * W``
 and ``b' = b + shift @ W``: an LSTM, GRU or SimpleRNN (its input kernel; a GRU's input bias
-row), a Dense, a Conv1D with ``padding="valid"`` (summed over its taps), and a Dense or
+row), a Bidirectional one (both directions), a Dense, a Conv1D with ``padding="valid"`` (summed over its taps), and a Dense or
 Conv1D inside ``TimeDistributed``. A reader without a bias gets one.
 
 Why fold: the converter would otherwise write the normalization as a MUL and an ADD. In
@@ -38,9 +38,10 @@ import dataclasses
 import numpy as np
 
 from converters.plan._common import SKIP, LayerPlan, clone_with, has_input_mask, one_kernel_consumer
+from tf_vib._absorb import fold_affine
 from tf_vib._graph import call_counts, graph_nodes, tensor_users
 from tf_vib._keras import keras
-from tf_vib.registry import inner_layer, recurrent_kind
+from tf_vib.registry import constant_blocked, inner_layer, recurrent_kind
 
 __all__ = ["BatchNormPlan", "FOLD_MAX_ROUNDING_GROWTH", "rounding_growth", "fold_batch_norms",
            "batch_norm_records"]
@@ -70,10 +71,16 @@ def _is_batch_norm(layer):
 def _reader(layer):
     """True for the layers a BatchNormalization folds into (their kernel's axis -2 is the
     input features, their bias last)."""
-    if recurrent_kind(layer):
+    if recurrent_kind(layer) or (isinstance(layer, L.Bidirectional) and recurrent_kind(layer.forward_layer)):
         return True
     inner = inner_layer(layer)
     return type(inner) in (L.Dense, L.Conv1D)
+
+
+def _folded_weights(reader):
+    if isinstance(reader, L.Bidirectional):
+        return "both directions' input kernels and biases"
+    return "its input kernel and bias" if recurrent_kind(reader) else "its kernel and bias"
 
 
 def _why_not(node, users, model, calls):
@@ -99,7 +106,7 @@ def _why_not(node, users, model, calls):
                     "would stand for normalized zeros")
         if reader.groups != 1 or reader.data_format != "channels_last":
             return f"{reader.name!r} is a Conv1D with groups or channels first"
-    return None
+    return constant_blocked(reader) or None
 
 
 def _affine(inner):
@@ -129,35 +136,9 @@ def rounding_growth(layer):
     return float(growth[feature]), feature
 
 
-def _bias_config(config):
-    """The dict of ``config`` (a reader's, maybe a TimeDistributed's or an RNN's cell's) that
-    holds ``use_bias``."""
-    for key in ("layer", "cell"):
-        if "use_bias" not in config and isinstance(config.get(key), dict):
-            config = config[key]["config"]
-    return config
-
-
 def _folded(reader, a, shift):
     """A new, unbuilt copy of ``reader`` with the folded weights in ``_tf_vib_weights``."""
-    weights = reader.get_weights()
-    kernel = np.asarray(weights[0], np.float64)
-    delta = (kernel * shift[:, None]).reshape(-1, kernel.shape[-1]).sum(axis=0)  # shift @ W, over taps
-    weights[0] = (kernel * a[:, None]).astype(weights[0].dtype)
-    config = reader.get_config()
-    inner = _bias_config(config)
-    if inner["use_bias"]:
-        bias = np.asarray(weights[-1], np.float64)
-        if bias.ndim == 2:  # a GRU with reset_after: the input bias is row 0
-            bias[0] += delta
-        else:
-            bias = bias + delta
-        weights[-1] = bias.astype(weights[0].dtype)
-    elif np.any(delta != 0):
-        inner["use_bias"] = True
-        reset_after = recurrent_kind(reader) == "gru" and reader.cell.reset_after
-        bias = np.stack([delta, np.zeros_like(delta)]) if reset_after else delta
-        weights.append(bias.astype(weights[0].dtype))
+    weights, config = fold_affine(reader, reader.get_weights(), reader.get_config(), a, shift)
     copy = type(reader).from_config(config)
     copy._tf_vib_weights = weights
     return copy
@@ -198,8 +179,7 @@ def fold_batch_norms(model, max_rounding_growth=FOLD_MAX_ROUNDING_GROWTH):
         replacements[id(layer)] = SKIP
         replacements[id(reader)] = _folded(reader, *_affine(inner_layer(layer)))
         plans.append(BatchNormPlan(layer.name, _label(layer), f"folded into {reader.name!r} "
-                                                              f"({_label(reader)}: its {'input ' * bool(recurrent_kind(reader))}"
-                                                              "kernel and bias)", reader.name))
+                                                              f"({_label(reader)}: {_folded_weights(reader)})", reader.name))
     return (clone_with(model, replacements) if replacements else model), plans
 
 

@@ -245,7 +245,8 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         return alive
 
     def fold(self, values, units, kernel_rows, *, input_bias_shift=None):
-        """Plain weights ``[kernel, recurrent_kernel, (bias)]`` for the kept ``units``.
+        """Plain weights ``[kernel, recurrent_kernel, (bias)]`` for the kept ``units``; a cell
+        without a bias gets one where removed constant inputs or pruned memory gates need it.
 
         ``values`` holds each gate mask's deterministic value (one vector per gate in
         ``GATES``), ``kernel_rows`` the input kernel's rows already taken and scaled for the
@@ -259,22 +260,23 @@ class VIBRecurrentCell(VIBLayerMixin, DropoutRNNCellMixin, keras.layers.Layer, P
         kernel = kernel_rows[:, cols]
         state_scale = values[self.STATE_GATE][units]
         recurrent = self.recurrent_kernel.numpy()[units][:, cols] * state_scale[:, None]
-        bias = self.bias.numpy()[..., cols].copy() if self.use_bias else None
-        if input_bias_shift is not None and np.any(input_bias_shift[cols]):
-            if bias is None:
-                raise ValueError(f"layer {self.name!r} needs a bias to absorb removed constant inputs")
+        memoryless = np.zeros(0, int)
+        if self.MEMORY_GATE is not None:
+            memoryless = self.GATES.index(self.MEMORY_GATE) * n + np.flatnonzero(values[self.MEMORY_GATE][units] == 0)
+        shifted = input_bias_shift is not None and np.any(input_bias_shift[cols])
+        if self.use_bias:
+            bias = self.bias.numpy()[..., cols].copy()
+        elif shifted or len(memoryless):  # the plain layer gets a bias (`strip_masks` builds it so)
+            bias = np.zeros((2, len(cols)) if getattr(self, "reset_after", False) else (len(cols),), np.float32)
+        else:
+            bias = None
+        if shifted:
             (bias[0] if bias.ndim == 2 else bias)[...] += input_bias_shift[cols]
         self._fold_gates(values, units, kernel, recurrent, bias)
         if self.MEMORY_GATE is not None:
-            memoryless = self.GATES.index(self.MEMORY_GATE) * n + np.flatnonzero(values[self.MEMORY_GATE][units] == 0)
             kernel[:, memoryless] = 0.0
             recurrent[:, memoryless] = 0.0
             if len(memoryless):
-                if bias is None:
-                    raise ValueError(
-                        f"layer {self.name!r} has units whose memory gate is pruned, which needs a "
-                        "bias to express exactly; build the cell with use_bias=True"
-                    )
                 if bias.ndim == 2:
                     bias[0, memoryless], bias[1, memoryless] = MEMORYLESS_BIAS, 0.0
                 else:
